@@ -1,0 +1,58 @@
+"""Packaging for the generative model zoo.
+
+Only ``zoo`` is installed at the top of site-packages: the repository's
+``recipes/``, ``export/`` and ``serving/`` folders become ``zoo.recipes``,
+``zoo.export`` and ``zoo.serving`` through ``package_dir``.
+"""
+
+from setuptools import setup
+
+PACKAGE_DIR = {
+    "zoo": "zoo",
+    "zoo.recipes": "recipes",
+    "zoo.export": "export",
+    "zoo.serving": "serving",
+}
+
+PACKAGES = [
+    "zoo",
+    "zoo.data",
+    "zoo.models",
+    "zoo.recipes",
+    "zoo.export",
+    "zoo.serving",
+]
+
+INSTALL_REQUIRES = [
+    "tensorflow==2.21.*",
+    "keras>=3.15,<4",
+    "tensorflow-probability==0.25.*",
+    "tf-keras==2.21.*",
+    "tensorflow-datasets>=4.9",
+    "tensorboard==2.21.*",
+    "numpy>=1.26",
+    "pillow>=10",
+    "tf2onnx>=1.17",
+    "onnx>=1.17",
+    "onnxruntime>=1.20",
+    "tensorflow-serving-api==2.21.*",
+]
+
+EXTRAS_REQUIRE = {"dev": ["pytest>=8", "ruff==0.17.*"]}
+
+setup(
+    name="zoo",
+    version="0.1.0",
+    description="A TensorFlow/Keras zoo of generative models that train, export and serve the same way.",
+    python_requires=">=3.10",
+    package_dir=PACKAGE_DIR,
+    packages=PACKAGES,
+    package_data={
+        "zoo.data": ["sample/*.npz", "sample/*.md"],
+        "zoo.recipes": ["*.toml"],
+        "zoo.serving": ["models.config", "*.textproto", "*.yml", "Dockerfile"],
+    },
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["zoo=zoo.cli:main"]},
+)
