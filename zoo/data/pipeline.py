@@ -1,0 +1,81 @@
+"""Batching: cache, shuffle, batch and prefetch, optionally with epoch-seeded order."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from zoo.data.core import DataError
+
+# Multiplier that spreads (seed, epoch) pairs over distinct shuffle seeds.
+_EPOCH_STRIDE = 1_000_003
+
+
+def epoch_seed(seed: int, epoch: int | tf.Tensor) -> tf.Tensor:
+    """int64 shuffle seed that depends only on ``(seed, epoch)``."""
+    return tf.constant(int(seed), tf.int64) * _EPOCH_STRIDE + tf.cast(epoch, tf.int64)
+
+
+def batch(
+    ds: tf.data.Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    drop_remainder: bool = True,
+    cache: bool = True,
+    epochs: int | None = None,
+    first_epoch: int = 0,
+    shuffle_buffer: int = 10_000,
+) -> tf.data.Dataset:
+    """Cache, shuffle, batch and prefetch an unbatched dataset.
+
+    With ``epochs=None`` the result is one epoch, reshuffled on every iteration.
+    With ``epochs`` set, the result covers epochs ``first_epoch .. epochs-1`` in
+    one pass, and each epoch's order depends only on ``(seed, epoch)`` (given the
+    same ``tf.random.set_seed`` state), so a resumed run sees exactly the batches
+    an uninterrupted run would have.
+    """
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = int(batch_size)
+    if shuffle and shuffle_buffer <= 0:
+        raise DataError(
+            f"shuffle_buffer must be positive, got {shuffle_buffer!r}; "
+            "pass e.g. shuffle_buffer=10_000 or shuffle=False"
+        )
+    if epochs is not None and not 0 <= first_epoch <= epochs:
+        raise DataError(
+            f"need 0 <= first_epoch <= epochs, got first_epoch={first_epoch}, epochs={epochs}; "
+            "pass the epoch to resume from as first_epoch and the total as epochs"
+        )
+    size = int(ds.cardinality())
+    if drop_remainder and 0 <= size < batch_size:
+        raise DataError(
+            f"the dataset has {size} examples, fewer than batch_size={batch_size}, so with "
+            "drop_remainder=True it would be empty; use a smaller batch_size or "
+            "drop_remainder=False"
+        )
+    if cache:
+        ds = ds.cache()
+
+    if epochs is None:
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    source = ds
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        epoch_ds = source
+        if shuffle:
+            epoch_ds = epoch_ds.shuffle(
+                shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False
+            )
+        return epoch_ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
+    if size >= 0:  # flat_map forgets the length; restore it for progress bars/steps
+        per_epoch = size // batch_size if drop_remainder else -(-size // batch_size)
+        ds = ds.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * per_epoch))
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,386 @@
+"""Dataset sources: bundled MNIST sample, numpy arrays, image folders and TFDS.
+
+Every function returns an unbatched ``tf.data.Dataset`` whose elements are
+float32 images in [0, 1] of shape exactly ``image_shape`` or, with
+``with_labels=True``, ``(image, label)`` pairs with an int64 label.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import os
+import re
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.data.core import DataError, check_image_shape, fit_image, fmt_shape
+
+SPLITS = ("all", "train", "test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+SOURCES = ("sample", "tfds", "folder", "numpy")
+_ALTERNATIVES = (
+    'use source="sample" (the bundled 5k MNIST digits, works offline), '
+    'source="folder" (your own image files), source="numpy" (in-memory arrays), '
+    "or prepare the TFDS dataset once while online (or pass data_dir= pointing at "
+    "an existing TFDS data directory)"
+)
+
+
+# --------------------------------------------------------------------------- sample
+
+
+@functools.lru_cache(maxsize=1)
+def _sample_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Read the bundled npz once (read-only arrays; callers copy)."""
+    resource = files("zoo.data") / "sample" / "mnist_5k.npz"
+    with resource.open("rb") as fh, np.load(fh) as npz:
+        images = np.asarray(npz["images"], dtype=np.uint8)
+        labels = np.asarray(npz["labels"]).astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_sample(
+    split: str = "all", *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load the bundled MNIST sample as ``(images uint8 (N,28,28,1), labels int64 (N,))``.
+
+    ``split`` is "all", "train" or "test". The train/test split is stratified
+    (each class contributes ``round(test_fraction * count)`` examples to test),
+    deterministic for a given ``seed``, and the two splits are disjoint and
+    together make up "all". Examples keep the file's original order.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown sample split {split!r}; use one of {', '.join(SPLITS)}")
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise DataError(
+            f"test_fraction must be strictly between 0 and 1, got {test_fraction!r}; "
+            "pass e.g. test_fraction=0.2"
+        )
+    images, labels = _sample_arrays()
+    if split == "all":
+        return images.copy(), labels.copy()
+    rng = np.random.default_rng(seed)
+    test_mask = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        n_test = round(float(test_fraction) * len(idx))
+        test_mask[rng.permutation(idx)[:n_test]] = True
+    keep = test_mask if split == "test" else ~test_mask
+    return images[keep], labels[keep]
+
+
+def from_sample(
+    split: str = "all",
+    *,
+    image_shape: Sequence[int] = (28, 28, 1),
+    with_labels: bool = False,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Dataset of the bundled MNIST sample, resized/recoloured to ``image_shape``."""
+    images, labels = load_sample(split, test_fraction=test_fraction, seed=seed)
+    return from_numpy(images, labels, image_shape=image_shape, with_labels=with_labels, resize=True)
+
+
+# --------------------------------------------------------------------------- numpy
+
+
+def _check_labels(labels: Any, n: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise DataError(
+            f"labels have shape {labels.shape} but there are {n} images; "
+            f"pass one integer label per image (shape ({n},))"
+        )
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0):
+            return labels.astype(np.int64)
+        raise DataError(
+            f"labels must be integers, got dtype {labels.dtype}; pass integer class ids"
+        )
+    return labels.astype(np.int64)
+
+
+def from_numpy(
+    images: Any,
+    labels: Any = None,
+    *,
+    image_shape: Sequence[int] | None = None,
+    with_labels: bool = False,
+    resize: bool = False,
+) -> tf.data.Dataset:
+    """Dataset from in-memory arrays.
+
+    ``images`` is uint8 (0-255) or float (already in [0, 1]) with shape (N,H,W)
+    or (N,H,W,C). If ``image_shape`` differs from the arrays' shape, pass
+    ``resize=True`` to resize and convert channels.
+    """
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise DataError(
+            f"images must be a non-empty array of shape (N,H,W) or (N,H,W,C), got shape "
+            f"{images.shape}; stack your images into one array"
+        )
+    if images.dtype == np.uint8:
+        pass
+    elif np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise DataError(
+                f"float images must be in [0, 1], got values in [{lo:g}, {hi:g}]; scale them "
+                "first (e.g. images / 255.0 for 0-255 data, (images + 1) / 2 for [-1, 1]) "
+                "or pass uint8 arrays"
+            )
+        images = images.astype(np.float32)
+    else:
+        raise DataError(
+            f"images must be uint8 (0-255) or float in [0, 1], got dtype {images.dtype}; "
+            "convert with images.astype(np.uint8) or scale to floats in [0, 1]"
+        )
+    have = tuple(int(d) for d in images.shape[1:])
+    target = have if image_shape is None else check_image_shape(image_shape)
+    if target != have and not resize:
+        raise DataError(
+            f"images are {fmt_shape(have)} but the model expects {fmt_shape(target)}; "
+            f"pass resize=True or set image_shape=({have[0]},{have[1]},{have[2]})"
+        )
+    if with_labels and labels is None:
+        raise DataError("with_labels=True but no labels were given; pass labels= or drop it")
+    if labels is not None:
+        labels = _check_labels(labels, images.shape[0])
+
+    def fit(image: tf.Tensor) -> tf.Tensor:
+        return fit_image(image, target)
+
+    if with_labels:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        return ds.map(lambda x, y: (fit(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.from_tensor_slices(images)
+    return ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def _list_images(root: Path, recursive: bool) -> list[str]:
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    found = [p for p in candidates if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return [str(p) for p in sorted(found, key=lambda p: p.relative_to(root).as_posix())]
+
+
+def from_folder(
+    path: str | os.PathLike[str],
+    *,
+    image_shape: Sequence[int] = (64, 64, 3),
+    recursive: bool = True,
+) -> tf.data.Dataset:
+    """Dataset of the image files (png/jpg/jpeg/bmp/gif, any size) under ``path``.
+
+    Files are sorted by relative path, decoded (first frame of animated GIFs),
+    converted to ``image_shape``'s channel count and resized with antialiasing.
+    """
+    target = check_image_shape(image_shape)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(
+            f"image folder {str(root)!r} {what}; pass path= pointing at a folder of images"
+        )
+    paths = _list_images(root, recursive)
+    if not paths:
+        where = "in or under" if recursive else "directly in"
+        raise DataError(
+            f"no image files found {where} {str(root)!r}; accepted extensions are "
+            f"{', '.join(IMAGE_EXTENSIONS)} (any case) - add images there or point path= "
+            "at another folder"
+        )
+
+    def load(file: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(
+            tf.io.read_file(file), channels=3, dtype=tf.uint8, expand_animations=False
+        )
+        image.set_shape((None, None, 3))
+        return fit_image(image, target)
+
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+# --------------------------------------------------------------------------- tfds
+
+
+def _unknown_tfds_name(name: str, known: Sequence[str]) -> DataError:
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+    hint = (
+        f"did you mean {', '.join(repr(c) for c in close)}?"
+        if close
+        else "see tensorflow_datasets.list_builders() for the available names"
+    )
+    return DataError(
+        f'unknown TFDS dataset {name!r}; {hint} (or use source="sample" for the bundled '
+        "MNIST digits)"
+    )
+
+
+def from_tfds(
+    name: str,
+    split: str = "train",
+    *,
+    image_shape: Sequence[int] | None = None,
+    with_labels: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+) -> tf.data.Dataset:
+    """Dataset from TensorFlow Datasets (feature "image", and "label" if asked for).
+
+    Any failure to find or download the data raises :class:`DataError` naming
+    the offline alternatives.
+    """
+    import tensorflow_datasets as tfds  # heavy; imported only when used
+
+    target = None if image_shape is None else check_image_shape(image_shape)
+    base = str(name).split("/")[0]
+    versioned = re.fullmatch(r"(\w+):[\d.*]+", base)  # e.g. "mnist:3.*.*"
+    base = versioned.group(1) if versioned else base
+    if ":" not in base:  # community "namespace:name" datasets are left to TFDS itself
+        known = tfds.list_builders()
+        if base not in known:
+            raise _unknown_tfds_name(base, known)
+    try:
+        ds = tfds.load(
+            name,
+            split=split,
+            data_dir=None if data_dir is None else os.fspath(data_dir),
+            download=download,
+            as_supervised=False,
+        )
+    except tfds.core.registered.DatasetNotFoundError as exc:
+        raise _unknown_tfds_name(base, tfds.list_builders()) from exc
+    except Exception as exc:  # offline, missing data, bad split, ...
+        how = "downloaded" if download else "found (download=False)"
+        raise DataError(
+            f"TFDS dataset {name!r} (split {split!r}) could not be {how}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            f"Instead, {_ALTERNATIVES}"
+        ) from exc
+
+    spec = ds.element_spec
+    if not isinstance(spec, dict) or "image" not in spec:
+        keys = sorted(spec) if isinstance(spec, dict) else [type(spec).__name__]
+        raise DataError(
+            f"TFDS dataset {name!r} has no 'image' feature (features: {keys}); "
+            "pick an image dataset such as 'mnist' or 'cifar10'"
+        )
+    if with_labels and "label" not in spec:
+        raise DataError(
+            f"TFDS dataset {name!r} has no 'label' feature (features: {sorted(spec)}); "
+            "pass with_labels=False"
+        )
+    image_spec = spec["image"]
+    if image_spec.shape.rank != 3:
+        raise DataError(
+            f"TFDS dataset {name!r} has images of shape {image_spec.shape}, expected "
+            "(H, W, C); pick a still-image dataset"
+        )
+    if target is None:
+        dims = tuple(image_spec.shape.as_list())
+        if None in dims:
+            raise DataError(
+                f"TFDS dataset {name!r} has images of varying size ({fmt_shape(dims)}); "
+                "pass image_shape=(H, W, C) to resize them"
+            )
+        target = dims  # type: ignore[assignment]
+
+    def fit(example: dict[str, tf.Tensor]) -> Any:
+        image = fit_image(example["image"], target)  # type: ignore[arg-type]
+        if with_labels:
+            return image, tf.cast(example["label"], tf.int64)
+        return image
+
+    return ds.map(fit, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def _call_with(fn: Callable[..., tf.data.Dataset], source: str, *args: Any, **kw: Any) -> Any:
+    accepted = set(inspect.signature(fn).parameters)
+    unknown = sorted(set(kw) - accepted)
+    if unknown:
+        raise DataError(
+            f"source={source!r} does not take {', '.join(unknown)}; it accepts "
+            f"{', '.join(sorted(accepted))}"
+        )
+    return fn(*args, **kw)
+
+
+def make_dataset(
+    source: str,
+    *,
+    name: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    images: Any = None,
+    labels: Any = None,
+    split: str = "train",
+    image_shape: Sequence[int] = (28, 28, 1),
+    with_labels: bool = False,
+    **kwargs: Any,
+) -> tf.data.Dataset:
+    """Build an unbatched dataset from ``source`` in {"sample", "tfds", "folder", "numpy"}.
+
+    Extra keyword arguments go to the matching ``from_*`` function.
+    """
+    key = str(source).strip().lower()
+    if key == "sample":
+        return _call_with(
+            from_sample,
+            key,
+            split,
+            image_shape=image_shape,
+            with_labels=with_labels,
+            **kwargs,
+        )
+    if key == "tfds":
+        if not name:
+            raise DataError('source="tfds" needs name=, e.g. name="mnist"')
+        return _call_with(
+            from_tfds,
+            key,
+            name,
+            split,
+            image_shape=image_shape,
+            with_labels=with_labels,
+            **kwargs,
+        )
+    if key == "folder":
+        if path is None:
+            raise DataError('source="folder" needs path= pointing at a folder of images')
+        if with_labels:
+            raise DataError(
+                'source="folder" has no labels; pass with_labels=False or use source="numpy"'
+            )
+        return _call_with(from_folder, key, path, image_shape=image_shape, **kwargs)
+    if key == "numpy":
+        if images is None:
+            raise DataError('source="numpy" needs images= (an (N,H,W[,C]) array)')
+        return _call_with(
+            from_numpy,
+            key,
+            images,
+            labels,
+            image_shape=image_shape,
+            with_labels=with_labels,
+            **kwargs,
+        )
+    raise DataError(f"unknown source {source!r}; use one of {', '.join(map(repr, SOURCES))}")
