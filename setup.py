@@ -18,6 +18,7 @@ PACKAGES = [
     "zoo",
     "zoo.data",
     "zoo.models",
+    "zoo.trainers",
     "zoo.recipes",
     "zoo.export",
     "zoo.serving",

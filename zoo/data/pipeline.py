@@ -10,9 +10,9 @@ from zoo.data.core import DataError
 _EPOCH_STRIDE = 1_000_003
 
 
-def epoch_seed(seed: int, epoch: int | tf.Tensor) -> tf.Tensor:
-    """int64 shuffle seed that depends only on ``(seed, epoch)``."""
-    return tf.constant(int(seed), tf.int64) * _EPOCH_STRIDE + tf.cast(epoch, tf.int64)
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffle seed that depends only on ``(seed, epoch)``."""
+    return (int(seed) * _EPOCH_STRIDE + int(epoch)) % (2**31 - 1)
 
 
 def batch(
@@ -26,6 +26,7 @@ def batch(
     epochs: int | None = None,
     first_epoch: int = 0,
     shuffle_buffer: int = 10_000,
+    steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Cache, shuffle, batch and prefetch an unbatched dataset.
 
@@ -33,7 +34,8 @@ def batch(
     With ``epochs`` set, the result covers epochs ``first_epoch .. epochs-1`` in
     one pass, and each epoch's order depends only on ``(seed, epoch)`` (given the
     same ``tf.random.set_seed`` state), so a resumed run sees exactly the batches
-    an uninterrupted run would have.
+    an uninterrupted run would have. ``steps_per_epoch`` caps each epoch at that
+    many batches (so a capped training epoch stays aligned with a data epoch).
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -64,18 +66,25 @@ def batch(
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    source = ds
-
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        epoch_ds = source
-        if shuffle:
+    def one_epoch(epoch: int) -> tf.data.Dataset:
+        epoch_ds = ds
+        if shuffle:  # a Python-int seed: tf.data accepts it whatever the global seed state
             epoch_ds = epoch_ds.shuffle(
                 shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False
             )
-        return epoch_ds.batch(batch_size, drop_remainder=drop_remainder)
+        epoch_ds = epoch_ds.batch(batch_size, drop_remainder=drop_remainder)
+        return epoch_ds.take(steps_per_epoch) if steps_per_epoch else epoch_ds
 
-    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-    if size >= 0:  # flat_map forgets the length; restore it for progress bars/steps
+    epoch_datasets = [one_epoch(epoch) for epoch in range(first_epoch, epochs)]
+    if not epoch_datasets:
+        return ds.take(0).batch(batch_size)
+    out = epoch_datasets[0]
+    for more in epoch_datasets[1:]:
+        out = out.concatenate(more)
+    ds = out
+    if size >= 0:  # take() may forget the length; restore it for progress bars/steps
         per_epoch = size // batch_size if drop_remainder else -(-size // batch_size)
+        if steps_per_epoch:
+            per_epoch = min(per_epoch, steps_per_epoch)
         ds = ds.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * per_epoch))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,190 @@
+"""Recipes: readable TOML files naming a model, its config, data, optimizers, schedule,
+epochs and seed. Parsing is strict: an unknown key is an error naming close matches."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# Every key a recipe may hold, with its default (``REQUIRED`` must be given).
+REQUIRED = object()
+SCHEMA: dict[str, Any] = {
+    "name": REQUIRED,
+    "description": "",
+    "model": REQUIRED,
+    "seed": 0,
+    "epochs": REQUIRED,
+    "model_config": {},
+    "data": {
+        "source": "sample",  # sample | tfds | folder | numpy
+        "name": None,  # TFDS name
+        "path": None,  # image folder, or .npz file with an `images` array for numpy
+        "split": "train",
+        "validation_split": "test",  # sample/tfds split used for validation ("" for none)
+        "validation_fraction": 0.1,  # folder/numpy: the share held out
+        "batch_size": 64,
+        "with_labels": False,
+        "cache": True,
+        "shuffle_buffer": 10_000,
+    },
+    "optimizer": {},  # {name, learning_rate, ...} or one such table per role
+    "training": {
+        "steps_per_epoch": None,  # cap on batches per epoch (None = the whole data set)
+        "log_every_steps": 10,  # TensorBoard per-step scalars
+        "deterministic": False,  # tf.config.experimental.enable_op_determinism()
+        "verbose": 1,  # Keras progress bar: 1 bar, 2 one line per epoch, 0 silent
+    },
+    "logging": {"num_samples": 64, "sample_every_epochs": 1},
+}
+OPEN_TABLES = ("model_config", "optimizer")  # checked against the model / optimizer instead
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key and the fix."""
+
+
+@dataclass
+class Recipe:
+    """A validated recipe; ``source`` is where it was read from."""
+
+    values: dict[str, Any]
+    source: str = "<dict>"
+    overrides: list[str] = field(default_factory=list)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.__dict__["values"][key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML (written into each run for reproducibility)."""
+        return dump_toml(self.values)
+
+
+def bundled_dir() -> Path:
+    return Path(str(resources.files("zoo.recipes")))
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the zoo."""
+    return sorted(p.stem for p in bundled_dir().glob("*.toml"))
+
+
+def _unknown(keys: list[str], allowed: Any, where: str) -> RecipeError:
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, list(allowed), n=1)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return RecipeError(
+        f"unknown recipe key(s) in {where}: {', '.join(parts)}; allowed: "
+        f"{', '.join(sorted(allowed))}"
+    )
+
+
+def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
+    """Fill defaults and reject unknown keys; returns a new dict."""
+    unknown = [k for k in values if k not in SCHEMA]
+    if unknown:
+        raise _unknown(unknown, SCHEMA, f"recipe {source}")
+    out: dict[str, Any] = {}
+    for key, default in SCHEMA.items():
+        if key not in values:
+            if default is REQUIRED:
+                raise RecipeError(f"recipe {source} is missing the required key {key!r}")
+            out[key] = copy.deepcopy(default)
+            continue
+        value = values[key]
+        if isinstance(default, dict) and key not in OPEN_TABLES:
+            if not isinstance(value, dict):
+                raise RecipeError(f"recipe key {key!r} must be a table; got {value!r}")
+            bad = [k for k in value if k not in default]
+            if bad:
+                raise _unknown(bad, default, f"[{key}] of {source}")
+            out[key] = {**copy.deepcopy(default), **value}
+        else:
+            out[key] = copy.deepcopy(value)
+    if not isinstance(out["epochs"], int) or out["epochs"] < 1:
+        raise RecipeError(f"epochs must be a positive integer; got {out['epochs']!r}")
+    if not isinstance(out["data"]["batch_size"], int) or out["data"]["batch_size"] < 1:
+        raise RecipeError(f"data.batch_size must be a positive integer; got {out['data']['batch_size']!r}")
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML (numbers, booleans, lists, quoted strings), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (as from ``zoo train --set``)."""
+    values = copy.deepcopy(values)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(f"--set expects key=value (e.g. epochs=3); got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        table = values
+        for part in parents:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise RecipeError(f"--set {key}: {part!r} is not a table")
+        table[leaf] = parse_value(text.strip())
+    return values
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe by bundled name (``dcgan_mnist``) or path, apply overrides, validate."""
+    path = Path(name_or_path)
+    if not path.exists():
+        bundled = bundled_dir() / f"{name_or_path}.toml"
+        if not bundled.exists():
+            close = difflib.get_close_matches(str(name_or_path), list_recipes(), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise RecipeError(
+                f"no recipe file or bundled recipe named {str(name_or_path)!r}.{hint} "
+                f"Bundled recipes: {', '.join(list_recipes())}"
+            )
+        path = bundled
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"recipe {path} is not valid TOML: {error}") from None
+    overrides = list(overrides or [])
+    values = apply_overrides(values, overrides)
+    return Recipe(validate(values, str(path)), str(path), overrides)
+
+
+def dump_toml(values: dict[str, Any]) -> str:
+    """A small TOML writer for recipe values (scalars, lists, nested tables)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines: list[str] = []
+
+    def table(prefix: str, d: dict[str, Any]) -> None:
+        plain = {k: v for k, v in d.items() if not isinstance(v, dict) and v is not None}
+        nested = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if prefix and (plain or not nested):
+            lines.append(f"\n[{prefix}]")
+        lines.extend(f"{k} = {scalar(v)}" for k, v in plain.items())
+        for k, v in nested.items():
+            table(f"{prefix}.{k}" if prefix else k, v)
+
+    table("", values)
+    return "\n".join(lines).strip() + "\n"

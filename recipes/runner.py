@@ -1,0 +1,314 @@
+"""The runner behind ``zoo train``: a recipe in, a run folder out.
+
+A run folder holds ``recipe.toml`` (the resolved recipe), TensorBoard logs
+(``train/``, ``validation/``: per-step and per-epoch scalars, image grids,
+hyper-parameters), ``samples/*.png``, ``checkpoints/`` (every epoch: networks,
+optimizers, epoch, RNG state) and ``model.keras`` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import data as zdata
+from zoo import registry
+from zoo.checkpoints import CheckpointEveryEpoch, TrainingState
+from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
+from zoo.trainers.base import Trainer, images_of
+
+SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model: Trainer
+    history: dict[str, list[float]]
+    initial_epoch: int
+
+
+# -- optimizers -------------------------------------------------------------------------
+def build_optimizer(spec: dict[str, Any], total_steps: int, where: str) -> keras.optimizers.Optimizer:
+    """``{name = "adam", learning_rate = 2e-4, beta_1 = 0.5}``; ``learning_rate`` may be a
+    table ``{schedule = "cosine", initial = 1e-3}`` (decay over the whole run by default)."""
+    spec = dict(spec)
+    name = spec.pop("name", "adam")
+    lr = spec.get("learning_rate")
+    if isinstance(lr, dict):
+        lr = dict(lr)
+        kind = lr.pop("schedule", None)
+        if kind not in SCHEDULES:
+            raise RecipeError(
+                f"{where}.learning_rate.schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}"
+            )
+        initial = lr.pop("initial", 1e-3)
+        lr.setdefault("decay_steps", total_steps)
+        if kind == "exponential":
+            lr.setdefault("decay_rate", 0.1)
+        try:
+            spec["learning_rate"] = keras.optimizers.schedules.get(
+                {"class_name": SCHEDULES[kind], "config": {"initial_learning_rate": initial, **lr}}
+            )
+        except (TypeError, ValueError) as error:
+            raise RecipeError(f"{where}.learning_rate: {error}") from None
+    try:
+        cls = type(keras.optimizers.get(name))
+        return cls(**spec)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(
+            f"{where}: cannot build optimizer {name!r} with {spec}: {error}. Use a Keras optimizer "
+            "name (adam, adamw, rmsprop, sgd, ...) and its constructor arguments"
+        ) from None
+
+
+def build_optimizers(model: Trainer, spec: dict[str, Any], total_steps: int) -> dict[str, Any]:
+    """One optimizer per role of the trainer; a flat table serves a single-role trainer."""
+    roles = list(model.OPTIMIZERS)
+    short = {role.removesuffix("_optimizer"): role for role in roles}
+    if not spec:
+        return {}
+    nested = all(isinstance(v, dict) for v in spec.values())
+    if len(roles) == 1 and not nested:
+        return {roles[0]: build_optimizer(spec, total_steps, "optimizer")}
+    unknown = [k for k in spec if k not in short]
+    if not nested or unknown:
+        raise RecipeError(
+            f"model {model.name!r} trains with {len(roles)} optimizer(s); give one table per role: "
+            + ", ".join(f"[optimizer.{s}]" for s in short)
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return {short[k]: build_optimizer(v, total_steps, f"optimizer.{k}") for k, v in spec.items()}
+
+
+# -- data -----------------------------------------------------------------------------
+def build_data(recipe: Recipe, image_shape: tuple[int, ...]) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
+    """Unbatched train and validation datasets, and the number of training examples."""
+    d = recipe.data
+    common = {"image_shape": image_shape, "with_labels": d["with_labels"]}
+    source = d["source"]
+    if source in ("sample", "tfds"):
+        extra = {"name": d["name"]} if source == "tfds" else {}
+        train = zdata.make_dataset(source, split=d["split"], **extra, **common)
+        val = (
+            zdata.make_dataset(source, split=d["validation_split"], **extra, **common)
+            if d["validation_split"]
+            else None
+        )
+    else:
+        if source == "numpy":
+            if not d["path"]:
+                raise RecipeError("data.source = 'numpy' needs data.path: an .npz file with `images`")
+            arrays = np.load(d["path"])
+            full = zdata.make_dataset(
+                "numpy", images=arrays["images"],
+                labels=arrays["labels"] if "labels" in arrays else None, resize=True, **common
+            )
+        else:
+            full = zdata.make_dataset(source, path=d["path"], **common)
+        count = int(full.cardinality())
+        if count < 0:
+            count = sum(1 for _ in full)
+        n_val = int(round(count * float(d["validation_fraction"])))
+        train, val = full.skip(n_val), (full.take(n_val) if n_val else None)
+    count = int(train.cardinality())
+    if count < 0:
+        count = sum(1 for _ in train)
+    return train, val, count
+
+
+# -- callbacks ------------------------------------------------------------------------
+class ImageGrids(keras.callbacks.Callback):
+    """Every N epochs: a grid of samples from fixed latent points and a grid of
+    reconstructions of fixed validation images, as PNG files and TensorBoard images.
+
+    Fixed inputs are drawn once from numpy, so logging never moves the trainer's RNG.
+    """
+
+    def __init__(self, run_dir: Path, images: np.ndarray, num_samples: int, every: int, seed: int):
+        super().__init__()
+        self.folder = run_dir / "samples"
+        self.every = max(int(every), 1)
+        self.images = images
+        self.num_samples = num_samples
+        self.seed = seed
+        self.writer = tf.summary.create_file_writer(str(run_dir / "train"))
+        self.written: list[Path] = []
+
+    def grids(self) -> dict[str, np.ndarray]:
+        model = self.model
+        out = {}
+        if hasattr(model, "generate"):
+            z = np.random.default_rng(self.seed).standard_normal(
+                (self.num_samples, model.latent_dim)
+            ).astype("float32")
+            out["samples"] = np.asarray(model.generate(z))
+        if hasattr(model, "reconstruct") and len(self.images):
+            recon = np.asarray(model.reconstruct(self.images))
+            pairs = np.stack([self.images, recon], axis=1).reshape(-1, *self.images.shape[1:])
+            out["reconstructions"] = pairs  # original, reconstruction, original, ...
+        return out
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self.every:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for kind, images in self.grids().items():
+            ncols = 16 if kind == "reconstructions" else None
+            grid = zdata.image_grid(images, ncols=ncols)
+            path = self.folder / f"{kind}_epoch{epoch + 1:03d}.png"
+            zdata.save_png(grid, path)
+            self.written.append(path)
+            with self.writer.as_default():
+                tf.summary.image(kind, grid[None].astype("float32") / 255.0, step=epoch + 1)
+        self.writer.flush()
+
+
+def write_hparams(run_dir: Path, recipe: Recipe) -> None:
+    """The recipe's values as TensorBoard hyper-parameters (HParams dashboard)."""
+    from tensorboard.plugins.hparams import api as hp
+
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, (bool, int, float, str)):
+            flat[prefix] = value
+        elif value is not None:
+            flat[prefix] = str(value)
+
+    walk("", recipe.values)
+    with tf.summary.create_file_writer(str(run_dir / "train")).as_default():
+        hp.hparams(flat, trial_id=run_dir.name)
+
+
+# -- the run ---------------------------------------------------------------------------
+def prepare_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool) -> Path:
+    run_dir = Path(logdir) / name
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise RecipeError(
+                f"run folder {run_dir} already exists; pass --resume to continue it, "
+                "--run-name NAME to start another, or --overwrite to replace it"
+            )
+        shutil.rmtree(run_dir)
+    if resume and not (run_dir / "checkpoints").is_dir():
+        raise RecipeError(f"--resume: {run_dir} has no checkpoints to resume from")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    recipe: Recipe | str | os.PathLike,
+    *,
+    logdir: str | os.PathLike = "runs",
+    overrides: list[str] | None = None,
+    resume: bool = False,
+    run_name: str | None = None,
+    overwrite: bool = False,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+) -> RunResult:
+    """Run a recipe: build the model, data and optimizers, fit with TensorBoard,
+    image grids and per-epoch checkpoints; ``resume`` continues from the last checkpoint."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    elif overrides:
+        raise RecipeError("pass overrides to load_recipe, or pass a recipe path to train")
+    run_dir = prepare_run_dir(logdir, run_name or recipe.name, resume, overwrite)
+    if recipe.training["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(recipe.seed)
+
+    try:
+        config = registry.resolve_config(recipe.model, recipe.model_config)
+    except registry.ConfigError as error:
+        raise RecipeError(f"[model_config]: {error}") from None
+    config["seed"] = recipe.model_config.get("seed", recipe.seed)
+    model = registry.load(recipe.model, **config)
+    image_shape = tuple(model.image_shape)
+
+    train_ds, val_ds, count = build_data(recipe, image_shape)
+    batch_size = recipe.data["batch_size"]
+    batches = count // batch_size
+    if batches == 0:
+        raise RecipeError(
+            f"the training data has {count} examples, fewer than data.batch_size={batch_size}; "
+            "lower the batch size or add data"
+        )
+    steps = min(batches, recipe.training["steps_per_epoch"] or batches)
+    total_steps = steps * recipe.epochs
+    model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
+
+    state = TrainingState(model, run_dir / "checkpoints")
+    initial_epoch = state.restore_latest() if resume else 0
+    if initial_epoch >= recipe.epochs:
+        print(f"{run_dir}: already trained for {initial_epoch} epochs; nothing to resume")
+    atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
+
+    d = recipe.data
+    train_batches = zdata.batch(
+        train_ds, batch_size, seed=recipe.seed, cache=d["cache"], epochs=recipe.epochs,
+        first_epoch=initial_epoch, shuffle_buffer=d["shuffle_buffer"], steps_per_epoch=steps,
+    )
+    val_batches = (
+        zdata.batch(val_ds, batch_size, shuffle=False, drop_remainder=False, cache=d["cache"])
+        if val_ds is not None
+        else None
+    )
+    preview = val_ds if val_ds is not None else train_ds
+    preview_images = np.stack(
+        [np.asarray(images_of(x)) for x in preview.take(8)]
+    ) if recipe.logging["num_samples"] else np.zeros((0, *image_shape), "float32")
+    grids = ImageGrids(
+        run_dir, preview_images, recipe.logging["num_samples"],
+        recipe.logging["sample_every_epochs"], recipe.seed,
+    )
+    write_hparams(run_dir, recipe)
+    all_callbacks = [
+        keras.callbacks.TensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"]),
+        CheckpointEveryEpoch(state),
+        grids,
+        *(callbacks or []),
+    ]
+    history = model.fit(
+        train_batches,
+        epochs=recipe.epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps,
+        validation_data=val_batches,
+        callbacks=all_callbacks,
+        verbose=recipe.training["verbose"],
+    )
+    history_path = run_dir / "history.json"
+    previous = json.loads(history_path.read_text()) if resume and history_path.exists() else {}
+    merged = {k: previous.get(k, []) + [float(v) for v in vals] for k, vals in history.history.items()}
+    atomic_write_text(history_path, json.dumps(merged, indent=1))
+    if int(state.epoch.numpy()) >= recipe.epochs:
+        save_model_atomically(model, run_dir / "model.keras")
+    finite = all(math.isfinite(v) for vals in merged.values() for v in vals)
+    if not finite:
+        print(f"warning: non-finite losses in {run_dir}/history.json")
+    return RunResult(run_dir, model, merged, initial_epoch)

@@ -1,0 +1,93 @@
+"""Losses, one home for all of them. Every function returns per-example values
+(shape ``[batch]``); trainers average them with :func:`average`.
+
+GAN losses take discriminator *logits* D(x) (before any sigmoid):
+
+==================  ==============================================  ==========================================
+kind                discriminator                                    generator
+==================  ==============================================  ==========================================
+``minimax``         -log sigma(D(x)) - log(1 - sigma(D(G(z))))        log(1 - sigma(D(G(z))))   (Goodfellow 2014)
+``non_saturating``  same as minimax                                  -log sigma(D(G(z)))       (Goodfellow 2014)
+``least_squares``   (D(x) - 1)^2 / 2 + D(G(z))^2 / 2                  (D(G(z)) - 1)^2 / 2       (Mao et al. 2017)
+``wasserstein``     D(G(z)) - D(x)                                   -D(G(z))                  (Arjovsky et al. 2017)
+``hinge``           relu(1 - D(x)) + relu(1 + D(G(z)))               -D(G(z))                  (Lim & Ye 2017)
+==================  ==============================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import ops
+
+GAN_LOSSES = ("minimax", "non_saturating", "least_squares", "wasserstein", "hinge")
+RECONSTRUCTION_LOSSES = ("mse", "mae", "bce")
+
+
+def average(per_example: tf.Tensor) -> tf.Tensor:
+    """Mean over the global batch, so the same step is right on one device or many."""
+    return tf.nn.compute_average_loss(per_example)
+
+
+def _flat(x: tf.Tensor) -> tf.Tensor:
+    return ops.reshape(x, (ops.shape(x)[0], -1))
+
+
+def check_gan_loss(kind: str) -> str:
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"unknown GAN loss {kind!r}; choose one of {', '.join(GAN_LOSSES)}")
+    return kind
+
+
+def discriminator_loss(
+    real_logits: tf.Tensor, fake_logits: tf.Tensor, kind: str = "non_saturating", *,
+    real_label: float = 1.0,
+) -> tf.Tensor:
+    """Per-example discriminator (critic) loss.
+
+    ``real_label`` < 1 gives one-sided label smoothing (Salimans et al., 2016) for
+    the cross-entropy losses.
+    """
+    real, fake = _flat(real_logits)[:, 0], _flat(fake_logits)[:, 0]
+    kind = check_gan_loss(kind)
+    if kind in ("minimax", "non_saturating"):
+        # -[y log s(r) + (1 - y) log(1 - s(r))] - log(1 - s(f)); log(1 - s(t)) = -softplus(t)
+        real_term = real_label * ops.softplus(-real) + (1.0 - real_label) * ops.softplus(real)
+        return real_term + ops.softplus(fake)
+    if kind == "least_squares":
+        return 0.5 * ops.square(real - real_label) + 0.5 * ops.square(fake)
+    if kind == "wasserstein":
+        return fake - real
+    return ops.relu(1.0 - real) + ops.relu(1.0 + fake)  # hinge
+
+
+def generator_loss(fake_logits: tf.Tensor, kind: str = "non_saturating") -> tf.Tensor:
+    """Per-example generator loss for the discriminator's logits on generated images."""
+    fake = _flat(fake_logits)[:, 0]
+    kind = check_gan_loss(kind)
+    if kind == "minimax":
+        return -ops.softplus(fake)  # log(1 - sigma(f))
+    if kind == "non_saturating":
+        return ops.softplus(-fake)  # -log sigma(f)
+    if kind == "least_squares":
+        return 0.5 * ops.square(fake - 1.0)
+    return -fake  # wasserstein and hinge
+
+
+def reconstruction_error(x: tf.Tensor, x_hat: tf.Tensor, kind: str = "mse") -> tf.Tensor:
+    """Per-example reconstruction error, *summed* over pixels.
+
+    ``mse`` = sum (x - x_hat)^2, ``mae`` = sum |x - x_hat|, ``bce`` = binary
+    cross-entropy of x under Bernoulli(x_hat) (x_hat are probabilities).
+    """
+    x, x_hat = _flat(x), _flat(x_hat)
+    if kind == "mse":
+        return ops.sum(ops.square(x - x_hat), axis=1)
+    if kind == "mae":
+        return ops.sum(ops.abs(x - x_hat), axis=1)
+    if kind == "bce":
+        eps = 1e-7
+        p = ops.clip(x_hat, eps, 1.0 - eps)
+        return -ops.sum(x * ops.log(p) + (1.0 - x) * ops.log(1.0 - p), axis=1)
+    raise ValueError(
+        f"unknown reconstruction loss {kind!r}; choose one of {', '.join(RECONSTRUCTION_LOSSES)}"
+    )

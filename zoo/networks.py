@@ -1,0 +1,192 @@
+"""Plain Keras networks shared by the trainers (encoders, decoders, generators, critics).
+
+Every builder returns a functional ``keras.Model`` (so it serialises with
+``get_config`` and loads in safe mode) and works for any image size that can be
+halved once per entry of ``filters`` (28x28 -> 14 -> 7, 64x64 -> 32 -> 16 -> 8 -> 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+ImageShape = tuple[int, int, int]
+
+
+class Initializers:
+    """Hands out seeded initializers, a distinct seed per layer, so one seed rebuilds one net."""
+
+    def __init__(self, seed: int | None, kind: str = "glorot_uniform", stddev: float = 0.02):
+        self.seed, self.kind, self.stddev, self.count = seed, kind, stddev, 0
+
+    def __call__(self) -> keras.initializers.Initializer:
+        seed = None if self.seed is None else self.seed * 1009 + self.count
+        self.count += 1
+        if self.kind == "normal":  # Radford et al. (2016): N(0, 0.02)
+            return keras.initializers.RandomNormal(0.0, self.stddev, seed=seed)
+        return keras.initializers.GlorotUniform(seed=seed)
+
+
+def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
+    """Validate an (height, width, channels) triple."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            f"image_shape must be (height, width, channels), e.g. (28, 28, 1) or (64, 64, 3); "
+            f"got {tuple(image_shape)}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def default_stages(image_shape: Sequence[int], max_stages: int = 4, min_size: int = 4) -> int:
+    """How many times the image can be halved while staying at least ``min_size`` wide."""
+    height, width, _ = check_image_shape(image_shape)
+    stages = 0
+    while (
+        stages < max_stages
+        and height % 2 ** (stages + 1) == 0
+        and width % 2 ** (stages + 1) == 0
+        and min(height, width) // 2 ** (stages + 1) >= min_size
+    ):
+        stages += 1
+    return stages
+
+
+def default_filters(image_shape: Sequence[int], base: int) -> tuple[int, ...]:
+    """Doubling widths, one per halving: 28x28 -> (base, 2 base); 64x64 -> (base, ..., 8 base)."""
+    return tuple(base * 2**i for i in range(max(default_stages(image_shape), 1)))
+
+
+def bottom_shape(image_shape: Sequence[int], stages: int) -> tuple[int, int]:
+    """Spatial size after ``stages`` halvings; a clear error if the size does not divide."""
+    height, width, _ = check_image_shape(image_shape)
+    factor = 2**stages
+    if height % factor or width % factor:
+        raise ValueError(
+            f"image size {height}x{width} cannot be halved {stages} times (one per entry of "
+            f"filters); use sizes divisible by {factor} such as 28 or 64, resize the images, "
+            f"or pass fewer filters (e.g. filters with {default_stages(image_shape)} entries)"
+        )
+    return height // factor, width // factor
+
+
+def conv_encoder(
+    image_shape: Sequence[int],
+    output_dim: int,
+    filters: Sequence[int],
+    *,
+    batch_norm: bool = False,
+    seed: int | None = None,
+    name: str = "encoder",
+) -> keras.Model:
+    """Strided 4x4 convolutions, then a dense layer of ``output_dim`` units (linear)."""
+    image_shape = check_image_shape(image_shape)
+    bottom_shape(image_shape, len(filters))
+    init = Initializers(seed)
+    inputs = keras.Input(image_shape, name="images")
+    x = inputs
+    for i, width in enumerate(filters):
+        x = layers.Conv2D(width, 4, strides=2, padding="same", kernel_initializer=init())(x)
+        if batch_norm and i > 0:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(output_dim, kernel_initializer=init(), name="code")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def conv_decoder(
+    latent_dim: int,
+    image_shape: Sequence[int],
+    filters: Sequence[int],
+    *,
+    output_activation: str | None = "sigmoid",
+    batch_norm: bool = False,
+    seed: int | None = None,
+    name: str = "decoder",
+) -> keras.Model:
+    """Dense projection to the bottom feature map, then 4x4 transposed convolutions.
+
+    ``filters`` lists widths from the image up (as for the encoder); the decoder
+    walks them in reverse. The last layer maps to the image's channels.
+    """
+    image_shape = check_image_shape(image_shape)
+    height, width = bottom_shape(image_shape, len(filters))
+    init = Initializers(seed)
+    widths = list(reversed(filters))
+    inputs = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(height * width * widths[0], kernel_initializer=init())(inputs)
+    x = layers.Reshape((height, width, widths[0]))(x)
+    x = layers.LeakyReLU(0.2)(x)
+    for out_width in [*widths[1:], widths[-1]]:
+        x = layers.Conv2DTranspose(
+            out_width, 4, strides=2, padding="same", kernel_initializer=init()
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    outputs = layers.Conv2D(
+        image_shape[-1],
+        3,
+        padding="same",
+        activation=output_activation,
+        kernel_initializer=init(),
+        name="pixels",
+    )(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def dcgan_generator(
+    latent_dim: int, image_shape: Sequence[int], filters: Sequence[int], *, seed: int | None = None
+) -> keras.Model:
+    """DCGAN generator (Radford et al., 2016): project, reshape, fractionally-strided
+    convolutions with batch norm and ReLU, tanh output in [-1, 1]."""
+    image_shape = check_image_shape(image_shape)
+    height, width = bottom_shape(image_shape, len(filters))
+    init = Initializers(seed, kind="normal")
+    widths = list(reversed(filters))
+    inputs = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(height * width * widths[0], use_bias=False, kernel_initializer=init())(inputs)
+    x = layers.Reshape((height, width, widths[0]))(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    for out_width in widths[1:]:
+        x = layers.Conv2DTranspose(
+            out_width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init()
+        )(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+    outputs = layers.Conv2DTranspose(
+        image_shape[-1],
+        4,
+        strides=2,
+        padding="same",
+        activation="tanh",
+        kernel_initializer=init(),
+        name="pixels",
+    )(x)
+    return keras.Model(inputs, outputs, name="generator")
+
+
+def dcgan_discriminator(
+    image_shape: Sequence[int], filters: Sequence[int], *, seed: int | None = None
+) -> keras.Model:
+    """DCGAN discriminator: strided convolutions, batch norm (not on the first layer),
+    LeakyReLU(0.2), one logit."""
+    image_shape = check_image_shape(image_shape)
+    bottom_shape(image_shape, len(filters))
+    init = Initializers(seed, kind="normal")
+    inputs = keras.Input(image_shape, name="images")
+    x = inputs
+    for i, width in enumerate(filters):
+        x = layers.Conv2D(
+            width, 4, strides=2, padding="same", use_bias=i == 0, kernel_initializer=init()
+        )(x)
+        if i > 0:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(1, kernel_initializer=init(), name="logit")(x)
+    return keras.Model(inputs, outputs, name="discriminator")
