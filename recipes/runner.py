@@ -173,6 +173,22 @@ class ImageGrids(keras.callbacks.Callback):
         self.writer.flush()
 
 
+class HistoryFile(keras.callbacks.Callback):
+    """Appends each epoch's logs to ``history.json`` as the epoch ends, so a killed run
+    keeps its history; on resume, entries past the restored epoch are dropped."""
+
+    def __init__(self, path: Path, initial_epoch: int):
+        super().__init__()
+        self.path = path
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        self.history = {k: v[:initial_epoch] for k, v in previous.items()}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        atomic_write_text(self.path, json.dumps(self.history, indent=1))
+
+
 def write_hparams(run_dir: Path, recipe: Recipe) -> None:
     """The recipe's values as TensorBoard hyper-parameters (HParams dashboard)."""
     from tensorboard.plugins.hparams import api as hp
@@ -287,13 +303,15 @@ def train(
         recipe.logging["sample_every_epochs"], recipe.seed,
     )
     write_hparams(run_dir, recipe)
+    history_file = HistoryFile(run_dir / "history.json", initial_epoch)
     all_callbacks = [
         keras.callbacks.TensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"]),
         CheckpointEveryEpoch(state),
+        history_file,
         grids,
         *(callbacks or []),
     ]
-    history = model.fit(
+    model.fit(
         train_batches,
         epochs=recipe.epochs,
         initial_epoch=initial_epoch,
@@ -301,11 +319,9 @@ def train(
         validation_data=val_batches,
         callbacks=all_callbacks,
         verbose=recipe.training["verbose"],
+        shuffle=False,  # the dataset is shuffled per epoch, seeded, by zoo.data.batch
     )
-    history_path = run_dir / "history.json"
-    previous = json.loads(history_path.read_text()) if resume and history_path.exists() else {}
-    merged = {k: previous.get(k, []) + [float(v) for v in vals] for k, vals in history.history.items()}
-    atomic_write_text(history_path, json.dumps(merged, indent=1))
+    merged = history_file.history
     if int(state.epoch.numpy()) >= recipe.epochs:
         save_model_atomically(model, run_dir / "model.keras")
     finite = all(math.isfinite(v) for vals in merged.values() for v in vals)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -60,7 +61,7 @@ _NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
 
 
 def _parse_text(text: str, msg: message.Message, path: Path, pool: Any = None) -> None:
-    """Parse text-format ``text`` into ``msg``; a ParseError becomes a ValueError naming path/line."""
+    """Parse text format into ``msg``; a ParseError becomes a ValueError naming the line."""
     try:
         text_format.Parse(text, msg, descriptor_pool=pool)
     except text_format.ParseError as err:
@@ -145,8 +146,7 @@ def validate_model_server_config(config: ModelServerConfig, *, source: str = "co
             platform = "tensorflow"
         if platform != "tensorflow":
             raise ValueError(
-                f"{label} ('{model.name}'): model_platform must be \"tensorflow\"; "
-                f"got {platform!r}"
+                f"{label} ('{model.name}'): model_platform must be \"tensorflow\"; got {platform!r}"
             )
         policy = model.model_version_policy
         if policy.WhichOneof("policy_choice") == "specific" and not policy.specific.versions:
@@ -377,10 +377,9 @@ def validate_batching_parameters(path: str | Path) -> dict[str, Any]:
         )
     sizes = params.get("allowed_batch_sizes", [])
     if sizes:
-        if any(b <= a for a, b in zip(sizes, sizes[1:])) or sizes[0] < 1:
+        if any(b <= a for a, b in itertools.pairwise(sizes)) or sizes[0] < 1:
             raise ValueError(
-                f"{path}: allowed_batch_sizes must be positive and strictly increasing; "
-                f"got {sizes}"
+                f"{path}: allowed_batch_sizes must be positive and strictly increasing; got {sizes}"
             )
         splitting = params.get("enable_large_batch_splitting", False)
         limit_name = "max_execution_batch_size" if splitting else "max_batch_size"
@@ -406,7 +405,6 @@ def validate_monitoring_config(path: str | Path) -> dict[str, Any]:
     url_path = config.get("prometheus_config", {}).get("path", "")
     if url_path and not url_path.startswith("/"):
         raise ValueError(
-            f"{path}: prometheus_config.path must be a URL path starting with '/'; "
-            f"got {url_path!r}"
+            f"{path}: prometheus_config.path must be a URL path starting with '/'; got {url_path!r}"
         )
     return config

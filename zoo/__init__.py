@@ -4,10 +4,26 @@
 >>> model = zoo.load("dcgan", image_shape=(64, 64, 3))
 >>> model.compile()
 >>> model.fit(dataset, epochs=5)
+
+The public names are imported on first use, so ``import zoo`` stays cheap and free
+of side effects (TensorFlow loads with the first model).
 """
 
-from zoo.registry import UnknownModelError, list_models, load, register
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["UnknownModelError", "__version__", "list_models", "load", "register"]
+__all__ = ["ConfigError", "UnknownModelError", "__version__", "list_models", "load", "register"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.registry import ConfigError, UnknownModelError, list_models, load, register
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from zoo import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -36,5 +36,5 @@ def conv_ae(
     model = Autoencoder(
         encoder, decoder, reconstruction_loss=reconstruction_loss, seed=seed, name="conv_ae"
     )
-    model.build((None, *image_shape))
+    model.build()
     return model

@@ -43,5 +43,5 @@ def dcgan(
         seed=seed,
         name="dcgan",
     )
-    model.build((None, latent_dim))
+    model.build()
     return model

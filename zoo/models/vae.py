@@ -47,5 +47,5 @@ def vae(
         seed=seed,
         name="vae",
     )
-    model.build((None, *image_shape))
+    model.build()
     return model

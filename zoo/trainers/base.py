@@ -3,6 +3,7 @@ config round trips and ``.keras`` save/load of the whole trainer."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import keras
@@ -103,10 +104,12 @@ class Trainer(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Trainer:
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserialisation consumes the nested dicts
         for network in cls.NETWORKS:
             config[network] = keras.saving.deserialize_keras_object(config[network])
-        return cls(**config)
+        model = cls(**config)
+        model.build()
+        return model
 
     # -- training: one objective, one optimizer (adversarial trainers override) --------
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:

@@ -1,0 +1,116 @@
+"""Anomaly thresholds from scores: a quantile of normal scores, or the best F1 on labels.
+
+Convention throughout the zoo: a *higher* score is more anomalous and an example is
+flagged when ``score > threshold`` (strictly). The quantile rule follows the usual
+"fix the false-positive rate on held-out normal data" practice (as in anomalib's
+adaptive thresholds); the F1 rule is the classic precision/recall trade-off.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Threshold", "calibrate_threshold", "calibrate_threshold_f1"]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A decision threshold and how it was chosen.
+
+    ``observed_fpr`` is the fraction of *normal* calibration scores above ``value``
+    (for ``best_f1``: of the examples labelled normal). ``n`` counts the calibration
+    scores used. ``method`` is ``"quantile"``, ``"best_f1"`` or ``"given"``.
+    """
+
+    value: float
+    method: str
+    target_fpr: float | None = None
+    n: int = 0
+    observed_fpr: float | None = None
+    f1: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def given(cls, value: float) -> Threshold:
+        """A threshold chosen by the caller (no calibration data)."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"threshold must be a finite number; got {value}")
+        return cls(value=value, method="given")
+
+
+def _scores(values: Any, what: str = "scores") -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1:
+        array = array.reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{what} are empty; calibration needs at least one score")
+    if not np.all(np.isfinite(array)):
+        bad = int(np.sum(~np.isfinite(array)))
+        raise ValueError(f"{what} contain {bad} non-finite value(s) (NaN or inf)")
+    return array
+
+
+def calibrate_threshold(scores_normal: Any, *, target_fpr: float = 0.01) -> Threshold:
+    """The smallest threshold whose false-positive rate on ``scores_normal`` is <= ``target_fpr``.
+
+    With ``n`` scores and ``m = floor(target_fpr * n)`` allowed false positives, that
+    threshold is the ``(n - m)``-th smallest score: at most ``m`` scores lie strictly
+    above it, and any smaller threshold lets at least ``m + 1`` through. Ties can make
+    the observed FPR smaller than the target, never larger.
+    """
+    if not 0.0 <= float(target_fpr) < 1.0:
+        raise ValueError(f"target_fpr must be in [0, 1); got {target_fpr}")
+    scores = np.sort(_scores(scores_normal, "scores_normal"))
+    n = scores.size
+    allowed = math.floor(float(target_fpr) * n + 1e-9)  # guard 0.29 * 100 = 28.999...
+    value = float(scores[n - 1 - allowed])
+    observed = float(np.mean(scores > value))
+    return Threshold(
+        value=value, method="quantile", target_fpr=float(target_fpr), n=n, observed_fpr=observed
+    )
+
+
+def calibrate_threshold_f1(scores: Any, labels: Any) -> Threshold:
+    """The threshold maximising F1 of ``score > threshold`` against ``labels`` (1 = anomaly).
+
+    Candidates are every distinct score (flag what lies strictly above it) and one
+    value just below the smallest score (flag everything). Ties in F1 go to the
+    highest threshold (fewest alarms).
+    """
+    scores = _scores(scores)
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size != scores.size:
+        raise ValueError(f"{scores.size} scores but {labels.size} labels; pass one label per score")
+    if not np.all(np.isin(labels, (0, 1))):
+        raise ValueError("labels must be 0 (normal) or 1 (anomaly)")
+    positive = labels.astype(bool)
+    if not positive.any():
+        raise ValueError("labels contain no anomalies (1s); F1 is undefined")
+    pos_sorted = np.sort(scores[positive])
+    neg_sorted = np.sort(scores[~positive])
+    lowest = float(np.nextafter(scores.min(), -np.inf))
+    candidates = np.concatenate([[lowest], np.unique(scores)])
+    tp = pos_sorted.size - np.searchsorted(pos_sorted, candidates, side="right")
+    fp = neg_sorted.size - np.searchsorted(neg_sorted, candidates, side="right")
+    fn = pos_sorted.size - tp
+    f1 = np.where(tp > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    best = int(np.flatnonzero(f1 == f1.max())[-1])  # highest threshold among ties
+    flagged = tp[best] + fp[best]
+    return Threshold(
+        value=float(candidates[best]),
+        method="best_f1",
+        n=int(scores.size),
+        observed_fpr=float(fp[best] / neg_sorted.size) if neg_sorted.size else 0.0,
+        f1=float(f1[best]),
+        precision=float(tp[best] / flagged) if flagged else 0.0,
+        recall=float(tp[best] / pos_sorted.size),
+    )
