@@ -630,6 +630,8 @@ def _to_json(arr: np.ndarray, name: str) -> Any:
     """Numpy output -> JSON value; strings named ``*_bytes`` (or not UTF-8) as {"b64": ...}."""
     if arr.dtype.kind in "OSU":
         return _strings_to_json(arr.tolist(), binary=name.endswith("_bytes"))
+    if arr.dtype.kind == "V":  # ml_dtypes' bfloat16 and friends: tolist() is not JSON-ready
+        arr = arr.astype(np.float32)
     return arr.tolist()
 
 

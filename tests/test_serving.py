@@ -71,7 +71,8 @@ def _export_toy(path: Path, seed: int) -> None:
         ]
     )
     def strings(text, n):
-        return {"length": tf.strings.length(text) + n, "text_bytes": text}
+        length = tf.strings.length(text) + n
+        return {"length": length, "text_bytes": text, "half": tf.cast(length, tf.bfloat16) / 2}
 
     archive.add_endpoint("generate", generate)
     archive.add_endpoint("score", score)
@@ -299,6 +300,7 @@ def test_strings_b64_ints_and_bytes_outputs(server):
     preds = body["predictions"]
     assert [p["length"] for p in preds] == [len("héllo".encode()) + 1, 4 + 10]
     assert all(isinstance(p["length"], int) for p in preds)
+    assert [p["half"] for p in preds] == [3.5, 7.0]  # bfloat16 outputs as JSON numbers
     # Outputs named *_bytes come back base64-encoded, as TF Serving does.
     assert [base64.b64decode(p["text_bytes"]["b64"]) for p in preds] == [
         "héllo".encode(),
