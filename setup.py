@@ -44,14 +44,16 @@ EXTRAS_REQUIRE = {"dev": ["pytest>=8", "ruff==0.17.*"]}
 setup(
     name="zoo",
     version="0.1.0",
-    description="A TensorFlow/Keras zoo of generative models that train, export and serve the same way.",
+    description=(
+        "A TensorFlow/Keras zoo of generative models that train, export and serve the same way."
+    ),
     python_requires=">=3.10",
     package_dir=PACKAGE_DIR,
     packages=PACKAGES,
     package_data={
         "zoo.data": ["sample/*.npz", "sample/*.md"],
         "zoo.recipes": ["*.toml"],
-        "zoo.serving": ["models.config", "*.textproto", "*.yml", "Dockerfile"],
+        "zoo.serving": ["*.config", "*.txt", "*.yml", "Dockerfile"],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

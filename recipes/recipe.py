@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 import difflib
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 # Every key a recipe may hold, with its default (``REQUIRED`` must be given).
 REQUIRED = object()
@@ -112,7 +113,9 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
     if not isinstance(out["epochs"], int) or out["epochs"] < 1:
         raise RecipeError(f"epochs must be a positive integer; got {out['epochs']!r}")
     if not isinstance(out["data"]["batch_size"], int) or out["data"]["batch_size"] < 1:
-        raise RecipeError(f"data.batch_size must be a positive integer; got {out['data']['batch_size']!r}")
+        raise RecipeError(
+            f"data.batch_size must be a positive integer; got {out['data']['batch_size']!r}"
+        )
     return out
 
 

@@ -19,11 +19,11 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 
 from zoo import data as zdata
 from zoo import registry
 from zoo.checkpoints import CheckpointEveryEpoch, TrainingState
-from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 from zoo.trainers.base import Trainer, images_of
 
 SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
@@ -38,7 +38,9 @@ class RunResult:
 
 
 # -- optimizers -------------------------------------------------------------------------
-def build_optimizer(spec: dict[str, Any], total_steps: int, where: str) -> keras.optimizers.Optimizer:
+def build_optimizer(
+    spec: dict[str, Any], total_steps: int, where: str
+) -> keras.optimizers.Optimizer:
     """``{name = "adam", learning_rate = 2e-4, beta_1 = 0.5}``; ``learning_rate`` may be a
     table ``{schedule = "cosine", initial = 1e-3}`` (decay over the whole run by default)."""
     spec = dict(spec)
@@ -49,16 +51,16 @@ def build_optimizer(spec: dict[str, Any], total_steps: int, where: str) -> keras
         kind = lr.pop("schedule", None)
         if kind not in SCHEDULES:
             raise RecipeError(
-                f"{where}.learning_rate.schedule must be one of {', '.join(SCHEDULES)}; got {kind!r}"
+                f"{where}.learning_rate.schedule must be one of "
+                f"{', '.join(SCHEDULES)}; got {kind!r}"
             )
         initial = lr.pop("initial", 1e-3)
         lr.setdefault("decay_steps", total_steps)
         if kind == "exponential":
             lr.setdefault("decay_rate", 0.1)
         try:
-            spec["learning_rate"] = keras.optimizers.schedules.get(
-                {"class_name": SCHEDULES[kind], "config": {"initial_learning_rate": initial, **lr}}
-            )
+            schedule = getattr(keras.optimizers.schedules, SCHEDULES[kind])
+            spec["learning_rate"] = schedule(initial_learning_rate=initial, **lr)
         except (TypeError, ValueError) as error:
             raise RecipeError(f"{where}.learning_rate: {error}") from None
     try:
@@ -91,7 +93,9 @@ def build_optimizers(model: Trainer, spec: dict[str, Any], total_steps: int) -> 
 
 
 # -- data -----------------------------------------------------------------------------
-def build_data(recipe: Recipe, image_shape: tuple[int, ...]) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
+def build_data(
+    recipe: Recipe, image_shape: tuple[int, ...]
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
     """Unbatched train and validation datasets, and the number of training examples."""
     d = recipe.data
     common = {"image_shape": image_shape, "with_labels": d["with_labels"]}
@@ -107,18 +111,23 @@ def build_data(recipe: Recipe, image_shape: tuple[int, ...]) -> tuple[tf.data.Da
     else:
         if source == "numpy":
             if not d["path"]:
-                raise RecipeError("data.source = 'numpy' needs data.path: an .npz file with `images`")
+                raise RecipeError(
+                    "data.source = 'numpy' needs data.path: an .npz file with `images`"
+                )
             arrays = np.load(d["path"])
             full = zdata.make_dataset(
-                "numpy", images=arrays["images"],
-                labels=arrays["labels"] if "labels" in arrays else None, resize=True, **common
+                "numpy",
+                images=arrays["images"],
+                labels=arrays.get("labels"),
+                resize=True,
+                **common,
             )
         else:
             full = zdata.make_dataset(source, path=d["path"], **common)
         count = int(full.cardinality())
         if count < 0:
             count = sum(1 for _ in full)
-        n_val = int(round(count * float(d["validation_fraction"])))
+        n_val = round(count * float(d["validation_fraction"]))
         train, val = full.skip(n_val), (full.take(n_val) if n_val else None)
     count = int(train.cardinality())
     if count < 0:
@@ -148,9 +157,11 @@ class ImageGrids(keras.callbacks.Callback):
         model = self.model
         out = {}
         if hasattr(model, "generate"):
-            z = np.random.default_rng(self.seed).standard_normal(
-                (self.num_samples, model.latent_dim)
-            ).astype("float32")
+            z = (
+                np.random.default_rng(self.seed)
+                .standard_normal((self.num_samples, model.latent_dim))
+                .astype("float32")
+            )
             out["samples"] = np.asarray(model.generate(z))
         if hasattr(model, "reconstruct") and len(self.images):
             recon = np.asarray(model.reconstruct(self.images))
@@ -210,18 +221,16 @@ def write_hparams(run_dir: Path, recipe: Recipe) -> None:
 
 
 # -- the run ---------------------------------------------------------------------------
-def prepare_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool) -> Path:
+def check_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool) -> Path:
+    """The run folder's path, after checking that it may be used (nothing is created)."""
     run_dir = Path(logdir) / name
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        if not overwrite:
-            raise RecipeError(
-                f"run folder {run_dir} already exists; pass --resume to continue it, "
-                "--run-name NAME to start another, or --overwrite to replace it"
-            )
-        shutil.rmtree(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
+        raise RecipeError(
+            f"run folder {run_dir} already exists; pass --resume to continue it, "
+            "--run-name NAME to start another, or --overwrite to replace it"
+        )
     if resume and not (run_dir / "checkpoints").is_dir():
         raise RecipeError(f"--resume: {run_dir} has no checkpoints to resume from")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
@@ -253,7 +262,7 @@ def train(
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise RecipeError("pass overrides to load_recipe, or pass a recipe path to train")
-    run_dir = prepare_run_dir(logdir, run_name or recipe.name, resume, overwrite)
+    run_dir = check_run_dir(logdir, run_name or recipe.name, resume, overwrite)
     if recipe.training["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
@@ -278,6 +287,10 @@ def train(
     total_steps = steps * recipe.epochs
     model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
 
+    # Everything is validated: only now is the run folder touched.
+    if overwrite and not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     state = TrainingState(model, run_dir / "checkpoints")
     initial_epoch = state.restore_latest() if resume else 0
     if initial_epoch >= recipe.epochs:
@@ -286,8 +299,14 @@ def train(
 
     d = recipe.data
     train_batches = zdata.batch(
-        train_ds, batch_size, seed=recipe.seed, cache=d["cache"], epochs=recipe.epochs,
-        first_epoch=initial_epoch, shuffle_buffer=d["shuffle_buffer"], steps_per_epoch=steps,
+        train_ds,
+        batch_size,
+        seed=recipe.seed,
+        cache=d["cache"],
+        epochs=recipe.epochs,
+        first_epoch=initial_epoch,
+        shuffle_buffer=d["shuffle_buffer"],
+        steps_per_epoch=steps,
     )
     val_batches = (
         zdata.batch(val_ds, batch_size, shuffle=False, drop_remainder=False, cache=d["cache"])
@@ -295,12 +314,17 @@ def train(
         else None
     )
     preview = val_ds if val_ds is not None else train_ds
-    preview_images = np.stack(
-        [np.asarray(images_of(x)) for x in preview.take(8)]
-    ) if recipe.logging["num_samples"] else np.zeros((0, *image_shape), "float32")
+    preview_images = (
+        np.stack([np.asarray(images_of(x)) for x in preview.take(8)])
+        if recipe.logging["num_samples"]
+        else np.zeros((0, *image_shape), "float32")
+    )
     grids = ImageGrids(
-        run_dir, preview_images, recipe.logging["num_samples"],
-        recipe.logging["sample_every_epochs"], recipe.seed,
+        run_dir,
+        preview_images,
+        recipe.logging["num_samples"],
+        recipe.logging["sample_every_epochs"],
+        recipe.seed,
     )
     write_hparams(run_dir, recipe)
     history_file = HistoryFile(run_dir / "history.json", initial_epoch)

@@ -6,10 +6,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 TINY_RECIPE = """
 name = "{name}"
@@ -47,7 +47,9 @@ def digits() -> np.ndarray:
 def tiny_recipe(tmp_path: Path):
     """Write a tiny recipe for ``model`` and return its path."""
 
-    def make(model: str = "dcgan_tiny", epochs: int = 2, name: str = "tiny", extra: str = "") -> Path:
+    def make(
+        model: str = "dcgan_tiny", epochs: int = 2, name: str = "tiny", extra: str = ""
+    ) -> Path:
         path = tmp_path / f"{name}.toml"
         path.write_text(TINY_RECIPE.format(name=name, model=model, epochs=epochs) + extra)
         return path

@@ -15,7 +15,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def logits() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    return rng.normal(size=(64, 1)).astype("float32") * 3, rng.normal(size=(64, 1)).astype("float32") * 3
+    return rng.normal(size=(64, 1)).astype("float32") * 3, rng.normal(size=(64, 1)).astype(
+        "float32"
+    ) * 3
 
 
 def test_minimax_discriminator_is_the_cross_entropy(logits):
@@ -29,9 +31,15 @@ def test_minimax_discriminator_is_the_cross_entropy(logits):
 def test_generator_losses(logits):
     _, fake = logits
     d = sigmoid(fake[:, 0])
-    np.testing.assert_allclose(losses.generator_loss(fake, "minimax"), np.log(1.0 - d), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(losses.generator_loss(fake, "non_saturating"), -np.log(d), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(losses.generator_loss(fake, "least_squares"), 0.5 * (fake[:, 0] - 1) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.generator_loss(fake, "minimax"), np.log(1.0 - d), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.generator_loss(fake, "non_saturating"), -np.log(d), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.generator_loss(fake, "least_squares"), 0.5 * (fake[:, 0] - 1) ** 2, rtol=1e-6
+    )
     np.testing.assert_allclose(losses.generator_loss(fake, "wasserstein"), -fake[:, 0], rtol=1e-6)
     np.testing.assert_allclose(losses.generator_loss(fake, "hinge"), -fake[:, 0], rtol=1e-6)
 
@@ -53,10 +61,18 @@ def test_non_saturating_has_strong_gradient_where_minimax_saturates():
 def test_other_discriminator_losses(logits):
     real, fake = logits
     r, f = real[:, 0], fake[:, 0]
-    np.testing.assert_allclose(losses.discriminator_loss(real, fake, "least_squares"), 0.5 * (r - 1) ** 2 + 0.5 * f**2, rtol=1e-6)
-    np.testing.assert_allclose(losses.discriminator_loss(real, fake, "wasserstein"), f - r, rtol=1e-6)
     np.testing.assert_allclose(
-        losses.discriminator_loss(real, fake, "hinge"), np.maximum(0, 1 - r) + np.maximum(0, 1 + f), rtol=1e-6
+        losses.discriminator_loss(real, fake, "least_squares"),
+        0.5 * (r - 1) ** 2 + 0.5 * f**2,
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        losses.discriminator_loss(real, fake, "wasserstein"), f - r, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        losses.discriminator_loss(real, fake, "hinge"),
+        np.maximum(0, 1 - r) + np.maximum(0, 1 + f),
+        rtol=1e-6,
     )
 
 
@@ -78,8 +94,12 @@ def test_reconstruction_errors_sum_over_pixels():
     rng = np.random.default_rng(1)
     x = rng.random((3, 4, 4, 1)).astype("float32")
     y = rng.random((3, 4, 4, 1)).astype("float32")
-    np.testing.assert_allclose(losses.reconstruction_error(x, y, "mse"), ((x - y) ** 2).sum(axis=(1, 2, 3)), rtol=1e-5)
-    np.testing.assert_allclose(losses.reconstruction_error(x, y, "mae"), np.abs(x - y).sum(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.reconstruction_error(x, y, "mse"), ((x - y) ** 2).sum(axis=(1, 2, 3)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        losses.reconstruction_error(x, y, "mae"), np.abs(x - y).sum(axis=(1, 2, 3)), rtol=1e-5
+    )
     bce = -(x * np.log(y) + (1 - x) * np.log(1 - y)).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(losses.reconstruction_error(x, y, "bce"), bce, rtol=1e-4)
     with pytest.raises(ValueError, match="choose one of mse, mae, bce"):

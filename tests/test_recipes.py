@@ -8,9 +8,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from zoo.recipes import RecipeError, list_recipes, load_recipe, train
-from zoo.recipes.recipe import apply_overrides, dump_toml, validate
+from zoo.recipes.recipe import apply_overrides, validate
 
 
 @pytest.mark.parametrize("name", list_recipes())
@@ -44,7 +43,13 @@ def test_overrides_parse_toml_values():
         {"a": {"b": 1}},
         ["a.b=2e-4", "a.c=[8, 16]", "d=true", "e=hello", 'f="quoted"', "g.h.i=3"],
     )
-    assert values == {"a": {"b": 2e-4, "c": [8, 16]}, "d": True, "e": "hello", "f": "quoted", "g": {"h": {"i": 3}}}
+    assert values == {
+        "a": {"b": 2e-4, "c": [8, 16]},
+        "d": True,
+        "e": "hello",
+        "f": "quoted",
+        "g": {"h": {"i": 3}},
+    }
     with pytest.raises(RecipeError, match="key=value"):
         apply_overrides({}, ["epochs"])
 
@@ -110,7 +115,7 @@ def test_autoencoder_run_logs_reconstruction_grids(tiny_recipe, tmp_path):
 
 def test_existing_run_folder_is_not_overwritten_silently(tiny_recipe, tmp_path):
     train(tiny_recipe(epochs=1), logdir=tmp_path)
-    with pytest.raises(RecipeError, match="--resume.*--run-name.*--overwrite"):
+    with pytest.raises(RecipeError, match=r"--resume.*--run-name.*--overwrite"):
         train(tiny_recipe(epochs=1), logdir=tmp_path)
     with pytest.raises(RecipeError, match="no checkpoints"):
         train(tiny_recipe(epochs=1, name="fresh"), logdir=tmp_path, resume=True)
@@ -138,10 +143,14 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(model, tiny_recipe, 
     resumed = train(recipe, logdir=tmp_path / "killed", resume=True)
     assert resumed.initial_epoch == 2
     for a, b in zip(full.model.weights, resumed.model.weights, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path)
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path
+        )
     for role, optimizer in full.model.optimizers.items():
         assert int(resumed.model.optimizers[role].iterations) == int(optimizer.iterations)
-    np.testing.assert_array_equal(full.model.seed_generator.state, resumed.model.seed_generator.state)
+    np.testing.assert_array_equal(
+        full.model.seed_generator.state, resumed.model.seed_generator.state
+    )
     # the resumed run's history holds every epoch once
     assert len(resumed.history["loss" if model == "vae_tiny" else "d_loss"]) == 3
 
@@ -153,3 +162,17 @@ def test_checkpoint_weights_load_through_zoo_load(tiny_recipe, tmp_path):
     model = zoo.load("conv_ae_tiny", weights=str(result.run_dir), seed=3)
     x = tf.random.stateless_uniform((2, 28, 28, 1), seed=(1, 2))
     np.testing.assert_array_equal(model.reconstruct(x), result.model.reconstruct(x))
+
+
+def test_learning_rate_schedules_decay_over_the_run():
+    from zoo.recipes.runner import build_optimizer
+
+    cosine = build_optimizer(
+        {"name": "adam", "learning_rate": {"schedule": "cosine", "initial": 1e-3}}, 100, "optimizer"
+    )
+    schedule = cosine.learning_rate if callable(cosine.learning_rate) else cosine._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(0.5e-3, rel=1e-4)  # half-way down the cosine
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(RecipeError, match="schedule must be one of cosine, exponential"):
+        build_optimizer({"learning_rate": {"schedule": "linear"}}, 100, "optimizer")

@@ -25,9 +25,7 @@ def gaussian_params() -> tuple[np.ndarray, np.ndarray]:
 def test_kl_is_the_closed_form(gaussian_params):
     """KL(N(mu, sigma^2) || N(0, 1)) = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2)  (K&W, App. B)."""
     mu, log_var = gaussian_params
-    kl = tf.keras.ops.convert_to_numpy(
-        zoo_kl(mu.astype("float32"), log_var.astype("float32"))
-    )
+    kl = tf.keras.ops.convert_to_numpy(zoo_kl(mu.astype("float32"), log_var.astype("float32")))
     expected = 0.5 * np.sum(mu**2 + np.exp(log_var) - 1.0 - log_var, axis=1)
     np.testing.assert_allclose(kl, expected, rtol=1e-5)
 
@@ -60,11 +58,15 @@ def test_likelihoods_match_their_densities():
     binary = (x > 0.5).astype("float32")
     # Bernoulli: log p = x l - softplus(l), summed over pixels
     bern = likelihood("bernoulli", logits).log_prob(binary)
-    np.testing.assert_allclose(bern, np.sum(binary * logits - softplus(logits), axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(
+        bern, np.sum(binary * logits - softplus(logits), axis=(1, 2, 3)), rtol=1e-5
+    )
     # Gaussian with fixed scale s around sigmoid(l)
     s, m = 0.1, 1 / (1 + np.exp(-logits))
     gauss = likelihood("gaussian", logits, gaussian_scale=s).log_prob(x)
-    expected = -np.sum(0.5 * ((x - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi), axis=(1, 2, 3))
+    expected = -np.sum(
+        0.5 * ((x - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi), axis=(1, 2, 3)
+    )
     np.testing.assert_allclose(gauss, expected, rtol=1e-5)
     # Continuous Bernoulli (Loaiza-Ganem & Cunningham, 2019): Bernoulli term + log C(lambda)
     lam = m.astype("float64")

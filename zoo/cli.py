@@ -94,12 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("recipe", help="bundled recipe name (see `zoo list --recipes`) or a .toml path")
     p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe value, e.g. --set epochs=3 --set model_config.latent_dim=16",
     )
     p.add_argument("--logdir", default="runs", help="parent folder of run folders (default: runs)")
     p.add_argument("--run-name", help="run folder name (default: the recipe's name)")
-    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run from its last checkpoint"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=cmd_train)
 

@@ -1,17 +1,15 @@
 """Losses, one home for all of them. Every function returns per-example values
 (shape ``[batch]``); trainers average them with :func:`average`.
 
-GAN losses take discriminator *logits* D(x) (before any sigmoid):
+GAN losses take discriminator *logits* D(x) (before any sigmoid); s = sigmoid.
 
-==================  ==============================================  ==========================================
-kind                discriminator                                    generator
-==================  ==============================================  ==========================================
-``minimax``         -log sigma(D(x)) - log(1 - sigma(D(G(z))))        log(1 - sigma(D(G(z))))   (Goodfellow 2014)
-``non_saturating``  same as minimax                                  -log sigma(D(G(z)))       (Goodfellow 2014)
-``least_squares``   (D(x) - 1)^2 / 2 + D(G(z))^2 / 2                  (D(G(z)) - 1)^2 / 2       (Mao et al. 2017)
-``wasserstein``     D(G(z)) - D(x)                                   -D(G(z))                  (Arjovsky et al. 2017)
-``hinge``           relu(1 - D(x)) + relu(1 + D(G(z)))               -D(G(z))                  (Lim & Ye 2017)
-==================  ==============================================  ==========================================
+- ``minimax`` (Goodfellow et al., 2014): D: -log s(D(x)) - log(1 - s(D(G(z)))),
+  G: log(1 - s(D(G(z)))).
+- ``non_saturating`` (same paper): D as minimax, G: -log s(D(G(z))).
+- ``least_squares`` (Mao et al., 2017): D: (D(x) - 1)^2 / 2 + D(G(z))^2 / 2,
+  G: (D(G(z)) - 1)^2 / 2.
+- ``wasserstein`` (Arjovsky et al., 2017): D: D(G(z)) - D(x), G: -D(G(z)).
+- ``hinge`` (Lim & Ye, 2017): D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z)).
 """
 
 from __future__ import annotations
@@ -39,7 +37,10 @@ def check_gan_loss(kind: str) -> str:
 
 
 def discriminator_loss(
-    real_logits: tf.Tensor, fake_logits: tf.Tensor, kind: str = "non_saturating", *,
+    real_logits: tf.Tensor,
+    fake_logits: tf.Tensor,
+    kind: str = "non_saturating",
+    *,
     real_label: float = 1.0,
 ) -> tf.Tensor:
     """Per-example discriminator (critic) loss.

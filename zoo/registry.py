@@ -139,7 +139,9 @@ def resolve_config(name: str, config: dict[str, Any] | None = None) -> dict[str,
     unknown = sorted(set(config) - set(defaults))
     if unknown:
         close = {k: difflib.get_close_matches(k, defaults, n=1) for k in unknown}
-        hints = ", ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in close.items())
+        hints = ", ".join(
+            f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in close.items()
+        )
         raise ConfigError(
             f"model {name!r} got unknown config key(s) {hints}; accepted keys: "
             f"{', '.join(sorted(defaults))}"

@@ -29,7 +29,9 @@ def model_images(model, n: int, seed: int) -> np.ndarray:
     return np.stack([images, recon], axis=1).reshape(-1, *images.shape[1:])
 
 
-def sample_grid(run: str | os.PathLike, *, n: int = 64, seed: int = 0, out: str | os.PathLike = "samples.png") -> Path:
+def sample_grid(
+    run: str | os.PathLike, *, n: int = 64, seed: int = 0, out: str | os.PathLike = "samples.png"
+) -> Path:
     """Write a PNG grid for a run folder, ``.keras`` file or registered model name."""
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")

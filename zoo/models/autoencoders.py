@@ -31,7 +31,11 @@ def conv_ae(
         image_shape, latent_dim, filters, batch_norm=batch_norm, seed=seed
     )
     decoder = networks.conv_decoder(
-        latent_dim, image_shape, filters, batch_norm=batch_norm, seed=None if seed is None else seed + 1
+        latent_dim,
+        image_shape,
+        filters,
+        batch_norm=batch_norm,
+        seed=None if seed is None else seed + 1,
     )
     model = Autoencoder(
         encoder, decoder, reconstruction_loss=reconstruction_loss, seed=seed, name="conv_ae"

@@ -12,7 +12,7 @@ from zoo.trainers import VAE
 @register(
     "vae",
     family="vae",
-    description="Convolutional VAE with TFP likelihoods (Bernoulli, continuous Bernoulli, Gaussian)",
+    description="Convolutional VAE; TFP likelihoods: Bernoulli, continuous Bernoulli, Gaussian",
     paper="Kingma & Welling (2014), Auto-Encoding Variational Bayes",
     tiny={"latent_dim": 4, "filters": (4, 8)},
 )

@@ -70,8 +70,9 @@ class Autoencoder(Trainer):
         return per_example / float(math.prod(self.image_shape))
 
     def step_losses(self, images: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-        error = losses.reconstruction_error(images, self(images, training=training),
-                                            self.reconstruction_loss)
+        error = losses.reconstruction_error(
+            images, self(images, training=training), self.reconstruction_loss
+        )
         loss = losses.average(error)
         regulariser = sum(self.losses) if self.losses else 0.0
         return {"loss": loss + regulariser, "reconstruction": loss}
