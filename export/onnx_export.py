@@ -135,11 +135,14 @@ def convert_signature(
             opset=opset,
             custom_op_handlers=dict(CUSTOM_OP_HANDLERS),
         )
-        # tf2onnx declares unknown-rank inputs (``threshold``) as scalars; keep them open.
+        # tf2onnx declares unknown-rank inputs (``threshold``) as scalars, and the ONNX
+        # checker refuses inputs without a rank: declare them [k] (pass [1] or [N]).
         open_rank = {s.name for s in function.input_signature if s.shape.rank is None}
         for graph_input in model_proto.graph.input:
             if graph_input.name in open_rank:
-                graph_input.type.tensor_type.ClearField("shape")
+                shape = graph_input.type.tensor_type.shape
+                shape.ClearField("dim")
+                shape.dim.add().dim_param = f"{graph_input.name}_size"
         onnx.checker.check_model(model_proto, full_check=True)
         onnx.save(model_proto, str(path))
     except Exception as error:

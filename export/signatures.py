@@ -224,7 +224,7 @@ def build_signatures(model: keras.Model, threshold: float | None = None) -> Sign
         score,
         [image_spec],
         True,
-        "images -> anomaly_score [N], threshold [N] (calibrated), is_anomaly [N] = score > threshold",
+        "images -> anomaly_score [N], threshold [N] (calibrated), is_anomaly = score > threshold",
     )
     add(
         "score_with_threshold",

@@ -1,0 +1,494 @@
+"""Tests for zoo.export: signatures, TF1-path execution, warmup, parity, atomic versions,
+thresholds and ONNX. One export per family (tiny models) is shared by the module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tensorflow as tf
+from zoo.export import (
+    ExportResult,
+    ParityError,
+    Threshold,
+    calibrate_threshold,
+    calibrate_threshold_f1,
+    export_cli,
+    export_model,
+    versioning,
+)
+
+import zoo
+
+EXPECTED = {
+    "dcgan_tiny": {
+        "generate": (["z"], ["images"]),
+        "sample": (["seed"], ["images"]),
+        "serving_default": (["z"], ["images"]),
+    },
+    "conv_ae_tiny": {
+        "reconstruct": (["images"], ["reconstructions"]),
+        "encode": (["images"], ["codes"]),
+        "score": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+        "score_with_threshold": (
+            ["images", "threshold"],
+            ["anomaly_score", "is_anomaly", "threshold"],
+        ),
+        "serving_default": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+    },
+    "vae_tiny": {
+        "reconstruct": (["images"], ["reconstructions"]),
+        "encode": (["images"], ["log_variance", "mean"]),
+        "decode": (["z"], ["images"]),
+        "generate": (["z"], ["images"]),
+        "sample": (["seed"], ["images"]),
+        "score": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+        "score_with_threshold": (
+            ["images", "threshold"],
+            ["anomaly_score", "is_anomaly", "threshold"],
+        ),
+        "serving_default": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+    },
+}
+ATOL, RTOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def normal_images() -> np.ndarray:
+    """The bundled sample's 1000 test digits, float32 in [0, 1]."""
+    from zoo.data import load_sample
+
+    images, _ = load_sample("test")
+    return (images / 255.0).astype("float32").reshape(-1, 28, 28, 1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, normal_images) -> dict[str, tuple]:
+    """``{name: (model, ExportResult)}``: each tiny model exported once, all formats."""
+    out = tmp_path_factory.mktemp("models")
+    done = {}
+    for name in EXPECTED:
+        model = zoo.load(name)
+        result = export_model(model, out, name, calibration_images=normal_images)
+        done[name] = (model, result)
+    return done
+
+
+@pytest.fixture(scope="module")
+def loaded(exported) -> dict:
+    return {name: tf.saved_model.load(str(r.version_dir)) for name, (_, r) in exported.items()}
+
+
+def _inputs(model, names: list[str], images: np.ndarray, n: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    values = {
+        "images": images[:n],
+        "z": rng.standard_normal((n, model.latent_dim)).astype("float32"),
+        "seed": np.array([5, 11, 5], np.int64)[:n],
+        "threshold": np.full([n], 0.05, np.float32),
+    }
+    return {k: values[k] for k in names}
+
+
+def _keras(model, signature: str, inputs: dict[str, np.ndarray], threshold: float | None):
+    """What Keras says, computed from the trainer's own methods."""
+    if signature == "serving_default":
+        signature = "generate" if threshold is None else "score"
+    if signature == "sample":
+        z = tf.stack(
+            [
+                tf.random.stateless_normal(
+                    [model.latent_dim], seed=tf.constant([int(s), 0], tf.int64), alg="philox"
+                )
+                for s in inputs["seed"]
+            ]
+        )
+        return {"images": (model.generate if hasattr(model, "generator") else model.decode)(z)}
+    if signature in ("generate", "decode"):
+        fn = model.generate if hasattr(model, "generator") else model.decode
+        return {"images": fn(inputs["z"])}
+    if signature == "reconstruct":
+        return {"reconstructions": model.reconstruct(inputs["images"])}
+    if signature == "encode":
+        out = model.encode(inputs["images"])
+        if isinstance(out, tuple):
+            return {"mean": out[0], "log_variance": out[1]}
+        return {"codes": out}
+    score = np.asarray(model.anomaly_score(inputs["images"]))
+    thr = inputs.get("threshold", threshold)
+    thr = np.broadcast_to(np.asarray(thr, np.float32), score.shape)
+    return {"anomaly_score": score, "threshold": thr, "is_anomaly": score > thr}
+
+
+def _assert_close(expected: dict, actual: dict, atol: float = ATOL) -> None:
+    assert sorted(expected) == sorted(actual)
+    for key, want in expected.items():
+        want, got = np.asarray(want), np.asarray(actual[key])
+        assert got.shape == want.shape, key
+        if want.dtype == np.bool_:
+            np.testing.assert_array_equal(got, want, err_msg=key)
+        else:
+            np.testing.assert_allclose(got, want, atol=atol, rtol=RTOL, err_msg=key)
+
+
+def _threshold(result: ExportResult) -> float | None:
+    t = result.metadata["threshold"]
+    return None if t is None else t["value"]
+
+
+# ------------------------------------------------------------------------- calibration
+
+
+def test_quantile_threshold_is_smallest_with_fpr_at_most_target():
+    rng = np.random.default_rng(0)
+    for scores in (rng.normal(size=997), rng.integers(0, 20, size=500).astype(float)):
+        for target in (0.0, 0.01, 0.05, 0.29, 0.5):
+            t = calibrate_threshold(scores, target_fpr=target)
+            assert t.method == "quantile" and t.n == len(scores) and t.target_fpr == target
+            fpr = np.mean(scores > t.value)
+            assert fpr <= target + 1e-12 and t.observed_fpr == pytest.approx(fpr)
+            below = scores[scores < t.value]
+            if below.size:  # the next smaller candidate lets too many through
+                assert np.mean(scores > below.max()) > target
+
+
+def test_quantile_threshold_known_answer_and_held_out_fpr():
+    scores = np.random.default_rng(1).permutation(np.arange(1000, dtype=float))
+    t = calibrate_threshold(scores, target_fpr=0.01)
+    assert t.value == 989.0 and t.observed_fpr == 0.01  # 990..999 lie above
+    assert calibrate_threshold([3.0, 3.0, 3.0], target_fpr=0.5).value == 3.0
+    rng = np.random.default_rng(2)
+    t = calibrate_threshold(rng.normal(size=100_000), target_fpr=0.01)
+    held_out = rng.normal(size=100_000)
+    assert abs(np.mean(held_out > t.value) - 0.01) < 0.002
+
+
+def test_f1_threshold_known_answers():
+    scores = [0.1, 0.2, 0.3, 0.4, 0.35, 0.8, 0.9]
+    labels = [0, 0, 0, 0, 1, 1, 1]
+    t = calibrate_threshold_f1(scores, labels)
+    # flag > 0.3: tp 3 (0.35, 0.8, 0.9), fp 1 (0.4), fn 0 -> F1 = 6/7, the best
+    assert t.method == "best_f1" and t.value == pytest.approx(0.3)
+    assert t.f1 == pytest.approx(6 / 7) and t.recall == 1.0 and t.observed_fpr == 0.25
+    separable = calibrate_threshold_f1([0.1, 0.2, 0.7, 0.9], [0, 0, 1, 1])
+    assert separable.value == pytest.approx(0.2) and separable.f1 == 1.0
+    everything = calibrate_threshold_f1([0.5, 0.5], [1, 1])
+    assert everything.value < 0.5 and everything.f1 == 1.0
+
+
+def test_calibration_rejects_bad_input():
+    with pytest.raises(ValueError, match="target_fpr"):
+        calibrate_threshold([1.0, 2.0], target_fpr=1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        calibrate_threshold([1.0, np.nan])
+    with pytest.raises(ValueError, match="no anomalies"):
+        calibrate_threshold_f1([1.0, 2.0], [0, 0])
+
+
+# ------------------------------------------------------------------------- signatures
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_signature_names_keys_dtypes_shapes(exported, loaded, name):
+    model, result = exported[name]
+    sigs = loaded[name].signatures
+    assert sorted(sigs) == sorted(EXPECTED[name])
+    for key, (ins, outs) in EXPECTED[name].items():
+        _, kwargs = sigs[key].structured_input_signature
+        assert sorted(kwargs) == sorted(ins), key
+        assert sorted(sigs[key].structured_outputs) == sorted(outs), key
+        for arg, spec in kwargs.items():
+            want = {
+                "images": (tf.float32, [None, *model.image_shape]),
+                "z": (tf.float32, [None, model.latent_dim]),
+                "seed": (tf.int64, [None]),
+                "threshold": (tf.float32, None),  # scalar or one per example
+            }[arg]
+            shape = None if spec.shape.rank is None else spec.shape.as_list()
+            assert spec.dtype == want[0] and shape == want[1], (key, arg)
+        for out, spec in sigs[key].structured_outputs.items():
+            assert spec.dtype == (tf.bool if out == "is_anomaly" else tf.float32), (key, out)
+            assert spec.shape[0] is None, (key, out)
+            if out in ("anomaly_score", "threshold", "is_anomaly"):
+                assert spec.shape.rank == 1
+            if out in ("images", "reconstructions"):
+                assert spec.shape.as_list() == [None, *model.image_shape]
+    meta_sigs = result.metadata["signatures"]
+    assert sorted(meta_sigs) == sorted(EXPECTED[name])
+    assert all(meta_sigs[k]["inputs"] for k in meta_sigs)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_every_signature_runs_through_the_tf1_loader(exported, normal_images, name):
+    """As TF Serving's C++ loader runs it: a fresh Graph, a Session, tensor names."""
+    model, result = exported[name]
+    runs = {}
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(result.version_dir))
+        keys = sorted(k for k in meta.signature_def if not k.startswith("__"))
+        for key in keys:
+            sd = meta.signature_def[key]
+            inputs = _inputs(model, sorted(sd.inputs), normal_images)
+            feeds = {sd.inputs[k].name: v for k, v in inputs.items()}
+            outs = sorted(sd.outputs)
+            values = session.run([sd.outputs[k].name for k in outs], feed_dict=feeds)
+            runs[key] = (inputs, dict(zip(outs, values, strict=True)))
+    assert keys == sorted(EXPECTED[name])
+    for key, (inputs, actual) in runs.items():  # Keras runs eagerly, outside the graph
+        _assert_close(_keras(model, key, inputs, _threshold(result)), actual)
+
+
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "saved_model_cli").exists(), reason="no saved_model_cli"
+)
+def test_saved_model_cli_runs_generate(exported, tmp_path):
+    model, result = exported["dcgan_tiny"]
+    z = np.random.default_rng(3).standard_normal((2, model.latent_dim)).astype("float32")
+    np.save(tmp_path / "z.npy", z)
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    run = subprocess.run(
+        [str(cli), "run", "--dir", str(result.version_dir), "--tag_set", "serve",
+         "--signature_def", "generate", "--inputs", f"z={tmp_path / 'z.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    images = np.load(tmp_path / "out" / "images.npy")
+    np.testing.assert_allclose(images, np.asarray(model.generate(z)), atol=ATOL)
+
+
+def test_sample_is_seeded_per_image(loaded):
+    sample = loaded["dcgan_tiny"].signatures["sample"]
+    a = sample(seed=tf.constant([5, 11, 5], tf.int64))["images"].numpy()
+    b = sample(seed=tf.constant([5], tf.int64))["images"].numpy()
+    np.testing.assert_array_equal(a[0], a[2])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.allclose(a[0], a[1])
+
+
+# ------------------------------------------------------------------------- warmup
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_warmup_records_replay(exported, loaded, name):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, result = exported[name]
+    path = result.version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    assert 0 < len(records) <= 1000
+    seen = []
+    for raw in records:
+        request = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+        assert request.model_spec.name == name
+        key = request.model_spec.signature_name
+        seen.append(key)
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        assert all(1 <= v.shape[0] <= 2 for v in inputs.values())
+        outputs = loaded[name].signatures[key](**inputs)
+        assert sorted(outputs) == sorted(EXPECTED[name][key][1])
+    assert sorted(seen) == sorted(EXPECTED[name])  # one record per signature
+
+
+# ------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_recorded_parity_is_within_tolerance(exported, name):
+    _, result = exported[name]
+    stored = json.loads((result.version_dir / "assets.extra" / "zoo_export.json").read_text())
+    parity = stored["parity"]
+    assert parity["passed"] and parity["atol"] == ATOL
+    assert parity["backends"] == ["savedmodel", "tf1_session", "onnxruntime"]
+    assert sorted(parity["signatures"]) == sorted(EXPECTED[name])
+    for key, backends in parity["signatures"].items():
+        for diffs in backends.values():
+            for out, d in diffs.items():
+                if "max_abs_diff" in d:
+                    assert d["max_abs_diff"] <= ATOL + RTOL * 1e4, (key, out)
+                else:
+                    assert d["mismatches"] == 0
+    assert parity["max_abs_diff"] <= 1e-3  # VAE scores are ~500 nats: rtol part
+    assert stored["versions"]["tensorflow"] == tf.__version__
+    assert "keras" in stored["versions"]
+
+
+def _only_final_entries(base: Path) -> set[str]:
+    return {p.name for p in base.iterdir()} if base.exists() else set()
+
+
+def test_forced_onnx_mismatch_raises_and_writes_nothing(tmp_path, monkeypatch):
+    from zoo.export import onnx_export
+
+    real = onnx_export.run_onnx
+
+    def perturbed(path, inputs):
+        return {k: v + 0.01 for k, v in real(path, inputs).items()}
+
+    monkeypatch.setattr(onnx_export, "run_onnx", perturbed)
+    with pytest.raises(ParityError, match=r"generate \[onnxruntime\] images") as info:
+        export_model(zoo.load("dcgan_tiny"), tmp_path, "gan")
+    assert info.value.report["signatures"]["generate"]["onnxruntime"]["images"][
+        "max_abs_diff"
+    ] == pytest.approx(0.01, rel=1e-3)
+    assert _only_final_entries(tmp_path / "gan") == set()
+
+
+def test_tiny_tolerance_raises(tmp_path, monkeypatch):
+    from zoo.export import savedmodel
+
+    real = savedmodel.run_tf1
+
+    def off_by_a_little(path, calls):
+        out = real(path, calls)
+        out["generate"]["images"] = out["generate"]["images"] + 1e-6
+        return out
+
+    monkeypatch.setattr(savedmodel, "run_tf1", off_by_a_little)
+    model = zoo.load("dcgan_tiny")
+    export_model(model, tmp_path, "gan", formats="savedmodel", warmup=False)  # 1e-6 is fine
+    with pytest.raises(ParityError, match="tf1_session"):
+        export_model(
+            model, tmp_path, "gan", formats="savedmodel", parity_atol=1e-8, parity_rtol=0.0
+        )
+    assert versioning.existing_versions(tmp_path / "gan") == [1]
+
+
+# ------------------------------------------------------------------------- atomicity
+
+
+def test_failure_mid_export_leaves_no_version_and_no_temp(tmp_path, monkeypatch):
+    from zoo.export import warmup
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(warmup, "write_warmup_requests", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_model(zoo.load("dcgan_tiny"), tmp_path, "gan", formats="savedmodel")
+    assert _only_final_entries(tmp_path / "gan") == set()
+
+
+def test_failure_at_the_final_rename_removes_the_onnx_folder(tmp_path, monkeypatch):
+    real_rename = versioning.os.rename
+
+    def rename(src, dst):
+        if Path(dst).name.isdigit() and Path(dst).parent.name == "gan":
+            raise OSError("rename failed")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(versioning.os, "rename", rename)
+    with pytest.raises(OSError, match="rename failed"):
+        export_model(zoo.load("dcgan_tiny"), tmp_path, "gan", warmup=False)
+    base = tmp_path / "gan"
+    assert versioning.existing_versions(base) == []
+    assert not any(p.name.startswith(".tmp-") for p in base.iterdir())
+    assert not (base / "onnx" / "1").exists()
+
+
+def test_successive_exports_get_versions_1_and_2(tmp_path):
+    model = zoo.load("dcgan_tiny")
+    first = export_model(model, tmp_path, "gan", formats=["savedmodel"], warmup=False)
+    second = export_model(model, tmp_path, "gan", formats=["savedmodel"], warmup=False)
+    assert (first.version, second.version) == (1, 2)
+    assert first.version_dir == tmp_path / "gan" / "1"
+    assert (second.version_dir / "saved_model.pb").is_file()
+    assert first.onnx_paths == {} and second.metadata["version"] == 2
+    assert _only_final_entries(tmp_path / "gan") == {"1", "2"}
+
+
+def test_next_version_ignores_non_integer_folders(tmp_path):
+    for name in ("1", "3", "onnx", ".tmp-abc", "7b"):
+        (tmp_path / name).mkdir()
+    assert versioning.existing_versions(tmp_path) == [1, 3]
+    assert versioning.next_version(tmp_path) == 4
+    assert versioning.next_version(tmp_path / "missing") == 1
+
+
+# ------------------------------------------------------------------------- threshold
+
+
+@pytest.mark.parametrize("name", ["conv_ae_tiny", "vae_tiny"])
+def test_threshold_metadata_and_verdicts(exported, loaded, normal_images, name):
+    model, result = exported[name]
+    meta = result.metadata["threshold"]
+    assert meta["method"] == "quantile" and meta["target_fpr"] == 0.01
+    assert meta["n"] == len(normal_images) and meta["observed_fpr"] <= 0.01
+    assert meta["score_definition"]
+    assert ("nats" in meta["score_definition"]) == (name == "vae_tiny")
+    scores = np.asarray(model.anomaly_score(normal_images))
+    order = np.argsort(scores)
+    batch = normal_images[np.concatenate([order[:3], order[-3:]])]  # both verdicts
+    out = loaded[name].signatures["score"](images=tf.constant(batch))
+    value = np.float32(meta["value"])
+    np.testing.assert_array_equal(out["is_anomaly"], out["anomaly_score"].numpy() > value)
+    np.testing.assert_array_equal(out["threshold"], np.full(6, value))
+    assert 0 < out["is_anomaly"].numpy().sum() < 6
+
+    with_threshold = loaded[name].signatures["score_with_threshold"]
+    mid = float(np.median(out["anomaly_score"]))
+    for given in (tf.constant(mid), tf.fill([6], mid)):  # scalar or one per example
+        got = with_threshold(images=tf.constant(batch), threshold=given)
+        np.testing.assert_array_equal(got["is_anomaly"], out["anomaly_score"].numpy() > mid)
+        np.testing.assert_allclose(got["threshold"], np.full(6, mid))
+
+
+def test_missing_calibration_names_both_options(tmp_path):
+    with pytest.raises(ValueError, match=r"calibration_images=.*threshold="):
+        export_model(zoo.load("conv_ae_tiny"), tmp_path, "ae")
+    assert not (tmp_path / "ae").exists()
+
+
+def test_explicit_threshold_is_recorded_and_used(tmp_path, normal_images):
+    model = zoo.load("conv_ae_tiny")
+    result = export_model(model, tmp_path, "ae", formats="savedmodel", threshold=0.05, warmup=False)
+    assert result.metadata["threshold"]["method"] == "given"
+    assert result.metadata["threshold"]["value"] == 0.05
+    out = tf.saved_model.load(str(result.version_dir)).signatures["score"](
+        images=tf.constant(normal_images[:8])
+    )
+    np.testing.assert_array_equal(out["is_anomaly"], out["anomaly_score"].numpy() > 0.05)
+    assert isinstance(result.threshold, Threshold)
+
+
+def test_export_cli_calibrates_on_the_bundled_sample(tmp_path):
+    result = export_cli("conv_ae_tiny", tmp_path, "savedmodel")
+    assert result.version_dir == tmp_path / "conv_ae" / "1"  # name = model.name
+    assert result.metadata["threshold"]["n"] == 1000
+    assert "test split" in result.metadata["user"]["calibration_data"]
+
+
+# ------------------------------------------------------------------------- ONNX
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_onnx_files_check_and_match_keras(exported, normal_images, name):
+    model, result = exported[name]
+    expected_sigs = sorted(k for k in EXPECTED[name] if k not in ("sample", "serving_default"))
+    assert sorted(result.onnx_paths) == expected_sigs
+    for key, path in result.onnx_paths.items():
+        assert path == result.version_dir.parent / "onnx" / str(result.version) / f"{key}.onnx"
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto, full_check=True)
+        types = {node.op_type for node in proto.graph.node}
+        assert not any(t.startswith("Random") for t in types), (key, types)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        assert names == EXPECTED[name][key][0]
+        inputs = _inputs(model, names, normal_images)
+        outputs = dict(
+            zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True)
+        )
+        renames = result.metadata["signatures"][key]["onnx"]["output_names"]
+        outputs = {k: outputs[v] for k, v in renames.items()}
+        _assert_close(_keras(model, key, inputs, _threshold(result)), outputs)
+    if "generate" in result.onnx_paths:
+        proto = onnx.load(str(result.onnx_paths["generate"]))
+        assert [i.name for i in proto.graph.input] == ["z"]
