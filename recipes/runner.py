@@ -314,8 +314,8 @@ def train(
         else None
     )
     preview = val_ds if val_ds is not None else train_ds
-    preview_images = (
-        np.stack([np.asarray(images_of(x)) for x in preview.take(8)])
+    preview_images = (  # 16 fixed images spread over the split (not its first class)
+        np.stack([np.asarray(images_of(x)) for x in preview.shuffle(4096, seed=0).take(16)])
         if recipe.logging["num_samples"]
         else np.zeros((0, *image_shape), "float32")
     )

@@ -10,7 +10,7 @@ from zoo.recipes import train
 
 #: (recipe, overrides) for each demo model: brief, but long enough to see digits.
 DEMO_RUNS: dict[str, list[str]] = {
-    "dcgan_mnist": ["epochs=10", "training.verbose=2"],
+    "dcgan_mnist": ["epochs=15", "training.verbose=2"],
     "conv_ae_mnist": ["epochs=5", "training.verbose=2"],
 }
 QUICK = ["epochs=1", "training.steps_per_epoch=2", "training.verbose=0", "logging.num_samples=16"]
