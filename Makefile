@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/zoo demo --out $(OUT)
+	$(BIN)/zoo demo --out $(OUT) --models-root serving/models
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,7 +12,10 @@ DESCRIPTION = """The generative model zoo.
   zoo list [PATTERN]            registered models (and --recipes: bundled recipes)
   zoo train RECIPE [--set k=v]  train a recipe; TensorBoard logs, checkpoints, sample grids
   zoo sample RUN_OR_MODEL       a PNG grid of samples (generators) or reconstructions
-  zoo demo                      train the demo models briefly on the bundled data
+  zoo export RUN_OR_MODEL       SavedModel (TF Serving layout) + ONNX, parity-checked
+  zoo serve --model_config_file serving/models.config
+                                TF Serving's REST API, locally, over the same config
+  zoo demo                      the main job: train, export, serve, request (bundled data)
 """
 
 
@@ -67,10 +70,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.export import export_cli
+
+    result = export_cli(
+        args.target, args.out, formats=args.format, name=args.name, target_fpr=args.target_fpr
+    )
+    print(f"SavedModel: {result.version_dir} (version {result.version})")
+    for signature, path in sorted(result.onnx_paths.items()):
+        print(f"ONNX:       {path} ({signature})")
+    if result.threshold is not None:
+        t = result.threshold
+        print(f"threshold:  {t.value:.6g} ({t.method}, target FPR {t.target_fpr}, n={t.n})")
+    print(f"parity:     max |diff| {result.parity.get('max_abs_diff', 0.0):.2e} (within tolerance)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from zoo.demo import run_demo
 
-    run_demo(args.out, quick=args.quick)
+    run_demo(args.out, models_root=args.models_root, quick=args.quick)
     return 0
 
 
@@ -120,8 +139,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="output PNG (default samples.png)")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser(
+        "export",
+        help="export a run, .keras file or model name to SavedModel + ONNX",
+        description="Writes OUT/NAME/<version>/ (TF Serving layout, next free version, atomic) "
+        "with named signatures, warmup requests and metadata, and ONNX files in "
+        "OUT/NAME/onnx/<version>/. Keras, SavedModel and ONNX Runtime must agree or the export "
+        "fails. Autoencoders/VAEs get an anomaly threshold calibrated on held-out bundled digits.",
+    )
+    p.add_argument("target", help="run folder, .keras file or registered model name")
+    p.add_argument("--out", default="serving/models", help="export root (default serving/models)")
+    p.add_argument("--format", default="savedmodel,onnx", help="savedmodel[,onnx] (default both)")
+    p.add_argument("--name", help="served model name (default: the model's name, e.g. dcgan)")
+    p.add_argument("--target-fpr", type=float, default=0.01, help="threshold's false-positive rate")
+    p.set_defaults(func=cmd_export)
+
+    sub.add_parser(
+        "serve",
+        help="serve a models.config over TF Serving's REST API (zoo serve --help for flags)",
+        add_help=False,
+    )
+
     p = sub.add_parser("demo", help="the README's main job on the bundled data")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument(
+        "--models-root", help="where to export (the config's /models; default OUT/models)"
+    )
     p.add_argument("--quick", action="store_true", help="a few steps only (for tests)")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -129,14 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:  # flags named like tensorflow_model_server's
+        from zoo.serving.server import main as serve
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     from zoo.data import DataError
+    from zoo.export import OnnxConversionError, ParityError
     from zoo.recipes import RecipeError
     from zoo.registry import ConfigError, UnknownModelError
 
     try:
         return args.func(args)
-    except (RecipeError, DataError, UnknownModelError, ConfigError, FileNotFoundError) as error:
+    except (
+        RecipeError,
+        DataError,
+        UnknownModelError,
+        ConfigError,
+        FileNotFoundError,
+        ParityError,
+        OnnxConversionError,
+    ) as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
 
