@@ -8,6 +8,7 @@ model's metadata, since JSON keeps none of them.
 
 from __future__ import annotations
 
+import abc
 import base64
 import json
 import time
@@ -116,13 +117,14 @@ def _model_path(model: str, version: int | None, label: str | None) -> str:
     return path
 
 
-class _Convenience:
+class _Convenience(abc.ABC):
     """``generate`` and ``score`` on top of ``predict`` (shared by REST and gRPC)."""
 
+    @abc.abstractmethod
     def predict(
         self, inputs: Mapping[str, Any], signature_name: str = "serving_default", **kw: Any
     ) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Run ``signature_name`` on named inputs; outputs by name as numpy arrays."""
 
     def generate(
         self,
