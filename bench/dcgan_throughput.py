@@ -17,13 +17,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import zoo  # noqa: E402
-from bench.common import interleaved, median, timed, write_report  # noqa: E402
-from zoo import networks  # noqa: E402
+import zoo
+from bench.common import interleaved, median, timed, write_report
+from zoo import networks
 
 
 class PlainKerasDCGAN(keras.Model):
@@ -57,13 +57,17 @@ class PlainKerasDCGAN(keras.Model):
                 tf.zeros_like(fake_logits), fake_logits
             )
         grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+        self.d_optimizer.apply_gradients(
+            zip(grads, self.discriminator.trainable_variables, strict=True)
+        )
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
             fake_logits = self.discriminator(self.generator(z, training=True), training=True)
             g_loss = self.bce(tf.ones_like(fake_logits), fake_logits)
         grads = tape.gradient(g_loss, self.generator.trainable_variables)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
+        self.g_optimizer.apply_gradients(
+            zip(grads, self.generator.trainable_variables, strict=True)
+        )
         self.d_tracker.update_state(d_loss)
         self.g_tracker.update_state(g_loss)
         return {"d_loss": self.d_tracker.result(), "g_loss": self.g_tracker.result()}
@@ -86,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     ours = zoo.load("dcgan", image_shape=shape)
     ours.compile(generator_optimizer=adam(), discriminator_optimizer=adam())
     filters = tuple(
-        layer.filters for layer in ours.discriminator.layers if isinstance(layer, keras.layers.Conv2D)
+        layer.filters
+        for layer in ours.discriminator.layers
+        if isinstance(layer, keras.layers.Conv2D)
     )
     reference = PlainKerasDCGAN(
         networks.dcgan_generator(ours.latent_dim, shape, filters, seed=0),
@@ -104,7 +110,11 @@ def main(argv: list[str] | None = None) -> None:
         model.fit(data.take(3), epochs=1, verbose=0, shuffle=False)
 
     def runner(model: keras.Model):
-        return lambda: args.batch * args.steps / timed(lambda: model.fit(data, epochs=1, verbose=0, shuffle=False))
+        return lambda: (
+            args.batch
+            * args.steps
+            / timed(lambda: model.fit(data, epochs=1, verbose=0, shuffle=False))
+        )
 
     results = interleaved({"zoo": runner(ours), "plain_keras": runner(reference)}, args.repeats)
     zoo_ips, ref_ips = median(results["zoo"]), median(results["plain_keras"])

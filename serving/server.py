@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import gc
 import json
 import logging
 import socket
@@ -889,6 +890,10 @@ def make_server(
         models_root,
         allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
     )
+    # TensorFlow leaves ~0.5M long-lived objects tracked by the garbage collector; every
+    # JSON response builds many small lists, which triggers full collections over them.
+    # Freezing what loading created keeps collections short (batch-64 REST ~7x faster).
+    gc.freeze()
     return ServingHTTPServer(
         (host, port),
         model_server,

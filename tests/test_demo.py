@@ -24,7 +24,7 @@ def test_demo_trains_exports_serves_and_requests(tmp_path, capsys):
     # images came back over REST, in [0, 1], and were written as a grid
     images = result["served_images"]
     assert images.shape == (64, 28, 28, 1) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     grid = np.asarray(Image.open(tmp_path / "out" / "served_samples.png"))
     assert grid.shape[0] > 8 * 28
     # verdicts are the served scores against the exported threshold
@@ -42,7 +42,10 @@ def test_export_cli_writes_the_next_version(tmp_path, capsys):
     assert main(["export", "conv_ae_tiny", "--out", str(tmp_path), "--format", "savedmodel"]) == 0
     assert main(["export", "conv_ae_tiny", "--out", str(tmp_path), "--format", "savedmodel"]) == 0
     out = capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "conv_ae").iterdir() if p.name.isdigit()) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "conv_ae").iterdir() if p.name.isdigit()) == [
+        "1",
+        "2",
+    ]
     assert "threshold:" in out and "quantile" in out
 
 

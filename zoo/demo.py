@@ -165,4 +165,3 @@ def run_demo(
         "served_images": images,
         "seconds": elapsed,
     }
-
