@@ -17,6 +17,7 @@ PACKAGE_DIR = {
 PACKAGES = [
     "zoo",
     "zoo.data",
+    "zoo.metrics",
     "zoo.models",
     "zoo.trainers",
     "zoo.recipes",
@@ -33,6 +34,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.*",
     "numpy>=1.26",
     "pillow>=10",
+    "matplotlib>=3.8",
     "tf2onnx>=1.17",
     "onnx>=1.17",
     "onnxruntime>=1.20",

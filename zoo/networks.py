@@ -7,6 +7,7 @@ halved once per entry of ``filters`` (28x28 -> 14 -> 7, 64x64 -> 32 -> 16 -> 8 -
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -190,3 +191,103 @@ def dcgan_discriminator(
     x = layers.Flatten()(x)
     outputs = layers.Dense(1, kernel_initializer=init(), name="logit")(x)
     return keras.Model(inputs, outputs, name="discriminator")
+
+
+def dense_encoder(
+    input_shape: Sequence[int],
+    hidden: Sequence[int],
+    latent_dim: int,
+    *,
+    activation: str = "relu",
+    code_activation: str | None = None,
+    seed: int | None = None,
+    name: str = "encoder",
+) -> keras.Model:
+    """Flatten, Dense layers of widths ``hidden``, then a ``latent_dim`` code.
+
+    Layers are named ``encoder_dense_<i>`` (1-based; the code layer is the last) so
+    layer-wise pre-training can pair them with the decoder's.
+    """
+    init = Initializers(seed)
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = layers.Flatten()(inputs)
+    widths = [*hidden, latent_dim]
+    for i, width in enumerate(widths, start=1):
+        act = code_activation if i == len(widths) else activation
+        x = layers.Dense(
+            width, activation=act, kernel_initializer=init(), name=f"encoder_dense_{i}"
+        )(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def dense_decoder(
+    latent_dim: int,
+    hidden: Sequence[int],
+    output_shape: Sequence[int],
+    *,
+    activation: str = "relu",
+    output_activation: str | None = "sigmoid",
+    seed: int | None = None,
+    name: str = "decoder",
+) -> keras.Model:
+    """Mirror of :func:`dense_encoder`: ``hidden`` is given encoder-side (input first).
+
+    Layer ``decoder_dense_<i>`` maps the encoder's layer-i output back to its input.
+    """
+    init = Initializers(seed)
+    output_shape = tuple(output_shape)
+    inputs = keras.Input((latent_dim,), name="z")
+    widths = [int(math.prod(output_shape)), *hidden]  # input of encoder layer i = widths[i-1]
+    x = inputs
+    for i in range(len(widths), 0, -1):
+        act = output_activation if i == 1 else activation
+        x = layers.Dense(
+            widths[i - 1], activation=act, kernel_initializer=init(), name=f"decoder_dense_{i}"
+        )(x)
+    outputs = layers.Reshape(output_shape, name="pixels")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+RNN_CELLS = {"lstm": layers.LSTM, "gru": layers.GRU}
+
+
+def recurrent_encoder(
+    sequence_shape: Sequence[int],
+    units: int,
+    latent_dim: int,
+    *,
+    cell: str = "lstm",
+    mask_value: float = 0.0,
+    seed: int | None = None,
+) -> keras.Model:
+    """Masking (steps whose features all equal ``mask_value`` are padding), an LSTM/GRU,
+    then a dense code: the encoder of a sequence-to-sequence autoencoder
+    (Srivastava et al., 2015; Malhotra et al., 2016)."""
+    if cell not in RNN_CELLS:
+        raise ValueError(f"unknown cell {cell!r}; choose one of {', '.join(RNN_CELLS)}")
+    init = Initializers(seed)
+    inputs = keras.Input(tuple(sequence_shape), name="sequences")
+    x = layers.Masking(mask_value=mask_value)(inputs)
+    x = RNN_CELLS[cell](units, kernel_initializer=init(), name="rnn")(x)
+    outputs = layers.Dense(latent_dim, kernel_initializer=init(), name="code")(x)
+    return keras.Model(inputs, outputs, name="encoder")
+
+
+def recurrent_decoder(
+    latent_dim: int,
+    units: int,
+    sequence_shape: Sequence[int],
+    *,
+    cell: str = "lstm",
+    seed: int | None = None,
+) -> keras.Model:
+    """Repeat the code over time, an LSTM/GRU returning sequences, a linear readout per step."""
+    steps, features = (int(s) for s in sequence_shape)
+    init = Initializers(seed)
+    inputs = keras.Input((latent_dim,), name="z")
+    x = layers.RepeatVector(steps)(inputs)
+    x = RNN_CELLS[cell](units, return_sequences=True, kernel_initializer=init(), name="rnn")(x)
+    outputs = layers.TimeDistributed(
+        layers.Dense(features, kernel_initializer=init()), name="values"
+    )(x)
+    return keras.Model(inputs, outputs, name="decoder")

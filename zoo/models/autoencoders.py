@@ -1,12 +1,68 @@
-"""Autoencoder family builders."""
+"""Autoencoder family builders: undercomplete, overcomplete, denoising, convolutional,
+sparse, contractive, recurrent and stacked. One trainer (``Autoencoder``) serves them
+all; they differ in networks and regulariser."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from zoo import networks
 from zoo.registry import register
-from zoo.trainers import Autoencoder
+from zoo.trainers import Autoencoder, SequenceAutoencoder
+
+#: Regularisers an overcomplete autoencoder may use, mapped to trainer options.
+OVERCOMPLETE_REGULARIZERS = {
+    "sparse_l1": {"penalty": "l1", "penalty_weight": 1e-3},
+    "sparse_kl": {"penalty": "kl", "penalty_weight": 1.0, "sparsity_target": 0.05},
+    "denoising": {"corruption": "masking", "noise_level": 0.3},
+    "contractive": {"penalty": "contractive", "penalty_weight": 0.1},
+}
+
+
+def _seed(seed: int | None, offset: int) -> int | None:
+    return None if seed is None else seed + offset
+
+
+def _dense(
+    name: str,
+    image_shape: Sequence[int],
+    hidden: Sequence[int],
+    latent_dim: int,
+    seed: int | None,
+    code_activation: str | None = None,
+    **trainer: object,
+) -> Autoencoder:
+    image_shape = networks.check_image_shape(image_shape)
+    encoder = networks.dense_encoder(
+        image_shape, hidden, latent_dim, code_activation=code_activation, seed=seed
+    )
+    decoder = networks.dense_decoder(latent_dim, hidden, image_shape, seed=_seed(seed, 1))
+    model = Autoencoder(encoder, decoder, seed=seed, name=name, **trainer)
+    model.build()
+    return model
+
+
+def _conv(
+    name: str,
+    image_shape: Sequence[int],
+    latent_dim: int,
+    filters: Sequence[int] | None,
+    batch_norm: bool,
+    seed: int | None,
+    **trainer: object,
+) -> Autoencoder:
+    image_shape = networks.check_image_shape(image_shape)
+    filters = tuple(filters or networks.default_filters(image_shape, base=32))
+    encoder = networks.conv_encoder(
+        image_shape, latent_dim, filters, batch_norm=batch_norm, seed=seed
+    )
+    decoder = networks.conv_decoder(
+        latent_dim, image_shape, filters, batch_norm=batch_norm, seed=_seed(seed, 1)
+    )
+    model = Autoencoder(encoder, decoder, seed=seed, name=name, **trainer)
+    model.build()
+    return model
 
 
 @register(
@@ -22,23 +78,200 @@ def conv_ae(
     filters: Sequence[int] | None = None,
     batch_norm: bool = False,
     reconstruction_loss: str = "mse",
+    score: str = "l2",
     seed: int | None = 0,
 ) -> Autoencoder:
     """Strided-conv encoder to a ``latent_dim`` code, transposed-conv decoder, sigmoid output."""
-    image_shape = networks.check_image_shape(image_shape)
-    filters = tuple(filters or networks.default_filters(image_shape, base=32))
-    encoder = networks.conv_encoder(
-        image_shape, latent_dim, filters, batch_norm=batch_norm, seed=seed
+    return _conv("conv_ae", image_shape, latent_dim, filters, batch_norm, seed,
+                 reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "denoising_ae",
+    family="autoencoder",
+    description="Denoising convolutional autoencoder: corrupted input in training, clean target",
+    paper="Vincent et al. (2008), Extracting and Composing Robust Features with Denoising AEs",
+    tiny={"latent_dim": 8, "filters": (4, 8)},
+)
+def denoising_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    latent_dim: int = 32,
+    filters: Sequence[int] | None = None,
+    corruption: str = "gaussian",
+    noise_level: float = 0.3,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    """``corruption``: gaussian (std ``noise_level``), masking or salt_and_pepper
+    (probability ``noise_level``); applied only in training. ``denoise(images)`` cleans."""
+    return _conv("denoising_ae", image_shape, latent_dim, filters, False, seed,
+                 corruption=corruption, noise_level=noise_level,
+                 reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "dense_ae",
+    family="autoencoder",
+    description="Undercomplete dense autoencoder: the bottleneck is smaller than the input",
+    paper="Hinton & Salakhutdinov (2006), Reducing the Dimensionality of Data with NNs",
+    tiny={"latent_dim": 8, "hidden": (16,)},
+)
+def dense_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    hidden: Sequence[int] = (256,),
+    latent_dim: int = 32,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    size = math.prod(image_shape)
+    if latent_dim >= size:
+        raise ValueError(
+            f"an undercomplete autoencoder needs latent_dim < input size ({size}); got "
+            f"{latent_dim}. For a larger code use overcomplete_ae with a regularizer"
+        )
+    return _dense("dense_ae", image_shape, hidden, latent_dim, seed,
+                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "overcomplete_ae",
+    family="autoencoder",
+    description="Overcomplete dense autoencoder (code larger than the input) with a regulariser",
+    paper="Vincent et al. (2010); Ng (2011); Rifai et al. (2011)",
+    tiny={"latent_dim": 1024, "regularizer": "sparse_kl"},
+)
+def overcomplete_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    latent_dim: int = 1024,
+    regularizer: str | None = None,
+    penalty_weight: float | None = None,
+    noise_level: float | None = None,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    """A single sigmoid code layer wider than the input. Without a regulariser it can
+    learn the identity, so one is required: sparse_l1, sparse_kl, denoising or contractive."""
+    size = math.prod(image_shape)
+    if latent_dim <= size:
+        raise ValueError(
+            f"an overcomplete autoencoder needs latent_dim > input size ({size}); got {latent_dim}"
+        )
+    if regularizer not in OVERCOMPLETE_REGULARIZERS:
+        raise ValueError(
+            f"an overcomplete autoencoder (code {latent_dim} > input {size}) can copy its input "
+            f"and learn nothing; pass regularizer= one of {', '.join(OVERCOMPLETE_REGULARIZERS)}"
+            + (f" (got {regularizer!r})" if regularizer is not None else "")
+        )
+    options = dict(OVERCOMPLETE_REGULARIZERS[regularizer])
+    if penalty_weight is not None and "penalty" in options:
+        options["penalty_weight"] = penalty_weight
+    if noise_level is not None and "corruption" in options:
+        options["noise_level"] = noise_level
+    return _dense("overcomplete_ae", image_shape, (), latent_dim, seed, code_activation="sigmoid",
+                  reconstruction_loss=reconstruction_loss, score=score, **options)  # fmt: skip
+
+
+@register(
+    "sparse_ae",
+    family="autoencoder",
+    description="Sparse autoencoder: KL sparsity target on mean activations, or L1 on codes",
+    paper="Ng (2011), Sparse autoencoder (CS294A notes)",
+    tiny={"latent_dim": 16, "hidden": (32,)},
+)
+def sparse_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    hidden: Sequence[int] = (256,),
+    latent_dim: int = 128,
+    penalty: str = "kl",
+    penalty_weight: float = 1.0,
+    sparsity_target: float = 0.05,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    """Sigmoid code; ``penalty`` kl (to ``sparsity_target``) or l1, tracked as ``penalty``."""
+    if penalty not in ("kl", "l1"):
+        raise ValueError(f"sparse_ae penalty must be 'kl' or 'l1'; got {penalty!r}")
+    return _dense("sparse_ae", image_shape, hidden, latent_dim, seed, code_activation="sigmoid",
+                  penalty=penalty, penalty_weight=penalty_weight, sparsity_target=sparsity_target,
+                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "contractive_ae",
+    family="autoencoder",
+    description="Contractive autoencoder: Frobenius norm of the encoder Jacobian as penalty",
+    paper="Rifai et al. (2011), Contractive Auto-Encoders",
+    tiny={"latent_dim": 16},
+)
+def contractive_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    latent_dim: int = 128,
+    penalty_weight: float = 0.1,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    """One sigmoid dense encoder layer, so the Jacobian penalty is computed analytically."""
+    return _dense("contractive_ae", image_shape, (), latent_dim, seed, code_activation="sigmoid",
+                  penalty="contractive", penalty_weight=penalty_weight,
+                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "stacked_ae",
+    family="autoencoder",
+    description="Stacked dense autoencoder: greedy layer-wise pre-training, then fine-tuning",
+    paper="Bengio et al. (2007), Greedy Layer-Wise Training of Deep Networks",
+    tiny={"hidden": (32, 16), "latent_dim": 8},
+)
+def stacked_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    hidden: Sequence[int] = (256, 128),
+    latent_dim: int = 32,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    seed: int | None = 0,
+) -> Autoencoder:
+    """Pre-train with :func:`zoo.trainers.layerwise.greedy_layerwise_pretrain` (the
+    ``stacked_ae_mnist`` recipe runs both phases), then ``fit`` end to end."""
+    return _dense("stacked_ae", image_shape, hidden, latent_dim, seed,
+                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+
+
+@register(
+    "recurrent_ae",
+    family="sequence_autoencoder",
+    description="LSTM/GRU sequence-to-sequence autoencoder for (multivariate) time series",
+    paper="Malhotra et al. (2016), LSTM-based Encoder-Decoder for Anomaly Detection",
+    tiny={"units": 8, "latent_dim": 4, "sequence_shape": (32, 3)},
+)
+def recurrent_ae(
+    sequence_shape: Sequence[int] = (64, 3),
+    units: int = 64,
+    latent_dim: int = 16,
+    cell: str = "lstm",
+    mask_value: float = 0.0,
+    noise_level: float = 0.0,
+    score: str = "l2",
+    seed: int | None = 0,
+) -> SequenceAutoencoder:
+    """Inputs [T, F]; shorter sequences are padded with ``mask_value`` (all features) and
+    masked. Scores per timestep (``step_scores``) and per sequence (``anomaly_score``)."""
+    if len(sequence_shape) != 2:
+        raise ValueError(f"sequence_shape must be (timesteps, features); got {sequence_shape}")
+    encoder = networks.recurrent_encoder(
+        sequence_shape, units, latent_dim, cell=cell, mask_value=mask_value, seed=seed
     )
-    decoder = networks.conv_decoder(
-        latent_dim,
-        image_shape,
-        filters,
-        batch_norm=batch_norm,
-        seed=None if seed is None else seed + 1,
+    decoder = networks.recurrent_decoder(
+        latent_dim, units, sequence_shape, cell=cell, seed=_seed(seed, 1)
     )
-    model = Autoencoder(
-        encoder, decoder, reconstruction_loss=reconstruction_loss, seed=seed, name="conv_ae"
-    )
+    model = SequenceAutoencoder(
+        encoder, decoder, mask_value=mask_value, score=score, seed=seed, name="recurrent_ae",
+        corruption="gaussian" if noise_level else None, noise_level=noise_level,
+    )  # fmt: skip
     model.build()
     return model

@@ -1,8 +1,8 @@
 """Trainers: one subclassed ``keras.Model`` per training style, owning ``train_step``."""
 
 from zoo.trainers.adversarial import GAN
-from zoo.trainers.autoencoder import Autoencoder
+from zoo.trainers.autoencoder import Autoencoder, SequenceAutoencoder
 from zoo.trainers.base import Trainer
 from zoo.trainers.vae import VAE
 
-__all__ = ["GAN", "VAE", "Autoencoder", "Trainer"]
+__all__ = ["GAN", "VAE", "Autoencoder", "SequenceAutoencoder", "Trainer"]

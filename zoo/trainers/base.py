@@ -28,11 +28,14 @@ class Trainer(keras.Model):
     OPTIMIZERS: ClassVar[dict[str, str | None]] = {"optimizer": None}
     TRACKERS: ClassVar[tuple[str, ...]] = ("loss",)
 
-    def __init__(self, *, seed: int | None = None, **kwargs: Any):
+    def __init__(
+        self, *, seed: int | None = None, trackers: tuple[str, ...] | None = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.TRACKERS}
+        names = trackers or self.TRACKERS
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     # -- metrics -----------------------------------------------------------------------
     @property

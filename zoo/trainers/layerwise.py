@@ -1,0 +1,83 @@
+"""Greedy layer-wise pre-training of a stacked autoencoder (Bengio et al., 2007;
+Hinton & Salakhutdinov, 2006), before end-to-end fine-tuning.
+
+Works on dense autoencoders built by :func:`zoo.networks.dense_encoder` /
+:func:`zoo.networks.dense_decoder`, whose layers ``encoder_dense_<i>`` and
+``decoder_dense_<i>`` form one shallow autoencoder per depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from zoo.trainers.autoencoder import Autoencoder
+from zoo.trainers.base import images_of
+
+
+def layer_pairs(model: Autoencoder) -> list[tuple[keras.layers.Dense, keras.layers.Dense]]:
+    """(encoder layer i, decoder layer i) for i = 1..depth; a clear error otherwise."""
+    pairs = []
+    i = 1
+    while True:
+        try:
+            pairs.append(
+                (
+                    model.encoder.get_layer(f"encoder_dense_{i}"),
+                    model.decoder.get_layer(f"decoder_dense_{i}"),
+                )
+            )
+        except ValueError:
+            break
+        i += 1
+    if not pairs:
+        raise ValueError(
+            f"{model.name} has no encoder_dense_<i>/decoder_dense_<i> layers; layer-wise "
+            "pre-training needs a dense stacked autoencoder such as zoo.load('stacked_ae')"
+        )
+    return pairs
+
+
+def greedy_layerwise_pretrain(
+    model: Autoencoder,
+    dataset: tf.data.Dataset,
+    *,
+    epochs: int,
+    make_optimizer: Callable[[], keras.optimizers.Optimizer] = lambda: keras.optimizers.Adam(1e-3),
+    callbacks: Callable[[int], list[keras.callbacks.Callback]] | None = None,
+    verbose: int | str = "auto",
+) -> dict[int, dict[str, list[float]]]:
+    """Train each depth's shallow autoencoder on the codes of the (frozen) layers below.
+
+    Layer i learns ``decoder_dense_i(encoder_dense_i(h_{i-1})) ~ h_{i-1}`` by mean squared
+    error, with h_0 the flattened input. The layers are the model's own, so their
+    weights carry into fine-tuning. ``callbacks(i)`` gives the callbacks for depth i
+    (for per-phase logging). Returns each depth's history.
+    """
+    histories = {}
+    flatten = keras.layers.Flatten()
+    below: list[keras.layers.Dense] = []
+    for depth, (enc, dec) in enumerate(layer_pairs(model), start=1):
+        frozen = list(below)
+
+        def features(batch, frozen=frozen):
+            h = flatten(images_of(batch))
+            for layer in frozen:
+                h = layer(h)
+            return h, h
+
+        width = enc.input.shape[-1] if hasattr(enc, "input") else None
+        inputs = keras.Input((width,))
+        shallow = keras.Model(inputs, dec(enc(inputs)), name=f"pretrain_layer_{depth}")
+        shallow.compile(optimizer=make_optimizer(), loss="mse")
+        history = shallow.fit(
+            dataset.map(features),
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks(depth) if callbacks else None,
+        )
+        histories[depth] = history.history
+        below.append(enc)
+    return histories
