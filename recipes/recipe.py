@@ -22,7 +22,7 @@ SCHEMA: dict[str, Any] = {
     "epochs": REQUIRED,
     "model_config": {},
     "data": {
-        "source": "sample",  # sample | tfds | folder | numpy
+        "source": "sample",  # sample | tfds | folder | numpy | synthetic_series
         "name": None,  # TFDS name
         "path": None,  # image folder, or .npz file with an `images` array for numpy
         "split": "train",
@@ -30,6 +30,8 @@ SCHEMA: dict[str, Any] = {
         "validation_fraction": 0.1,  # folder/numpy: the share held out
         "batch_size": 64,
         "with_labels": False,
+        "classes": [],  # keep only these labels (one-class training), e.g. [3]
+        "n_series": 512,  # synthetic_series: how many normal series
         "cache": True,
         "shuffle_buffer": 10_000,
     },
@@ -39,6 +41,7 @@ SCHEMA: dict[str, Any] = {
         "log_every_steps": 10,  # TensorBoard per-step scalars
         "deterministic": False,  # tf.config.experimental.enable_op_determinism()
         "verbose": 1,  # Keras progress bar: 1 bar, 2 one line per epoch, 0 silent
+        "pretrain_epochs": 0,  # stacked autoencoders: greedy layer-wise epochs per layer
     },
     "logging": {"num_samples": 64, "sample_every_epochs": 1},
 }

@@ -93,12 +93,30 @@ def build_optimizers(model: Trainer, spec: dict[str, Any], total_steps: int) -> 
 
 
 # -- data -----------------------------------------------------------------------------
+def keep_classes(ds: tf.data.Dataset, classes: list[int], with_labels: bool) -> tf.data.Dataset:
+    """Only the examples whose label is in ``classes`` (one-class training)."""
+    wanted = tf.constant(sorted(int(c) for c in classes), tf.int64)
+    ds = ds.filter(lambda x, y: tf.reduce_any(tf.equal(tf.cast(y, tf.int64), wanted)))
+    return ds if with_labels else ds.map(lambda x, y: x)
+
+
+def synthetic_sequences(recipe: Recipe, sequence_shape: tuple[int, ...]) -> tf.data.Dataset:
+    """Normal series of the documented synthetic generator (no injected anomalies)."""
+    steps, features = sequence_shape
+    series = zdata.synthetic_series(
+        n_series=recipe.data["n_series"], length=steps, n_features=features,
+        anomaly_fraction=0.0, seed=recipe.seed,
+    )  # fmt: skip
+    return zdata.from_series(series.series)
+
+
 def build_data(
     recipe: Recipe, image_shape: tuple[int, ...]
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None, int]:
     """Unbatched train and validation datasets, and the number of training examples."""
     d = recipe.data
-    common = {"image_shape": image_shape, "with_labels": d["with_labels"]}
+    classes = list(d["classes"] or [])
+    common = {"image_shape": image_shape, "with_labels": d["with_labels"] or bool(classes)}
     source = d["source"]
     if source in ("sample", "tfds"):
         extra = {"name": d["name"]} if source == "tfds" else {}
@@ -109,7 +127,11 @@ def build_data(
             else None
         )
     else:
-        if source == "numpy":
+        if source == "synthetic_series":
+            if classes:
+                raise RecipeError("data.classes does not apply to synthetic_series")
+            full = synthetic_sequences(recipe, image_shape)
+        elif source == "numpy":
             if not d["path"]:
                 raise RecipeError(
                     "data.source = 'numpy' needs data.path: an .npz file with `images`"
@@ -129,9 +151,16 @@ def build_data(
             count = sum(1 for _ in full)
         n_val = round(count * float(d["validation_fraction"]))
         train, val = full.skip(n_val), (full.take(n_val) if n_val else None)
+    if classes:
+        train = keep_classes(train, classes, d["with_labels"])
+        val = keep_classes(val, classes, d["with_labels"]) if val is not None else None
     count = int(train.cardinality())
     if count < 0:
         count = sum(1 for _ in train)
+    if count == 0:
+        raise RecipeError(
+            f"no training examples left (data.classes = {classes}); check the classes exist"
+        )
     return train, val, count
 
 
@@ -172,8 +201,10 @@ class ImageGrids(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for kind, images in self.grids().items():
+        grids = self.grids()
+        if grids:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        for kind, images in grids.items():
             ncols = 16 if kind == "reconstructions" else None
             grid = zdata.image_grid(images, ncols=ncols)
             path = self.folder / f"{kind}_epoch{epoch + 1:03d}.png"
@@ -198,6 +229,26 @@ class HistoryFile(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         atomic_write_text(self.path, json.dumps(self.history, indent=1))
+
+
+def pretrain_layerwise(
+    model: Trainer, train_ds: tf.data.Dataset, recipe: Recipe, run_dir: Path
+) -> None:
+    """Greedy layer-wise pre-training before fine-tuning; each depth logs its own
+    TensorBoard run (``pretrain_layer_<i>``) and history entry."""
+    from zoo.trainers.layerwise import greedy_layerwise_pretrain
+
+    batches = zdata.batch(train_ds, recipe.data["batch_size"], seed=recipe.seed)
+    histories = greedy_layerwise_pretrain(
+        model,
+        batches,
+        epochs=recipe.training["pretrain_epochs"],
+        callbacks=lambda depth: [
+            keras.callbacks.TensorBoard(str(run_dir / f"pretrain_layer_{depth}"))
+        ],
+        verbose=recipe.training["verbose"],
+    )
+    atomic_write_text(run_dir / "pretrain_history.json", json.dumps(histories, indent=1))
 
 
 def write_hparams(run_dir: Path, recipe: Recipe) -> None:
@@ -314,9 +365,10 @@ def train(
         else None
     )
     preview = val_ds if val_ds is not None else train_ds
+    is_image = len(image_shape) == 3
     preview_images = (  # 16 fixed images spread over the split (not its first class)
         np.stack([np.asarray(images_of(x)) for x in preview.shuffle(4096, seed=0).take(16)])
-        if recipe.logging["num_samples"]
+        if recipe.logging["num_samples"] and is_image
         else np.zeros((0, *image_shape), "float32")
     )
     grids = ImageGrids(
@@ -327,6 +379,9 @@ def train(
         recipe.seed,
     )
     write_hparams(run_dir, recipe)
+    pretrain_epochs = recipe.training["pretrain_epochs"]
+    if pretrain_epochs and not resume:
+        pretrain_layerwise(model, train_ds, recipe, run_dir)
     history_file = HistoryFile(run_dir / "history.json", initial_epoch)
     all_callbacks = [
         keras.callbacks.TensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"]),

@@ -1,0 +1,186 @@
+"""The autoencoder family's regularisers against their definitions, and its recipes."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from zoo.recipes import train
+
+import zoo
+import zoo.data
+from zoo.trainers.autoencoder import contractive_penalty, corrupt, kl_sparsity
+
+
+def test_contractive_penalty_matches_finite_differences(digits):
+    """||J_f(x)||_F^2 (Rifai et al., 2011, eq. 2): analytic vs central differences."""
+    model = zoo.load("contractive_ae_tiny")
+    x = digits[:2].astype("float64")
+    analytic = np.asarray(contractive_penalty(model.encoder, digits[:2], training=False))
+    encoder = lambda v: np.asarray(model.encoder(v.astype("float32")), dtype="float64")  # noqa: E731
+    eps = 1e-2
+    flat = x.reshape(2, -1)
+    jac = np.zeros((2, model.latent_dim, flat.shape[1]))
+    for i in range(flat.shape[1]):
+        step = np.zeros_like(flat)
+        step[:, i] = eps
+        up = encoder((flat + step).reshape(x.shape))
+        down = encoder((flat - step).reshape(x.shape))
+        jac[:, :, i] = (up - down) / (2 * eps)
+    numeric = np.sum(jac**2, axis=(1, 2))
+    np.testing.assert_allclose(analytic, numeric, rtol=2e-3)
+
+
+def test_contractive_penalty_analytic_equals_the_tape_jacobian(digits):
+    model = zoo.load("contractive_ae_tiny")
+    analytic = contractive_penalty(model.encoder, digits[:3], training=False)
+    # a functionally identical encoder that is not recognised as one sigmoid dense layer
+    wrapped = keras.Sequential([model.encoder, keras.layers.Identity()])
+    through_tape = contractive_penalty(wrapped, tf.constant(digits[:3]), training=False)
+    np.testing.assert_allclose(analytic, through_tape, rtol=1e-4)
+
+
+def test_kl_sparsity_is_the_bernoulli_kl_of_mean_activations():
+    codes = np.array([[0.1, 0.9], [0.3, 0.5]], "float32")
+    rho, rho_hat = 0.05, codes.mean(axis=0)
+    expected = np.sum(rho * np.log(rho / rho_hat) + (1 - rho) * np.log((1 - rho) / (1 - rho_hat)))
+    assert float(kl_sparsity(codes, rho)) == pytest.approx(expected, rel=1e-5)
+    assert float(kl_sparsity(np.full((4, 3), rho, "float32"), rho)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sparse_penalties_are_tracked_and_weighted(digits):
+    for penalty in ("kl", "l1"):
+        model = zoo.load("sparse_ae_tiny", penalty=penalty, penalty_weight=0.5)
+        values = {k: float(v) for k, v in model.step_losses(digits[:8], training=False).items()}
+        assert values["penalty"] > 0
+        assert values["loss"] == pytest.approx(
+            values["reconstruction"] + 0.5 * values["penalty"], rel=1e-5
+        )
+    codes = np.asarray(zoo.load("sparse_ae_tiny", penalty="l1").encode(digits[:8]))
+    l1 = zoo.load("sparse_ae_tiny", penalty="l1").regularization(digits[:8], codes, False)
+    assert float(l1) == pytest.approx(np.abs(codes).sum(axis=1).mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "level"), [("gaussian", 0.3), ("masking", 0.25), ("salt_and_pepper", 0.2)]
+)
+def test_corruptions_have_their_statistics(kind, level):
+    images = np.full((64, 28, 28, 1), 0.5, "float32")
+    noisy = np.asarray(corrupt(images, kind, level, keras.random.SeedGenerator(0)))
+    changed = noisy != 0.5
+    if kind == "gaussian":
+        assert noisy.min() >= 0.0 and noisy.max() <= 1.0
+        assert np.std(noisy - 0.5) == pytest.approx(level, rel=0.1)  # clipping trims a little
+    elif kind == "masking":
+        assert set(np.unique(noisy)) == {0.0, 0.5}
+        assert changed.mean() == pytest.approx(level, abs=0.01)
+    else:
+        assert set(np.unique(noisy)) == {0.0, 0.5, 1.0}
+        assert changed.mean() == pytest.approx(level, abs=0.01)
+        assert (noisy == 1.0).mean() == pytest.approx(level / 2, abs=0.01)
+
+
+def test_corruption_applies_in_training_only(digits):
+    model = zoo.load("denoising_ae_tiny", corruption="masking", noise_level=0.5)
+    clean = {k: float(v) for k, v in model.step_losses(digits[:8], training=False).items()}
+    again = {k: float(v) for k, v in model.step_losses(digits[:8], training=False).items()}
+    assert clean == again  # evaluation is deterministic: no corruption
+    noisy = float(model.step_losses(digits[:8], training=True)["reconstruction"])
+    assert noisy != clean["reconstruction"]
+    np.testing.assert_array_equal(model.denoise(digits[:4]), model.reconstruct(digits[:4]))
+
+
+def test_overcomplete_requires_a_regulariser_and_undercomplete_a_bottleneck():
+    with pytest.raises(ValueError, match=r"can copy its input.*regularizer= one of sparse_l1"):
+        zoo.load("overcomplete_ae")
+    assert zoo.load("overcomplete_ae", regularizer="denoising").corruption == "masking"
+    assert zoo.load("overcomplete_ae", regularizer="contractive").penalty == "contractive"
+    with pytest.raises(ValueError, match="latent_dim > input size"):
+        zoo.load("overcomplete_ae", regularizer="sparse_kl", latent_dim=100)
+    with pytest.raises(ValueError, match="latent_dim < input size"):
+        zoo.load("dense_ae", latent_dim=1000)
+
+
+def test_l1_score_is_the_mean_absolute_error(digits):
+    model = zoo.load("dense_ae_tiny", score="l1")
+    expected = np.mean(
+        np.abs(digits[:4] - np.asarray(model.reconstruct(digits[:4]))), axis=(1, 2, 3)
+    )
+    np.testing.assert_allclose(model.anomaly_score(digits[:4]), expected, rtol=1e-5)
+
+
+def test_sequence_scores_ignore_padding():
+    model = zoo.load("recurrent_ae_tiny")
+    steps, features = model.sequence_shape
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, steps, features)).astype("float32")
+    lengths = np.array([steps, 20, 9])
+    for i, n in enumerate(lengths):
+        x[i, n:] = 0.0  # padding = mask_value in every feature
+    step_scores = np.asarray(model.step_scores(x))
+    recon = np.asarray(model.reconstruct(x))
+    for i, n in enumerate(lengths):
+        expected = np.mean((x[i, :n] - recon[i, :n]) ** 2, axis=-1)
+        np.testing.assert_allclose(step_scores[i, :n], expected, rtol=1e-5)
+        assert np.all(step_scores[i, n:] == 0)
+        assert float(model.anomaly_score(x)[i]) == pytest.approx(expected.mean(), rel=1e-5)
+    values = model.step_losses(x, training=False)
+    manual = np.mean([np.sum((x[i, :n] - recon[i, :n]) ** 2) for i, n in enumerate(lengths)])
+    assert float(values["reconstruction"]) == pytest.approx(manual, rel=1e-5)
+
+
+def test_greedy_layerwise_pretraining_trains_each_depth(digits):
+    from zoo.trainers.layerwise import greedy_layerwise_pretrain, layer_pairs
+
+    model = zoo.load("stacked_ae_tiny")
+    before = [np.array(enc.kernel) for enc, _ in layer_pairs(model)]
+    data = tf.data.Dataset.from_tensor_slices(digits).batch(16)
+    histories = greedy_layerwise_pretrain(model, data, epochs=8, verbose=0)
+    assert sorted(histories) == [1, 2, 3]  # two hidden layers + the code layer
+    for depth, history in histories.items():
+        assert history["loss"][-1] < history["loss"][0], depth
+    for (enc, _), old in zip(layer_pairs(model), before, strict=True):
+        assert np.abs(np.array(enc.kernel) - old).max() > 0  # the model's own layers moved
+    with pytest.raises(ValueError, match="needs a dense stacked autoencoder"):
+        greedy_layerwise_pretrain(zoo.load("conv_ae_tiny"), data, epochs=1)
+
+
+def test_stacked_recipe_runs_both_phases_and_logs_each(tiny_recipe, tmp_path):
+    recipe = tiny_recipe("stacked_ae_tiny", epochs=1, extra="")
+    text = recipe.read_text().replace("verbose = 0", "verbose = 0\npretrain_epochs = 2")
+    recipe.write_text(text)
+    run = train(recipe, logdir=tmp_path).run_dir
+    pretrain = json.loads((run / "pretrain_history.json").read_text())
+    assert sorted(pretrain) == ["1", "2", "3"] and all(
+        len(h["loss"]) == 2 for h in pretrain.values()
+    )
+    for depth in (1, 2, 3):
+        assert any((run / f"pretrain_layer_{depth}" / "train").iterdir())
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 1
+
+
+def test_one_class_training_keeps_only_the_chosen_digits(tiny_recipe, tmp_path):
+    from zoo.recipes import load_recipe
+    from zoo.recipes.runner import build_data
+
+    recipe = load_recipe(tiny_recipe("conv_ae_tiny"), ["data.classes=[3]"])
+    _, val_ds, count = build_data(recipe, (28, 28, 1))
+    assert count == 400  # 500 threes, 80% in the bundled sample's train split
+    assert sum(1 for _ in val_ds) == 100
+
+
+def test_recurrent_recipe_trains_on_synthetic_series(tiny_recipe, tmp_path):
+    recipe = tiny_recipe("recurrent_ae_tiny", epochs=2).read_text()
+    recipe = recipe.replace("image_shape = [28, 28, 1]", "sequence_shape = [32, 3]")
+    recipe = recipe.replace('source = "sample"', 'source = "synthetic_series"\nn_series = 64')
+    path = tmp_path / "seq.toml"
+    path.write_text(recipe)
+    result = train(path, logdir=tmp_path / "runs")
+    assert len(result.history["loss"]) == len(result.history["val_loss"]) == 2
+    assert np.all(np.isfinite(result.history["loss"]))
+    series = zoo.data.synthetic_series(n_series=4, length=32, n_features=3, seed=9).series
+    assert np.asarray(result.model.step_scores(series)).shape == (4, 32)
+    assert not (result.run_dir / "samples").exists()  # no image grids for sequences
