@@ -161,6 +161,7 @@ def build_data(
         raise RecipeError(
             f"no training examples left (data.classes = {classes}); check the classes exist"
         )
+    train = train.apply(tf.data.experimental.assert_cardinality(count))  # filters forget it
     return train, val, count
 
 

@@ -38,17 +38,6 @@ def committed_config() -> Path:
     return Path(str(resources.files("zoo.serving") / "models.config"))
 
 
-def corrupt(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Anomalous versions of digits: an inverted 12x12 patch, plus pixel noise."""
-    rng = np.random.default_rng(seed)
-    out = images.copy()
-    height, width = out.shape[1:3]
-    top, left = (height - 12) // 2, (width - 12) // 2
-    out[:, top : top + 12, left : left + 12] = 1.0 - out[:, top : top + 12, left : left + 12]
-    noise = rng.normal(0.0, 0.25, size=out.shape).astype("float32")
-    return np.clip(out + noise, 0.0, 1.0)
-
-
 class LocalServer:
     """``zoo serve`` in a child process; the URL is read from its first line."""
 
@@ -87,6 +76,7 @@ def run_demo(
     quick: bool = False,
 ) -> dict[str, object]:
     """Run the whole main job; returns the paths and numbers it printed."""
+    from zoo.anomaly import corrupt_images
     from zoo.export import export_cli
     from zoo.serving.client import ServingClient
 
@@ -129,7 +119,7 @@ def run_demo(
         conv_ae = ServingClient(server.url, model="conv_ae")
         conv_ae.wait_until_available(timeout=60)
         normal = zdata.load_sample("test")[0][::125][:8].astype("float32") / 255.0
-        corrupted = corrupt(normal)
+        corrupted = corrupt_images(normal)
         normal_scores, normal_verdicts = conv_ae.score(normal)
         bad_scores, bad_verdicts = conv_ae.score(corrupted)
         threshold = exports["conv_ae"].threshold
