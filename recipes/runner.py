@@ -162,6 +162,8 @@ def build_data(
             f"no training examples left (data.classes = {classes}); check the classes exist"
         )
     train = train.apply(tf.data.experimental.assert_cardinality(count))  # filters forget it
+    if val is not None and int(val.cardinality()) < 0:
+        val = val.apply(tf.data.experimental.assert_cardinality(sum(1 for _ in val)))
     return train, val, count
 
 
