@@ -1,5 +1,6 @@
 """Export zoo models for TF Serving and ONNX Runtime: named signatures, a calibrated
-anomaly threshold, warmup records and a parity check, written atomically as
+anomaly threshold (with score normalisation), warmup records, a parity check and a
+model card, written atomically as
 ``<out>/<name>/<version>/`` (SavedModel) and ``<out>/<name>/onnx/<version>/<signature>.onnx``.
 
 >>> from zoo.export import export_model
@@ -9,8 +10,13 @@ anomaly threshold, warmup records and a parity check, written atomically as
 See DESIGN §4 for the facts this follows (ExportArchive, TF1 loader, tf2onnx limits).
 """
 
-from zoo.export.calibration import Threshold, calibrate_threshold, calibrate_threshold_f1
-from zoo.export.exporter import ExportResult, export_cli, export_model
+from zoo.export.calibration import (
+    ScoreNormalization,
+    Threshold,
+    calibrate_threshold,
+    calibrate_threshold_f1,
+)
+from zoo.export.exporter import ExportResult, calibration_data, export_cli, export_model
 from zoo.export.onnx_export import OnnxConversionError
 from zoo.export.parity import ParityError
 
@@ -18,9 +24,11 @@ __all__ = [
     "ExportResult",
     "OnnxConversionError",
     "ParityError",
+    "ScoreNormalization",
     "Threshold",
     "calibrate_threshold",
     "calibrate_threshold_f1",
+    "calibration_data",
     "export_cli",
     "export_model",
 ]

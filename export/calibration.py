@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Threshold", "calibrate_threshold", "calibrate_threshold_f1"]
+__all__ = ["ScoreNormalization", "Threshold", "calibrate_threshold", "calibrate_threshold_f1"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,43 @@ class Threshold:
         if not math.isfinite(value):
             raise ValueError(f"threshold must be a finite number; got {value}")
         return cls(value=value, method="given")
+
+
+@dataclass(frozen=True)
+class ScoreNormalization:
+    """``normalized_score = (anomaly_score - mean) / std`` from held-out normal scores.
+
+    ``std`` is the sample standard deviation (``ddof=1``) of the ``n`` calibration
+    scores, so a normal example scores about N(0, 1) if the scores are roughly normal;
+    anomalies score many standard deviations above 0.
+    """
+
+    mean: float
+    std: float
+    n: int
+    ddof: int = 1
+
+    RULE = "normalized_score = (anomaly_score - mean) / std"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rule": self.RULE}
+
+    @classmethod
+    def from_scores(cls, scores_normal: Any) -> ScoreNormalization:
+        """Mean and sample std of ``scores_normal``; needs two or more scores that differ."""
+        scores = _scores(scores_normal, "scores_normal")
+        if scores.size < 2:
+            raise ValueError(
+                f"score normalisation needs at least 2 calibration scores; got {scores.size}"
+            )
+        std = float(np.std(scores, ddof=1))
+        if not std > 0.0:
+            raise ValueError("calibration scores are all equal: their std is 0, nothing to scale")
+        return cls(mean=float(np.mean(scores)), std=std, n=int(scores.size))
+
+    def apply(self, scores: Any) -> np.ndarray:
+        """The normalised scores (float64), as the exported graph computes them in float32."""
+        return (np.asarray(scores, np.float64) - self.mean) / self.std
 
 
 def _scores(values: Any, what: str = "scores") -> np.ndarray:

@@ -6,6 +6,7 @@ Layout written (TF Serving's: integer version folders under the model's base pat
         1/                                  SavedModel (the TF Serving version folder)
             saved_model.pb, variables/
             assets.extra/zoo_export.json    metadata: signatures, threshold, parity, versions
+            assets.extra/MODEL_CARD.md      the same for people: score, threshold, limits
             assets.extra/tf_serving_warmup_requests
         onnx/1/<signature>.onnx             one ONNX file per ONNX-able signature
         .tmp-<uuid>/                        only while an export is running
@@ -34,14 +35,31 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from zoo.export import calibration, onnx_export, parity, savedmodel, signatures, versioning
+from zoo.export import (
+    calibration,
+    model_card,
+    onnx_export,
+    parity,
+    savedmodel,
+    signatures,
+    versioning,
+)
 from zoo.export import warmup as warmup_records
-from zoo.export.calibration import Threshold
+from zoo.export.calibration import ScoreNormalization, Threshold
 
-__all__ = ["FORMATS", "METADATA_FILE", "ExportResult", "export_cli", "export_model"]
+__all__ = [
+    "FORMATS",
+    "METADATA_FILE",
+    "MODEL_CARD_FILE",
+    "ExportResult",
+    "calibration_data",
+    "export_cli",
+    "export_model",
+]
 
 FORMATS = ("savedmodel", "onnx")
 METADATA_FILE = "zoo_export.json"
+MODEL_CARD_FILE = model_card.MODEL_CARD_FILE
 METADATA_FORMAT = "zoo-export/1"
 PARITY_BATCH = 4
 WARMUP_BATCH = 2
@@ -59,6 +77,12 @@ class ExportResult:
     metadata: dict[str, Any]
     parity: dict[str, Any]
     threshold: Threshold | None = field(default=None)
+    normalization: ScoreNormalization | None = field(default=None)
+
+    @property
+    def model_card(self) -> Path:
+        """``assets.extra/MODEL_CARD.md`` of the version folder."""
+        return self.version_dir / "assets.extra" / MODEL_CARD_FILE
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -87,22 +111,29 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _stack(data: Any, rank: int, what: str) -> np.ndarray:
+    """float32 ``[N, ...]`` from an array, a list, or a ``tf.data.Dataset`` of examples or
+    ``(examples, labels)`` (batched or not); ``rank`` is one example's rank."""
+    if isinstance(data, tf.data.Dataset):
+        parts = []
+        for element in data.as_numpy_iterator():
+            element = element[0] if isinstance(element, (tuple, list)) else element
+            element = np.asarray(element)
+            parts.append(element[None] if element.ndim == rank else element)
+        if not parts:
+            raise ValueError(f"the calibration dataset of {what} is empty")
+        array = np.concatenate(parts).astype(np.float32)
+    else:
+        array = np.asarray(data, dtype=np.float32)
+    if array.ndim == rank:
+        array = array[None]
+    return array
+
+
 def as_images(images: Any, image_shape: Sequence[int]) -> np.ndarray:
     """float32 ``[N, *image_shape]`` in [0, 1] from an array, a list of images or a
     ``tf.data.Dataset`` of images or ``(images, labels)`` (batched or not)."""
-    if isinstance(images, tf.data.Dataset):
-        parts = []
-        for element in images.as_numpy_iterator():
-            element = element[0] if isinstance(element, (tuple, list)) else element
-            element = np.asarray(element)
-            parts.append(element[None] if element.ndim == len(image_shape) else element)
-        if not parts:
-            raise ValueError("the calibration dataset is empty")
-        array = np.concatenate(parts).astype(np.float32)
-    else:
-        array = np.asarray(images, dtype=np.float32)
-    if array.ndim == len(image_shape):
-        array = array[None]
+    array = _stack(images, len(image_shape), "images")
     if tuple(array.shape[1:]) != tuple(image_shape):
         raise ValueError(
             f"calibration images have shape {tuple(array.shape[1:])} per image but the model "
@@ -119,10 +150,36 @@ def as_images(images: Any, image_shape: Sequence[int]) -> np.ndarray:
     return array
 
 
+def as_sequences(sequences: Any, sequence_shape: Sequence[int]) -> np.ndarray:
+    """float32 ``[N, T, F]`` (finite; padded steps hold ``mask_value`` in every feature)
+    from an array, a list of sequences or a ``tf.data.Dataset``, like :func:`as_images`."""
+    array = _stack(sequences, len(sequence_shape), "sequences")
+    if tuple(array.shape[1:]) != tuple(sequence_shape):
+        steps, features = sequence_shape
+        raise ValueError(
+            f"calibration sequences have shape {tuple(array.shape[1:])} per sequence but the "
+            f"model takes {tuple(sequence_shape)} ({steps} steps, {features} features); pad or "
+            f"cut them with zoo.data.pad_sequences(..., maxlen={steps}) or window them with "
+            f"zoo.data.sliding_windows(series, size={steps})"
+        )
+    if array.shape[0] == 0:
+        raise ValueError("calibration sequences are empty")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("calibration sequences contain NaN or inf; pad with mask_value instead")
+    return array
+
+
+def as_examples(data: Any, model: keras.Model, family: str) -> np.ndarray:
+    """Calibration examples in the model's input format (images or sequences)."""
+    if family == "sequence_autoencoder":
+        return as_sequences(data, model.sequence_shape)
+    return as_images(data, model.image_shape)
+
+
 def anomaly_scores(
     model: keras.Model, images: np.ndarray, batch_size: int = SCORE_BATCH
 ) -> np.ndarray:
-    """``model.anomaly_score`` over ``images`` in batches (float64 numpy)."""
+    """``model.anomaly_score`` over ``images`` (or sequences) in batches (float64 numpy)."""
     parts = [
         np.asarray(model.anomaly_score(tf.constant(images[i : i + batch_size])), np.float64)
         for i in range(0, len(images), batch_size)
@@ -136,33 +193,61 @@ def _resolve_threshold(
     images: np.ndarray | None,
     threshold: float | Threshold | None,
     target_fpr: float,
-) -> Threshold | None:
+) -> tuple[Threshold | None, np.ndarray | None]:
+    """The threshold to bake in, and the calibration scores (None without data)."""
     if family == "gan":
         if threshold is not None:
             raise ValueError(f"{type(model).__name__} is a generator: it has no anomaly threshold")
-        return None
+        return None, None
+    scores = anomaly_scores(model, images) if images is not None else None
     if isinstance(threshold, Threshold):
-        return threshold
+        return threshold, scores
     if threshold is not None:
         given = Threshold.given(float(threshold))
-        if images is None:
-            return given
-        scores = anomaly_scores(model, images)
+        if scores is None:
+            return given, None
         return Threshold(
             value=given.value,
             method="given",
             n=int(scores.size),
             observed_fpr=float(np.mean(scores > given.value)),
-        )
-    if images is None:
+        ), scores
+    if scores is None:
         shape = ", ".join(map(str, model.image_shape))
+        what = (
+            f"normal sequences, float32 [N, {shape}] padded with mask_value"
+            if family == "sequence_autoencoder"
+            else f"normal images, float32 [N, {shape}] in [0, 1]"
+        )
         raise ValueError(
             f"exporting a {family} needs an anomaly threshold for its 'score' signature: pass "
-            f"calibration_images=<normal images, float32 [N, {shape}] in [0, 1]> to "
+            f"calibration_images=<{what}> to "
             f"calibrate one at target_fpr={target_fpr}, or threshold=<float> "
             "(or a zoo.export.Threshold) to set it yourself"
         )
-    return calibration.calibrate_threshold(anomaly_scores(model, images), target_fpr=target_fpr)
+    return calibration.calibrate_threshold(scores, target_fpr=target_fpr), scores
+
+
+def _normalization(scores: np.ndarray | None) -> tuple[ScoreNormalization | None, str | None]:
+    """Mean/std of the calibration scores, or (None, why not)."""
+    if scores is None:
+        return None, "no calibration data was given, so there are no scores to normalise with"
+    try:
+        return ScoreNormalization.from_scores(scores), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def _pad_for_parity(batch: np.ndarray, mask_value: float) -> np.ndarray:
+    """A copy of a sequence batch with padding where parity must check masking: example
+    1 padded at the end (second half), example 2 at the start (first quarter)."""
+    batch = batch.copy()
+    steps = batch.shape[1]
+    if len(batch) > 1:
+        batch[1, steps // 2 :] = mask_value
+    if len(batch) > 2:
+        batch[2, : max(1, steps // 4)] = mask_value
+    return batch
 
 
 def _parity_inputs(
@@ -171,21 +256,27 @@ def _parity_inputs(
     images: np.ndarray | None,
     n: int = PARITY_BATCH,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """One fixed batch per signature and alias: the first ``n`` calibration images (or
-    seeded uniform noise), seeded normal ``z``, seeds 0..n-1, and for
+    """One fixed batch per signature and alias: the first ``n`` calibration examples (or
+    seeded uniform noise; sequences get padding at the end of example 1 and the start of
+    example 2, so masking is checked), seeded normal ``z``, seeds 0..n-1, and for
     ``score_with_threshold`` a per-example threshold at the batch's median score."""
     rng = np.random.default_rng(0)
+    key = "sequences" if signature_set.input_key == "sequences" else "images"
     if images is not None and len(images) >= n:
-        batch_images = images[:n]
+        batch = images[:n]
+    elif key == "sequences":
+        batch = rng.standard_normal((n, *model.image_shape)).astype(np.float32)
     else:
-        batch_images = rng.uniform(size=(n, *model.image_shape)).astype(np.float32)
+        batch = rng.uniform(size=(n, *model.image_shape)).astype(np.float32)
+    if key == "sequences":
+        batch = _pad_for_parity(batch, model.mask_value)
     values = {
-        "images": batch_images,
+        key: batch,
         "z": rng.standard_normal((n, int(model.latent_dim))).astype(np.float32),
         "seed": np.arange(n, dtype=np.int64),
     }
     if "score_with_threshold" in signature_set.signatures:
-        median = float(np.median(anomaly_scores(model, batch_images)))
+        median = float(np.median(anomaly_scores(model, batch)))
         values["threshold"] = np.full([n], median, np.float32)
     return {
         name: {k: values[k] for k in signature_set.resolve(name).input_names}
@@ -219,6 +310,30 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: getattr(o, "tolist", lambda: str(o))()))
 
 
+def _model_summary(model: keras.Model, signature_set: signatures.SignatureSet) -> dict[str, Any]:
+    model_class = type(model)
+    summary = {
+        "class": f"{model_class.__module__}.{model_class.__qualname__}",
+        "family": signature_set.family,
+        "registered_name": getattr(model, "zoo_name", None),
+        "keras_name": model.name,
+        "image_shape": list(model.image_shape),
+        "latent_dim": int(model.latent_dim),
+        "input": {
+            "key": signature_set.input_key,
+            "shape": [None, *model.image_shape]
+            if signature_set.input_key != "z"
+            else [None, int(model.latent_dim)],
+            "dtype": "float32",
+        },
+        "config": model.get_config(),
+    }
+    if signature_set.family == "sequence_autoencoder":
+        summary["sequence_shape"] = list(model.sequence_shape)
+        summary["mask_value"] = float(model.mask_value)
+    return summary
+
+
 def _build_metadata(
     model: keras.Model,
     name: str,
@@ -227,6 +342,9 @@ def _build_metadata(
     defs: dict[str, Any],
     onnx_files: Mapping[str, Path],
     threshold: Threshold | None,
+    normalization: ScoreNormalization | None,
+    normalization_note: str | None,
+    calibration_info: dict[str, Any] | None,
     parity_report: dict[str, Any],
     warmup_count: int,
     opset: int | None,
@@ -245,39 +363,47 @@ def _build_metadata(
                 "output_names": {k: signature.onnx_output_name(k) for k in signature.output_names},
             }
         sigs[key] = entry
-    thresh = None
+    thresh = score = None
     if threshold is not None:
         thresh = {
             **threshold.to_dict(),
             "score_definition": signature_set.score_definition,
             "rule": "is_anomaly = anomaly_score > threshold",
         }
-    model_class = type(model)
+        score = {
+            "definition": signature_set.score_definition,
+            "higher_is_more_anomalous": True,
+            "outputs": signature_set.resolve("score").output_names,
+        }
+    norm = None
+    if threshold is not None:
+        norm = (
+            {**normalization.to_dict(), "output": "normalized_score", "source": "calibration"}
+            if normalization is not None
+            else {"output": None, "reason": normalization_note}
+        )
+    savedmodel_only = {
+        n: s.savedmodel_only_reason for n, s in signature_set.signatures.items() if not s.onnx
+    }
     return _jsonable(
         {
             "format": METADATA_FORMAT,
             "name": name,
             "version": version,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {
-                "class": f"{model_class.__module__}.{model_class.__qualname__}",
-                "family": signature_set.family,
-                "registered_name": getattr(model, "zoo_name", None),
-                "keras_name": model.name,
-                "image_shape": list(model.image_shape),
-                "latent_dim": int(model.latent_dim),
-                "config": model.get_config(),
-            },
+            "model": _model_summary(model, signature_set),
             "serving_default": signature_set.aliases.get("serving_default"),
             "signatures": sigs,
+            "score": score,
             "threshold": thresh,
+            "normalization": norm,
+            "calibration": calibration_info,
             "onnx": {
                 "folder": f"{versioning.ONNX_FOLDER}/{version}" if onnx_files else None,
                 "opset": opset if onnx_files else None,
                 "signatures": sorted(onnx_files),
-                "savedmodel_only": sorted(
-                    n for n, s in signature_set.signatures.items() if not s.onnx
-                ),
+                "savedmodel_only": sorted(savedmodel_only),
+                "savedmodel_only_reasons": savedmodel_only,
             },
             "parity": parity_report,
             "warmup": {
@@ -286,6 +412,7 @@ def _build_metadata(
             }
             if warmup_count
             else None,
+            "model_card": f"assets.extra/{MODEL_CARD_FILE}",
             "versions": _versions(),
             "user": dict(user or {}),
         }
@@ -302,6 +429,7 @@ def export_model(
     *,
     formats: str | Sequence[str] = FORMATS,
     calibration_images: Any = None,
+    calibration_description: str | None = None,
     target_fpr: float = 0.01,
     threshold: float | Threshold | None = None,
     parity_atol: float = 1e-4,
@@ -311,26 +439,49 @@ def export_model(
     version: int | None = None,
     opset: int = onnx_export.DEFAULT_OPSET,
 ) -> ExportResult:
-    """Export a zoo GAN, Autoencoder or VAE for TF Serving (and ONNX Runtime), atomically.
+    """Export a zoo GAN, Autoencoder (image or sequence) or VAE for TF Serving (and ONNX
+    Runtime), atomically, with ``assets.extra/MODEL_CARD.md`` and ``zoo_export.json``.
 
-    Autoencoders and VAEs need ``calibration_images`` (normal examples; the threshold is
-    the smallest with FPR <= ``target_fpr`` on them) or an explicit ``threshold``; the
-    first ``4`` calibration images are also the parity batch. ``calibration_images`` is
-    ignored for generators. ``version`` defaults to max(existing) + 1. ``metadata`` is
-    stored under ``"user"`` in ``assets.extra/zoo_export.json``. Raises
+    Anomaly models need ``calibration_images`` (held-out *normal* examples: images, or
+    sequences ``[N, T, F]`` for a ``SequenceAutoencoder``; the threshold is the smallest
+    with FPR <= ``target_fpr`` on their scores, and their score mean and std give
+    ``normalized_score``) or an explicit ``threshold`` (then ``normalized_score`` needs
+    calibration data too, or is left out). ``calibration_description`` says in the
+    model card what the calibration data is (and so what the model may be used on).
+    The first ``4`` calibration examples are also the parity batch.
+    ``calibration_images`` is ignored for generators. ``version`` defaults to
+    max(existing) + 1. ``metadata`` is stored under ``"user"`` in the metadata. Raises
     :class:`~zoo.export.ParityError` if any backend disagrees with Keras beyond
     ``parity_atol + parity_rtol * |keras|``; nothing is left behind on failure.
     """
     formats = _check_formats(formats)
     name = _check_name(str(name))
     family = signatures.family_of(model)
-    images = (
-        as_images(calibration_images, model.image_shape)
+    examples = (
+        as_examples(calibration_images, model, family)
         if calibration_images is not None and family != "gan"
         else None
     )
-    chosen = _resolve_threshold(model, family, images, threshold, target_fpr)
-    signature_set = signatures.build_signatures(model, None if chosen is None else chosen.value)
+    chosen, scores = _resolve_threshold(model, family, examples, threshold, target_fpr)
+    normalization, normalization_note = _normalization(scores) if chosen else (None, None)
+    signature_set = signatures.build_signatures(
+        model,
+        None if chosen is None else chosen.value,
+        None if normalization is None else (normalization.mean, normalization.std),
+    )
+    calibration_info = None
+    if chosen is not None:
+        calibration_info = {
+            "examples": signature_set.input_key,
+            "n": 0 if examples is None else len(examples),
+            "description": calibration_description
+            or (
+                "calibration data passed by the caller (not described: pass "
+                "calibration_description=... to export_model)"
+                if examples is not None
+                else None
+            ),
+        }
 
     base = Path(out_dir) / name
     if version is None:
@@ -342,7 +493,7 @@ def export_model(
     try:
         sm_dir = staging / "savedmodel"
         savedmodel.write_savedmodel(signature_set, sm_dir)
-        calls = _parity_inputs(model, signature_set, images)
+        calls = _parity_inputs(model, signature_set, examples)
 
         onnx_files: dict[str, Path] = {}
         if "onnx" in formats:
@@ -374,6 +525,9 @@ def export_model(
             savedmodel.read_signature_defs(sm_dir),
             onnx_files,
             chosen,
+            normalization,
+            normalization_note,
+            calibration_info,
             report,
             warmup_count,
             opset,
@@ -381,18 +535,79 @@ def export_model(
         )
         extra.mkdir(parents=True, exist_ok=True)
         (extra / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        (extra / MODEL_CARD_FILE).write_text(model_card.render(meta))
         version_dir, onnx_dir = versioning.commit(staging, base, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     onnx_paths = {k: onnx_dir / p.name for k, p in onnx_files.items()} if onnx_dir else {}
-    return ExportResult(version_dir, version, onnx_paths, meta, report, chosen)
+    return ExportResult(version_dir, version, onnx_paths, meta, report, chosen, normalization)
 
+
+# ----------------------------------------------------------------------------- zoo export
 
 SAMPLE_CALIBRATION = (
     "bundled MNIST sample, test split: zoo.data.from_sample('test', image_shape=model.image_shape)"
     " (every digit counts as normal; resized/recoloured to the model's image shape)"
 )
+#: Seed of the synthetic calibration series: not a seed the recipes train with (they use
+#: the recipe seed, 0 by default), so the calibration series are held out.
+SYNTHETIC_CALIBRATION_SEED = 20_240_601
+SYNTHETIC_CALIBRATION_SERIES = 1250
+SYNTHETIC_CALIBRATION = (
+    "SYNTHETIC series, not real data: zoo.data.synthetic_series(n_series={n_series}, "
+    "length={length}, n_features={features}, anomaly_fraction=0.2, seed={seed}); the {n} "
+    "series without an injected anomaly (labels False){crop}, on the raw scale the "
+    "recurrent_ae recipes train on (not standardised)"
+)
+
+
+def _sample_images(model: keras.Model) -> tuple[np.ndarray, str]:
+    from zoo.data import from_sample
+
+    dataset = from_sample("test", image_shape=model.image_shape).batch(1024)
+    return np.concatenate(list(dataset.as_numpy_iterator())), SAMPLE_CALIBRATION
+
+
+def _synthetic_sequences(model: keras.Model) -> tuple[np.ndarray, str]:
+    from zoo.data import synthetic_series
+    from zoo.data.timeseries import MIN_LENGTH
+
+    steps, features = (int(d) for d in model.sequence_shape)
+    length = max(steps, MIN_LENGTH)
+    data = synthetic_series(
+        n_series=SYNTHETIC_CALIBRATION_SERIES,
+        length=length,
+        n_features=features,
+        anomaly_fraction=0.2,
+        seed=SYNTHETIC_CALIBRATION_SEED,
+    )
+    normal = data.series[~data.labels][:, :steps]
+    description = SYNTHETIC_CALIBRATION.format(
+        n_series=SYNTHETIC_CALIBRATION_SERIES,
+        length=length,
+        features=features,
+        seed=SYNTHETIC_CALIBRATION_SEED,
+        n=len(normal),
+        crop=f", cut to their first {steps} steps" if steps < length else "",
+    )
+    return np.ascontiguousarray(normal, dtype=np.float32), description
+
+
+#: Where ``zoo export`` gets held-out normal data, per family.
+CALIBRATION_SOURCES = {
+    "autoencoder": _sample_images,
+    "vae": _sample_images,
+    "sequence_autoencoder": _synthetic_sequences,
+}
+
+
+def calibration_data(model: keras.Model) -> tuple[np.ndarray, str] | None:
+    """``zoo export``'s calibration data for ``model``'s family: (normal examples, what
+    they are), or None for generators. Images: the bundled MNIST test split; sequences:
+    normal series of the synthetic generator (see :data:`SYNTHETIC_CALIBRATION`)."""
+    source = CALIBRATION_SOURCES.get(signatures.family_of(model))
+    return None if source is None else source(model)
 
 
 def export_cli(
@@ -406,31 +621,28 @@ def export_cli(
     ``.keras`` file or a registered name) and export it to ``out/<name>/<version>``.
 
     ``name`` defaults to the model's Keras name (``model.name``, e.g. ``conv_ae``).
-    Autoencoders and VAEs are calibrated on the bundled MNIST sample's test split
-    resized to the model's image shape (all digits count as normal); for other data,
-    call :func:`export_model` with ``calibration_images``.
+    Anomaly models are calibrated on :func:`calibration_data` for their family: image
+    models on the bundled MNIST sample's test split resized to the model's image shape
+    (all digits count as normal), sequence models on synthetic normal series; for other
+    data, call :func:`export_model` with ``calibration_images``.
     """
     from zoo.runs import load_run
 
-    model = load_run(target)
-    family = signatures.family_of(model)
-    images = None
-    if family != "gan":
-        from zoo.data import from_sample
-
-        dataset = from_sample("test", image_shape=model.image_shape).batch(1024)
-        images = np.concatenate(list(dataset.as_numpy_iterator()))
-    user = {"source": str(target)}
-    if images is not None:
-        user["calibration_data"] = SAMPLE_CALIBRATION
     if not math.isfinite(float(target_fpr)):
         raise ValueError(f"target_fpr must be finite; got {target_fpr}")
+    model = load_run(target)
+    found = calibration_data(model)
+    examples, description = found if found is not None else (None, None)
+    user = {"source": str(target)}
+    if description is not None:
+        user["calibration_data"] = description
     return export_model(
         model,
         out,
         name or model.name,
         formats=formats,
-        calibration_images=images,
+        calibration_images=examples,
+        calibration_description=description,
         target_fpr=target_fpr,
         metadata=user,
     )

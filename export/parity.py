@@ -7,6 +7,8 @@ does) and, where converted, through onnxruntime. Floats must agree within
 VAE scores in the hundreds or thousands of nats, where float32 round-off alone is ~1e-4);
 boolean verdicts must agree exactly except for examples whose score lies within that
 tolerance of the threshold (where round-off may legitimately flip the verdict).
+``normalized_score = (anomaly_score - mean) / std`` inherits the score's tolerance divided
+by ``std`` (a round-off of d in the score is d / std in the normalised score).
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def compare_outputs(
     *,
     atol: float,
     rtol: float,
+    normalization_std: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Differences per output and a list of failures (empty when within tolerance)."""
+    """Differences per output and a list of failures (empty when within tolerance).
+
+    With ``normalization_std``, ``normalized_score`` is allowed the ``anomaly_score``
+    tolerance divided by that std."""
     diffs: dict[str, Any] = {}
     failures: list[str] = []
     missing = sorted(set(reference) ^ set(candidate))
@@ -85,10 +91,14 @@ def compare_outputs(
         worst = float(np.nanmax(error)) if np.any(np.isfinite(error)) else float("nan")
         diffs[key] = {"max_abs_diff": worst}
         allowed = _tolerance(ref64, atol, rtol)
+        rule = f"atol {atol:g} + rtol {rtol:g} * |ref|"
+        if key == "normalized_score" and normalization_std and "anomaly_score" in reference:
+            score = np.asarray(reference["anomaly_score"], np.float64)
+            allowed = np.maximum(allowed, _tolerance(score, atol, rtol) / normalization_std)
+            diffs[key]["allowed"] = float(np.max(allowed))
+            rule = f"(atol {atol:g} + rtol {rtol:g} * |anomaly_score|) / std {normalization_std:g}"
         if np.any(error > allowed):
-            failures.append(
-                f"{key}: max |diff| {worst:.3g} exceeds atol {atol:g} + rtol {rtol:g} * |ref|"
-            )
+            failures.append(f"{key}: max |diff| {worst:.3g} exceeds {rule}")
     return diffs, failures
 
 
@@ -134,19 +144,23 @@ def check_parity(
         "atol": atol,
         "rtol": rtol,
         "rule": "|candidate - keras| <= atol + rtol * |keras|; verdicts exact unless the "
-        "score is within that tolerance of the threshold",
+        "score is within that tolerance of the threshold; normalized_score within the "
+        "anomaly_score tolerance / std",
         "batch_size": int(max(len(next(iter(v.values()))) for v in calls.values())),
         "backends": list(runs),
         "signatures": {},
         "max_abs_diff": 0.0,
     }
     failures: list[str] = []
+    std = signature_set.normalization[1] if signature_set.normalization else None
     for name in calls:
         entry = {}
         for backend, results in runs.items():
             if name not in results:
                 continue
-            diffs, problems = compare_outputs(references[name], results[name], atol=atol, rtol=rtol)
+            diffs, problems = compare_outputs(
+                references[name], results[name], atol=atol, rtol=rtol, normalization_std=std
+            )
             entry[backend] = diffs
             failures += [f"{name} [{backend}] {p}" for p in problems]
             for d in diffs.values():

@@ -4,14 +4,23 @@ that take and return dicts of plain tensors (DESIGN §4).
 The signature key is TF Serving's ``signature_name``; argument names and dict keys are
 the tensor names in requests and responses.
 
-==============  ===========================================  =====================================
-family          signatures                                    serving_default
-==============  ===========================================  =====================================
-gan             generate, sample (SavedModel only)            generate
-autoencoder     reconstruct, encode, score, score_with_threshold   score
-vae             reconstruct, encode, decode, generate,        score
-                sample (SavedModel only), score, score_with_threshold
-==============  ===========================================  =====================================
+====================  ==========================================  ===============
+family                signatures                                   serving_default
+====================  ==========================================  ===============
+gan                   generate, sample (SavedModel only)           generate
+autoencoder           reconstruct, encode, [denoise], score,       score
+                      score_with_threshold
+sequence_autoencoder  reconstruct, encode, [denoise], score,       score
+                      score_with_threshold (input ``sequences``)
+vae                   reconstruct, encode, decode, generate,       score
+                      sample (SavedModel only), score,
+                      score_with_threshold
+====================  ==========================================  ===============
+
+``denoise`` exists for autoencoders trained with input corruption (``model.corruption``).
+``score`` returns ``anomaly_score``, ``threshold``, ``is_anomaly`` and, when the export
+was calibrated, ``normalized_score = (anomaly_score - mean) / std`` with the calibration
+mean and std baked in as graph constants; sequence models add ``step_scores`` [N, T].
 
 ``sample`` draws z with ``tf.random.stateless_normal`` (Philox) from one int64 seed per
 image, so image ``i`` depends only on ``seed[i]``; random ops cannot be converted to
@@ -28,11 +37,24 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from zoo.trainers import GAN, VAE, Autoencoder
+from zoo.trainers import GAN, VAE, Autoencoder, SequenceAutoencoder
 
-__all__ = ["FAMILIES", "Signature", "SignatureSet", "build_signatures", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "Signature",
+    "SignatureSet",
+    "build_signatures",
+    "family_of",
+    "input_key",
+    "score_definition",
+]
 
-FAMILIES = ("gan", "autoencoder", "vae")
+FAMILIES = ("gan", "autoencoder", "sequence_autoencoder", "vae")
+#: Why ``sample`` has no ONNX file (recorded in the export metadata).
+SAMPLE_NOT_ONNX = (
+    "draws z with StatelessRandomNormalV2, which tf2onnx cannot convert; the ONNX graphs "
+    "take the noise as an input instead (use 'generate' with z)"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,8 @@ class Signature:
     #: SavedModel output key -> ONNX output name, where ONNX needs another name (an ONNX
     #: graph cannot have an input and an output with the same name).
     onnx_renames: dict[str, str] = field(default_factory=dict)
+    #: Why the signature is not converted to ONNX (``onnx=False``), for the metadata.
+    savedmodel_only_reason: str | None = None
 
     @property
     def input_names(self) -> list[str]:
@@ -70,8 +94,9 @@ class Signature:
         return tf.function(renamed, input_signature=function.input_signature)
 
     def reference(self, **inputs: Any) -> dict[str, Any]:
-        """The same computation run eagerly through Keras (the parity reference)."""
-        return self.function.python_function(**inputs)
+        """The same computation run eagerly through Keras (the parity reference); inputs
+        by tensor name (the parameters are bound in the input signature's order)."""
+        return self.function.python_function(*(inputs[name] for name in self.input_names))
 
 
 @dataclass(frozen=True)
@@ -83,6 +108,10 @@ class SignatureSet:
     aliases: dict[str, str]
     networks: list[keras.Model] = field(default_factory=list)
     score_definition: str | None = None
+    #: The request tensor holding the examples: ``images``, ``sequences`` (or ``z``).
+    input_key: str = "images"
+    #: ``(mean, std)`` baked into ``normalized_score``, or None when not calibrated.
+    normalization: tuple[float, float] | None = None
 
     def endpoint_names(self) -> list[str]:
         """Every signature key written to the SavedModel, aliases included."""
@@ -93,11 +122,14 @@ class SignatureSet:
 
 
 def family_of(model: keras.Model) -> str:
-    """``gan``, ``autoencoder`` or ``vae`` (as in the registry); others raise ``TypeError``."""
+    """``gan``, ``autoencoder``, ``sequence_autoencoder`` or ``vae`` (as in the registry);
+    others raise ``TypeError``."""
     if isinstance(model, GAN):
         return "gan"
     if isinstance(model, VAE):
         return "vae"
+    if isinstance(model, SequenceAutoencoder):
+        return "sequence_autoencoder"
     if isinstance(model, Autoencoder):
         return "autoencoder"
     raise TypeError(
@@ -106,19 +138,34 @@ def family_of(model: keras.Model) -> str:
     )
 
 
-_RECONSTRUCTION_WORDS = {
-    "mse": "mean squared reconstruction error per pixel",
-    "mae": "mean absolute reconstruction error per pixel",
-    "bce": "mean binary cross-entropy of the image under its reconstruction, per pixel",
+def input_key(family: str) -> str:
+    """The request tensor holding the examples a family scores."""
+    return {"gan": "z", "sequence_autoencoder": "sequences"}.get(family, "images")
+
+
+_PER_VALUE = {
+    "l2": ("mean squared reconstruction error per value (l2)", "(x - reconstruction)^2"),
+    "l1": ("mean absolute reconstruction error per value (l1)", "|x - reconstruction|"),
+}
+_PER_STEP = {
+    "l2": ("mean squared error per valid timestep, averaged over the sequence (l2)", "squared"),
+    "l1": ("mean absolute error per valid timestep, averaged over the sequence (l1)", "absolute"),
 }
 
 
 def score_definition(model: keras.Model) -> str | None:
-    """What the anomaly score measures, in words (recorded in the export metadata)."""
+    """What the anomaly score measures, in words (recorded in the metadata and model card)."""
     family = family_of(model)
     if family == "autoencoder":
-        return _RECONSTRUCTION_WORDS.get(
-            model.reconstruction_loss, f"{model.reconstruction_loss} reconstruction error per pixel"
+        words, term = _PER_VALUE[model.score]
+        values = " x ".join(str(d) for d in model.image_shape)
+        return f"{words}: the mean over the {values} input values of {term}"
+    if family == "sequence_autoencoder":
+        words, kind = _PER_STEP[model.score]
+        return (
+            f"{words}: step_scores[t] = mean {kind} error over the {model.sequence_shape[-1]} "
+            f"features at step t (0 at padding steps, whose features all equal mask_value="
+            f"{model.mask_value:g}); anomaly_score = sum_t step_scores[t] / number of valid steps"
         )
     if family == "vae":
         return (
@@ -128,10 +175,25 @@ def score_definition(model: keras.Model) -> str | None:
     return None
 
 
-def _score_outputs(score: tf.Tensor, threshold: tf.Tensor) -> dict[str, tf.Tensor]:
+def _score_outputs(
+    score: tf.Tensor,
+    threshold: tf.Tensor,
+    normalization: tuple[float, float] | None,
+    step_scores: tf.Tensor | None = None,
+) -> dict[str, tf.Tensor]:
     score = tf.cast(tf.reshape(score, [-1]), tf.float32)
     threshold = tf.broadcast_to(tf.cast(threshold, tf.float32), tf.shape(score))
-    return {"anomaly_score": score, "threshold": threshold, "is_anomaly": score > threshold}
+    outputs = {"anomaly_score": score, "threshold": threshold, "is_anomaly": score > threshold}
+    if normalization is not None:
+        # Python floats -> Const nodes built here, inside the traced function: a tensor
+        # captured from outside would become an extra (unfed) ONNX graph input.
+        mean, std = normalization
+        outputs["normalized_score"] = (score - tf.constant(mean, tf.float32)) / tf.constant(
+            std, tf.float32
+        )
+    if step_scores is not None:
+        outputs["step_scores"] = tf.cast(step_scores, tf.float32)
+    return outputs
 
 
 def _sample_z(seed: tf.Tensor, latent_dim: int) -> tf.Tensor:
@@ -144,12 +206,18 @@ def _sample_z(seed: tf.Tensor, latent_dim: int) -> tf.Tensor:
     return tf.map_fn(one, seed, fn_output_signature=tf.TensorSpec([latent_dim], tf.float32))
 
 
-def build_signatures(model: keras.Model, threshold: float | None = None) -> SignatureSet:
+def build_signatures(
+    model: keras.Model,
+    threshold: float | None = None,
+    normalization: tuple[float, float] | None = None,
+) -> SignatureSet:
     """The family's signatures for ``model``; ``threshold`` (required for autoencoders
-    and VAEs) is baked into ``score`` as a constant."""
+    and VAEs) is baked into ``score`` as a constant, and so are ``normalization``'s
+    ``(mean, std)`` (optional: without it there is no ``normalized_score`` output)."""
     family = family_of(model)
     latent = int(model.latent_dim)
-    image_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name="images")
+    key = input_key(family)
+    example_spec = tf.TensorSpec([None, *model.image_shape], tf.float32, name=key)
     z_spec = tf.TensorSpec([None, latent], tf.float32, name="z")
     seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
     # Scalar or one threshold per example: the rank is left open on purpose.
@@ -163,10 +231,11 @@ def build_signatures(model: keras.Model, threshold: float | None = None) -> Sign
         onnx: bool,
         doc: str,
         renames: dict[str, str] | None = None,
+        not_onnx: str | None = None,
     ) -> None:
         fn.__name__ = name
         function = tf.function(fn, input_signature=spec)
-        sigs[name] = Signature(name, function, onnx, doc, dict(renames or {}))
+        sigs[name] = Signature(name, function, onnx, doc, dict(renames or {}), not_onnx)
 
     if family == "gan":
 
@@ -177,29 +246,60 @@ def build_signatures(model: keras.Model, threshold: float | None = None) -> Sign
             return {"images": tf.cast(model.generate(_sample_z(seed, latent)), tf.float32)}
 
         add("generate", generate, [z_spec], True, "z [N, latent] -> images [N, H, W, C] in [0, 1]")
-        add("sample", sample, [seed_spec], False, "seed [N] int64 -> images, z ~ N(0, I) per seed")
-        return SignatureSet(family, sigs, {"serving_default": "generate"}, [model.generator])
+        add("sample", sample, [seed_spec], False,
+            "seed [N] int64 -> images, z ~ N(0, I) per seed", not_onnx=SAMPLE_NOT_ONNX)  # fmt: skip
+        return SignatureSet(
+            family, sigs, {"serving_default": "generate"}, [model.generator], input_key="z"
+        )
 
     if threshold is None or not math.isfinite(float(threshold)):
         raise ValueError(f"{family} signatures need a finite threshold; got {threshold!r}")
     calibrated = float(threshold)  # a Python float: a Const node, not a captured tensor
+    if normalization is not None:
+        mean, std = (float(v) for v in normalization)
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise ValueError(f"normalization needs a finite mean and std > 0; got {normalization}")
+        normalization = (mean, std)
+    sequences = family == "sequence_autoencoder"
 
-    def reconstruct(images):
-        return {"reconstructions": tf.cast(model.reconstruct(images), tf.float32)}
+    def scores(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """(anomaly_score [N], step_scores [N, T] or None) from one reconstruction."""
+        if not sequences:
+            return model.anomaly_score(x), None
+        steps = model.step_scores(x)  # SequenceAutoencoder.anomaly_score, sharing its pass
+        valid = tf.maximum(tf.reduce_sum(model.valid_steps(x), axis=1), 1.0)
+        return tf.reduce_sum(steps, axis=1) / valid, steps
 
-    def score(images):
-        return _score_outputs(model.anomaly_score(images), tf.constant(calibrated, tf.float32))
+    # The examples' parameter is ``x`` whatever the family: the TensorSpec names
+    # (``images`` or ``sequences``) are the signature's input keys.
+    def reconstruct(x):
+        return {"reconstructions": tf.cast(model.reconstruct(x), tf.float32)}
 
-    def score_with_threshold(images, threshold):
-        return _score_outputs(model.anomaly_score(images), threshold)
+    def score(x):
+        value, steps = scores(x)
+        return _score_outputs(value, tf.constant(calibrated, tf.float32), normalization, steps)
 
-    add("reconstruct", reconstruct, [image_spec], True, "images -> reconstructions")
-    if family == "autoencoder":
+    def score_with_threshold(x, threshold):
+        value, steps = scores(x)
+        return _score_outputs(value, threshold, normalization, steps)
 
-        def encode(images):
-            return {"codes": tf.cast(model.encode(images), tf.float32)}
+    shape = "[N, T, F]" if sequences else "[N, H, W, C]"
+    add("reconstruct", reconstruct, [example_spec], True,
+        f"{key} {shape} -> reconstructions {shape}")  # fmt: skip
+    if family in ("autoencoder", "sequence_autoencoder"):
 
-        add("encode", encode, [image_spec], True, "images -> codes [N, latent]")
+        def encode(x):
+            return {"codes": tf.cast(model.encode(x), tf.float32)}
+
+        add("encode", encode, [example_spec], True, f"{key} -> codes [N, latent]")
+        if getattr(model, "corruption", None):
+
+            def denoise(x):
+                return {key: tf.cast(model.denoise(x), tf.float32)}
+
+            add("denoise", denoise, [example_spec], True,
+                f"{key} (noisy) -> {key}: the clean estimate (the model was trained with "
+                f"{model.corruption} corruption)", renames={key: f"{key}_out"})  # fmt: skip
     else:
 
         def encode(images):
@@ -215,26 +315,37 @@ def build_signatures(model: keras.Model, threshold: float | None = None) -> Sign
         def sample(seed):
             return {"images": tf.cast(model.decode(_sample_z(seed, latent)), tf.float32)}
 
-        add("encode", encode, [image_spec], True, "images -> posterior mean, log_variance")
+        add("encode", encode, [example_spec], True, "images -> posterior mean, log_variance")
         add("decode", decode, [z_spec], True, "z -> likelihood-mean images in [0, 1]")
         add("generate", generate, [z_spec], True, "z -> images (same as decode)")
-        add("sample", sample, [seed_spec], False, "seed [N] int64 -> images, z ~ N(0, I) per seed")
+        add("sample", sample, [seed_spec], False,
+            "seed [N] int64 -> images, z ~ N(0, I) per seed", not_onnx=SAMPLE_NOT_ONNX)  # fmt: skip
+    extra = ", step_scores [N, T] (0 at padding)" if sequences else ""
+    normalized = ", normalized_score = (score - mean) / std" if normalization else ""
     add(
         "score",
         score,
-        [image_spec],
+        [example_spec],
         True,
-        "images -> anomaly_score [N], threshold [N] (calibrated), is_anomaly = score > threshold",
+        f"{key} -> anomaly_score [N], threshold [N] (calibrated), is_anomaly = score > "
+        f"threshold{normalized}{extra}",
     )
     add(
         "score_with_threshold",
         score_with_threshold,
-        [image_spec, threshold_spec],
+        [example_spec, threshold_spec],
         True,
-        "images, threshold (scalar or [N]) -> anomaly_score, threshold, is_anomaly",
+        f"{key}, threshold (scalar or [N]) -> anomaly_score, threshold, is_anomaly"
+        f"{normalized}{extra}",
         renames={"threshold": "threshold_out"},
     )
     networks = [model.encoder, model.decoder]
     return SignatureSet(
-        family, sigs, {"serving_default": "score"}, networks, score_definition(model)
+        family,
+        sigs,
+        {"serving_default": "score"},
+        networks,
+        score_definition(model),
+        input_key=key,
+        normalization=normalization,
     )

@@ -118,7 +118,7 @@ def _model_path(model: str, version: int | None, label: str | None) -> str:
 
 
 class _Convenience(abc.ABC):
-    """``generate`` and ``score`` on top of ``predict`` (shared by REST and gRPC)."""
+    """``generate``, ``score`` and ``score_sequences`` on top of ``predict`` (REST and gRPC)."""
 
     @abc.abstractmethod
     def predict(
@@ -154,6 +154,21 @@ class _Convenience(abc.ABC):
         inputs = {"images": np.asarray(images, dtype=np.float32)}
         out = self.predict(inputs, signature_name, version=version, label=label)
         return out["anomaly_score"], out["is_anomaly"]
+
+    def score_sequences(
+        self,
+        sequences: Any,
+        signature_name: str = "score",
+        *,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Anomaly scores [N] (float32), verdicts [N] (bool) and per-step scores [N, T]
+        (float32, 0 at padding) for ``sequences`` [N, T, F] padded with the model's
+        ``mask_value``, from a sequence autoencoder's ``score`` signature."""
+        inputs = {"sequences": np.asarray(sequences, dtype=np.float32)}
+        out = self.predict(inputs, signature_name, version=version, label=label)
+        return out["anomaly_score"], out["is_anomaly"], out["step_scores"]
 
 
 # --------------------------------------------------------------------------- REST

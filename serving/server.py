@@ -11,6 +11,13 @@ REST API, with the same JSON shapes and error conventions:
 It does not merge concurrent requests into batches; it enforces ``max_batch_size``
 per request as TF Serving's batching does without large-batch splitting. Standard
 library HTTP only (``ThreadingHTTPServer``); TensorFlow is imported on first use.
+
+A configured model with no version folder yet (nothing exported) does not stop the
+server: it is listed as waiting, its status is 404 "Could not find any versions of
+model ..." and its requests 404 "Servable not found ...", as TF Serving answers for a
+model it has no version of. Versions are read at startup only (TF Serving polls the
+base path): restart the server after exporting. Note that tensorflow_model_server
+itself does not open its ports until every configured model has a version AVAILABLE.
 """
 
 from __future__ import annotations
@@ -128,6 +135,13 @@ class ServedModel:
 
     @property
     def latest(self) -> ServableVersion:
+        if not self.versions:
+            raise RequestError(
+                404,
+                f"Servable not found for request: Latest({self.name}); no version of "
+                f"'{self.name}' is loaded (nothing under {self.base_path} when the server "
+                "started: export a version, then restart the server)",
+            )
         return self.versions[max(self.versions)]
 
 
@@ -210,10 +224,20 @@ class ModelServer:
                     if folders
                     else "found no integer-named version folder holding saved_model.pb"
                 )
-                raise ValueError(
+                problem = (
                     f"model '{model_config.name}': base_path {model_config.base_path!r} is "
                     f"{base}; {found} (expected e.g. {base / '1' / 'saved_model.pb'})"
                 )
+                labelled = model_config.version_labels and not (
+                    allow_version_labels_for_unavailable_models
+                )
+                if folders or labelled:
+                    # A policy that selects nothing is a config mistake; labels need
+                    # loaded versions (TF Serving refuses them too).
+                    extra = "; its version_labels need loaded versions" if labelled else ""
+                    raise ValueError(problem + extra)
+                # Nothing exported yet: serve the other models, answer 404 for this one.
+                log.warning("%s: it is not available until a version is exported", problem)
             versions = {v: _load_version(model_config.name, v, folders[v]) for v in chosen}
             labels = resolve_version_labels(
                 model_config,
@@ -228,6 +252,9 @@ class ModelServer:
         """One line: each model with its versions, labels and signatures."""
         parts = []
         for model in self.models.values():
+            if not model.versions:
+                parts.append(f"{model.name} (no versions under {model.base_path}: not available)")
+                continue
             versions = ",".join(str(v) for v in sorted(model.versions, reverse=True))
             sigs = ", ".join(sorted(model.latest.signatures))
             labels = "".join(f" {k}->{v}" for k, v in sorted(model.labels.items()))
@@ -282,6 +309,8 @@ class ModelServer:
     ) -> dict[str, Any]:
         """``GetModelStatusResponse`` JSON: every loaded version, or the one named."""
         model = self._model(name, f"Latest({name})")
+        if not model.versions:
+            raise RequestError(404, f"Could not find any versions of model {name}")
         if version is None and label is None:
             versions = sorted(model.versions, reverse=True)
         else:

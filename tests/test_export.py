@@ -13,8 +13,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
+from export_helpers import ATOL, RTOL, assert_close, keras_outputs, make_inputs, run_tf1_session
 from zoo.export import (
-    ExportResult,
     ParityError,
     Threshold,
     calibrate_threshold,
@@ -26,6 +26,7 @@ from zoo.export import (
 
 import zoo
 
+SCORE_OUTPUTS = ["anomaly_score", "is_anomaly", "normalized_score", "threshold"]
 EXPECTED = {
     "dcgan_tiny": {
         "generate": (["z"], ["images"]),
@@ -35,12 +36,9 @@ EXPECTED = {
     "conv_ae_tiny": {
         "reconstruct": (["images"], ["reconstructions"]),
         "encode": (["images"], ["codes"]),
-        "score": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
-        "score_with_threshold": (
-            ["images", "threshold"],
-            ["anomaly_score", "is_anomaly", "threshold"],
-        ),
-        "serving_default": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+        "score": (["images"], SCORE_OUTPUTS),
+        "score_with_threshold": (["images", "threshold"], SCORE_OUTPUTS),
+        "serving_default": (["images"], SCORE_OUTPUTS),
     },
     "vae_tiny": {
         "reconstruct": (["images"], ["reconstructions"]),
@@ -48,15 +46,11 @@ EXPECTED = {
         "decode": (["z"], ["images"]),
         "generate": (["z"], ["images"]),
         "sample": (["seed"], ["images"]),
-        "score": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
-        "score_with_threshold": (
-            ["images", "threshold"],
-            ["anomaly_score", "is_anomaly", "threshold"],
-        ),
-        "serving_default": (["images"], ["anomaly_score", "is_anomaly", "threshold"]),
+        "score": (["images"], SCORE_OUTPUTS),
+        "score_with_threshold": (["images", "threshold"], SCORE_OUTPUTS),
+        "serving_default": (["images"], SCORE_OUTPUTS),
     },
 }
-ATOL, RTOL = 1e-4, 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -83,63 +77,6 @@ def exported(tmp_path_factory, normal_images) -> dict[str, tuple]:
 @pytest.fixture(scope="module")
 def loaded(exported) -> dict:
     return {name: tf.saved_model.load(str(r.version_dir)) for name, (_, r) in exported.items()}
-
-
-def _inputs(model, names: list[str], images: np.ndarray, n: int = 3) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    values = {
-        "images": images[:n],
-        "z": rng.standard_normal((n, model.latent_dim)).astype("float32"),
-        "seed": np.array([5, 11, 5], np.int64)[:n],
-        "threshold": np.full([n], 0.05, np.float32),
-    }
-    return {k: values[k] for k in names}
-
-
-def _keras(model, signature: str, inputs: dict[str, np.ndarray], threshold: float | None):
-    """What Keras says, computed from the trainer's own methods."""
-    if signature == "serving_default":
-        signature = "generate" if threshold is None else "score"
-    if signature == "sample":
-        z = tf.stack(
-            [
-                tf.random.stateless_normal(
-                    [model.latent_dim], seed=tf.constant([int(s), 0], tf.int64), alg="philox"
-                )
-                for s in inputs["seed"]
-            ]
-        )
-        return {"images": (model.generate if hasattr(model, "generator") else model.decode)(z)}
-    if signature in ("generate", "decode"):
-        fn = model.generate if hasattr(model, "generator") else model.decode
-        return {"images": fn(inputs["z"])}
-    if signature == "reconstruct":
-        return {"reconstructions": model.reconstruct(inputs["images"])}
-    if signature == "encode":
-        out = model.encode(inputs["images"])
-        if isinstance(out, tuple):
-            return {"mean": out[0], "log_variance": out[1]}
-        return {"codes": out}
-    score = np.asarray(model.anomaly_score(inputs["images"]))
-    thr = inputs.get("threshold", threshold)
-    thr = np.broadcast_to(np.asarray(thr, np.float32), score.shape)
-    return {"anomaly_score": score, "threshold": thr, "is_anomaly": score > thr}
-
-
-def _assert_close(expected: dict, actual: dict, atol: float = ATOL) -> None:
-    assert sorted(expected) == sorted(actual)
-    for key, want in expected.items():
-        want, got = np.asarray(want), np.asarray(actual[key])
-        assert got.shape == want.shape, key
-        if want.dtype == np.bool_:
-            np.testing.assert_array_equal(got, want, err_msg=key)
-        else:
-            np.testing.assert_allclose(got, want, atol=atol, rtol=RTOL, err_msg=key)
-
-
-def _threshold(result: ExportResult) -> float | None:
-    t = result.metadata["threshold"]
-    return None if t is None else t["value"]
 
 
 # ------------------------------------------------------------------------- calibration
@@ -215,7 +152,7 @@ def test_signature_names_keys_dtypes_shapes(exported, loaded, name):
         for out, spec in sigs[key].structured_outputs.items():
             assert spec.dtype == (tf.bool if out == "is_anomaly" else tf.float32), (key, out)
             assert spec.shape[0] is None, (key, out)
-            if out in ("anomaly_score", "threshold", "is_anomaly"):
+            if out in ("anomaly_score", "threshold", "is_anomaly", "normalized_score"):
                 assert spec.shape.rank == 1
             if out in ("images", "reconstructions"):
                 assert spec.shape.as_list() == [None, *model.image_shape]
@@ -228,21 +165,13 @@ def test_signature_names_keys_dtypes_shapes(exported, loaded, name):
 def test_every_signature_runs_through_the_tf1_loader(exported, normal_images, name):
     """As TF Serving's C++ loader runs it: a fresh Graph, a Session, tensor names."""
     model, result = exported[name]
-    runs = {}
-    graph = tf.Graph()
-    with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(result.version_dir))
-        keys = sorted(k for k in meta.signature_def if not k.startswith("__"))
-        for key in keys:
-            sd = meta.signature_def[key]
-            inputs = _inputs(model, sorted(sd.inputs), normal_images)
-            feeds = {sd.inputs[k].name: v for k, v in inputs.items()}
-            outs = sorted(sd.outputs)
-            values = session.run([sd.outputs[k].name for k in outs], feed_dict=feeds)
-            runs[key] = (inputs, dict(zip(outs, values, strict=True)))
+    keys, runs = run_tf1_session(
+        result.version_dir, lambda names: make_inputs(model, names, normal_images)
+    )
     assert keys == sorted(EXPECTED[name])
     for key, (inputs, actual) in runs.items():  # Keras runs eagerly, outside the graph
-        _assert_close(_keras(model, key, inputs, _threshold(result)), actual)
+        expected = keras_outputs(model, key, inputs, result.metadata)
+        assert_close(expected, actual, metadata=result.metadata)
 
 
 @pytest.mark.skipif(
@@ -308,14 +237,17 @@ def test_recorded_parity_is_within_tolerance(exported, name):
     assert parity["passed"] and parity["atol"] == ATOL
     assert parity["backends"] == ["savedmodel", "tf1_session", "onnxruntime"]
     assert sorted(parity["signatures"]) == sorted(EXPECTED[name])
+    bounds = [0.0]
     for key, backends in parity["signatures"].items():
         for diffs in backends.values():
             for out, d in diffs.items():
                 if "max_abs_diff" in d:
-                    assert d["max_abs_diff"] <= ATOL + RTOL * 1e4, (key, out)
+                    # VAE scores are ~500 nats: the rtol part; normalized_score: that / std
+                    bounds.append(d.get("allowed", ATOL + RTOL * 1e4))
+                    assert d["max_abs_diff"] <= bounds[-1], (key, out)
                 else:
                     assert d["mismatches"] == 0
-    assert parity["max_abs_diff"] <= 1e-3  # VAE scores are ~500 nats: rtol part
+    assert parity["max_abs_diff"] <= max(bounds)
     assert stored["versions"]["tensorflow"] == tf.__version__
     assert "keras" in stored["versions"]
 
@@ -482,13 +414,31 @@ def test_onnx_files_check_and_match_keras(exported, normal_images, name):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         assert names == EXPECTED[name][key][0]
-        inputs = _inputs(model, names, normal_images)
+        inputs = make_inputs(model, names, normal_images)
         outputs = dict(
             zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True)
         )
         renames = result.metadata["signatures"][key]["onnx"]["output_names"]
         outputs = {k: outputs[v] for k, v in renames.items()}
-        _assert_close(_keras(model, key, inputs, _threshold(result)), outputs)
+        expected = keras_outputs(model, key, inputs, result.metadata)
+        assert_close(expected, outputs, metadata=result.metadata)
     if "generate" in result.onnx_paths:
         proto = onnx.load(str(result.onnx_paths["generate"]))
         assert [i.name for i in proto.graph.input] == ["z"]
+    reasons = result.metadata["onnx"]["savedmodel_only_reasons"]  # never silently skipped
+    assert sorted(reasons) == (["sample"] if "sample" in EXPECTED[name] else [])
+    assert all("StatelessRandomNormalV2" in why for why in reasons.values())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_model_card_is_written(exported, name):
+    _, result = exported[name]
+    text = (result.version_dir / "assets.extra" / "MODEL_CARD.md").read_text()
+    assert text.startswith(f"# Model card: {name} (version 1)")
+    assert "## Parity" in text and "Passed: **True**" in text
+    if name == "dcgan_tiny":
+        assert "no anomaly threshold" in text and "StatelessRandomNormalV2" in text
+    else:
+        assert result.metadata["score"]["definition"] in text
+        assert "Method: quantile of held-out normal scores" in text
+        assert ("negative ELBO in nats" in text) == (name == "vae_tiny")

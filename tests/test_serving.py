@@ -564,6 +564,66 @@ def test_label_on_unloaded_version_refuses_to_start(toy, tmp_path):
         ModelServer(config, toy["models"])
 
 
+def _with_pending(tmp_path, labels: str = "") -> Path:
+    """The toy config plus a model "pending" whose base path holds no version yet."""
+    pending = (
+        '  config { name: "pending" base_path: "/models/pending" model_platform: "tensorflow" '
+        f"model_version_policy {{ latest {{ num_versions: 2 }} }} {labels}}}\n"
+    )
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG.rstrip()[:-1] + pending + "}\n")  # inside model_config_list
+    return config
+
+
+def test_model_without_versions_does_not_stop_the_server(toy, tmp_path, caplog):
+    """TF Serving keeps waiting for a configured model with no version folder; the local
+    server starts anyway, serves the others and answers for that one with TF Serving's
+    404s (it reads versions at startup only)."""
+    with caplog.at_level("WARNING", logger="zoo.serving"):
+        ms = ModelServer(_with_pending(tmp_path), toy["models"])
+    assert sorted(ms.models) == ["pending", "toy"]
+    assert "found no integer-named version folder" in caplog.text
+    assert "pending (no versions under" in ms.summary() and "toy v2,1" in ms.summary()
+    assert ms.status("toy")["model_version_status"][0]["version"] == "2"
+    for call_it, status, message in [
+        (lambda: ms.status("pending"), 404, "Could not find any versions of model pending"),
+        (lambda: ms.metadata("pending"), 404, "Servable not found for request: Latest(pending)"),
+        (
+            lambda: ms.predict("pending", {"inputs": {"z": [[0.0] * 8]}}),
+            404,
+            "Servable not found for request: Latest(pending)",
+        ),
+        (lambda: ms.predict("pending", {"inputs": []}, version=1), 404, "Specific(pending, 1)"),
+        (lambda: ms.resolve("pending", label="stable"), 400, "no version labels"),
+    ]:
+        with pytest.raises(server_mod.RequestError) as info:
+            call_it()
+        assert info.value.status == status and message in info.value.message
+
+
+def test_labels_on_a_model_without_versions_refuse_to_start(toy, tmp_path):
+    config = _with_pending(tmp_path, 'version_labels { key: "stable" value: 1 } ')
+    assert 'name: "pending"' in config.read_text()
+    with pytest.raises(ValueError, match=r"'pending'.*version_labels need loaded versions"):
+        ModelServer(config, toy["models"])
+    ms = ModelServer(config, toy["models"], allow_version_labels_for_unavailable_models=True)
+    assert ms.models["pending"].labels == {"stable": 1} and not ms.models["pending"].versions
+
+
+def test_rest_server_starts_with_a_model_without_versions(toy, tmp_path):
+    config = _with_pending(tmp_path)
+    server = make_server(config, models_root=toy["models"], port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert call(server, "/v1/models/pending")[0] == 404
+        status, body = call(server, "/v1/models/toy")
+        assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # --------------------------------------------------------------------------- REST client
 
 
@@ -705,6 +765,35 @@ def test_grpc_response_parsing_and_score():
     request, timeout = sent[0]
     assert timeout == 3.0 and request.model_spec.signature_name == "score"
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["images"]), images)
+
+
+def test_grpc_score_sequences_sends_sequences_and_returns_step_scores():
+    steps = np.array([[0.1, 0.0], [0.4, 0.6]], np.float32)
+    response = _predict_response(
+        {
+            "anomaly_score": steps.mean(axis=1),
+            "is_anomaly": np.array([False, True]),
+            "threshold": np.full(2, 0.3, np.float32),
+            "step_scores": steps,
+        }
+    )
+    sent = []
+
+    class FakeStub:
+        def Predict(self, request, timeout):
+            sent.append(request)
+            return response
+
+    client = GrpcServingClient(model="recurrent_ae")
+    client._stub = FakeStub()
+    sequences = np.zeros((2, 2, 3), np.float64)  # sent as float32
+    scores, verdicts, step_scores = client.score_sequences(sequences, version=2)
+    np.testing.assert_array_equal(step_scores, steps)
+    assert verdicts.tolist() == [False, True] and scores.dtype == np.float32
+    (request,) = sent
+    assert request.model_spec.signature_name == "score" and request.model_spec.version.value == 2
+    assert list(request.inputs) == ["sequences"]
+    assert request.inputs["sequences"].dtype == tf.float32.as_datatype_enum
 
 
 def test_grpc_errors_become_serving_errors():

@@ -25,17 +25,23 @@ COMPOSE = SERVING_DIR / "docker-compose.yml"
 # --------------------------------------------------------------------------- models.config
 
 
+DEMO_MODELS = ("dcgan", "conv_ae")  # exported by the demo: labelled "stable" -> 1
+ANOMALY_MODELS = ("denoising_ae", "recurrent_ae")  # not exported by the demo: no labels
+
+
 def test_committed_models_config_parses_with_the_proto():
     config = cfg.load_model_server_config(MODELS_CONFIG)
     models = {m.name: m for m in config.model_config_list.config}
-    assert list(models) == ["dcgan", "conv_ae"]
+    assert list(models) == [*DEMO_MODELS, *ANOMALY_MODELS]
     for name, model in models.items():
         assert model.base_path == f"/models/{name}"
         assert model.model_platform == "tensorflow"
         assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
         assert model.model_version_policy.latest.num_versions == 2
-        # Only labels that will exist: the demo exports version 1 first.
-        assert dict(model.version_labels) == {"stable": 1}
+        # Only labels that will exist: the demo exports version 1 of its models first,
+        # and no version of the others (TF Serving refuses labels on unloaded versions).
+        expected = {"stable": 1} if name in DEMO_MODELS else {}
+        assert dict(model.version_labels) == expected, name
 
 
 def test_typo_in_models_config_is_rejected_with_its_line(tmp_path):
@@ -304,12 +310,12 @@ def test_compose_builds_the_image_mounts_models_and_checks_health_without_curl()
 # --------------------------------------------------------------------------- against real models
 
 
-@pytest.fixture(scope="module")
-def demo_models(tmp_path_factory):
-    """Tiny stand-ins for the demo exports: dcgan/1 (generate) and conv_ae/1 (score)."""
+def _export_stand_ins(root: Path, names: tuple[str, ...]) -> Path:
+    """Tiny stand-ins for the committed config's models, version 1 each: dcgan (generate),
+    conv_ae and denoising_ae (score on images [N, 4, 4, 1]), recurrent_ae (score on
+    sequences [N, 6, 2] with step_scores)."""
     tf = pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
-    root = tmp_path_factory.mktemp("serving_models")
     keras.utils.set_random_seed(0)
     decoder = keras.Sequential(
         [
@@ -328,13 +334,36 @@ def demo_models(tmp_path_factory):
         errors = tf.reduce_mean(tf.square(images - 0.5), axis=[1, 2, 3])
         return {"anomaly_score": errors, "is_anomaly": errors > 0.1}
 
-    for name, fn in (("dcgan", generate), ("conv_ae", score)):
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 2], tf.float32, name="sequences")])
+    def score_sequences(sequences):
+        steps = tf.reduce_mean(tf.square(sequences), axis=-1)
+        errors = tf.reduce_mean(steps, axis=1)
+        return {"anomaly_score": errors, "is_anomaly": errors > 0.1, "step_scores": steps}
+
+    functions = {"dcgan": generate, "conv_ae": score, "denoising_ae": score}
+    functions["recurrent_ae"] = score_sequences
+    for name in names:
+        fn = functions[name]
         archive = keras.export.ExportArchive()
         archive.track(decoder)
-        archive.add_endpoint(fn.__name__, fn)
+        archive.add_endpoint("score" if fn is score_sequences else fn.__name__, fn)
         archive.add_endpoint("serving_default", fn)
         archive.write_out(str(root / name / "1"), verbose=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def demo_models(tmp_path_factory):
+    """Stand-ins for every model of the committed config (TF Serving needs them all)."""
+    return _export_stand_ins(
+        tmp_path_factory.mktemp("serving_models"), DEMO_MODELS + ANOMALY_MODELS
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_only_models(tmp_path_factory):
+    """What the demo exports: dcgan and conv_ae, nothing for the anomaly models."""
+    return _export_stand_ins(tmp_path_factory.mktemp("demo_models"), DEMO_MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -357,8 +386,47 @@ def test_local_server_serves_the_committed_config(committed_config_server):
         np.zeros((2, 8), np.float32), label="stable"
     )
     assert images.shape == (2, 4, 4, 1) and images.dtype == np.float32
-    scores, verdicts = ServingClient(url, model="conv_ae").score(images)
-    assert scores.shape == (2,) and verdicts.dtype == np.bool_
+    for name in ("conv_ae", "denoising_ae"):
+        scores, verdicts = ServingClient(url, model=name).score(images)
+        assert scores.shape == (2,) and verdicts.dtype == np.bool_
+    sequences = np.full((3, 6, 2), 0.5, np.float32)
+    sequences[1, 3:] = 0.0
+    scores, verdicts, steps = ServingClient(url, model="recurrent_ae").score_sequences(sequences)
+    assert scores.shape == verdicts.shape == (3,) and steps.shape == (3, 6)
+    assert steps.dtype == np.float32 and not steps[1, 3:].any()
+
+
+def test_local_server_starts_with_the_demo_exports_only(demo_only_models):
+    """The demo exports dcgan and conv_ae only: the committed config's other models have
+    no version yet. `zoo serve` starts, serves the two, and answers the others as TF
+    Serving answers for a model without versions (404)."""
+    from zoo.serving.client import ServingClient, ServingError
+    from zoo.serving.server import make_server
+
+    server = make_server(MODELS_CONFIG, models_root=demo_only_models, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        summary = server.model_server.summary()
+        for name in ANOMALY_MODELS:
+            assert f"{name} (no versions under" in summary
+        dcgan = ServingClient(server.url, model="dcgan")
+        assert dcgan.wait_until_available(timeout=5)["model_version_status"][0]["version"] == "1"
+        assert dcgan.generate(np.zeros((1, 8), np.float32), label="stable").shape == (1, 4, 4, 1)
+        waiting = ServingClient(server.url, model="recurrent_ae", timeout=5)
+        with pytest.raises(ServingError) as info:
+            waiting.status()
+        assert info.value.status == 404
+        assert info.value.message == "Could not find any versions of model recurrent_ae"
+        with pytest.raises(ServingError) as info:
+            waiting.predict({"sequences": np.zeros((1, 6, 2), np.float32)}, "score")
+        assert info.value.status == 404
+        assert "Servable not found for request: Latest(recurrent_ae)" in info.value.message
+        with pytest.raises(TimeoutError, match="not AVAILABLE"):
+            waiting.wait_until_available(timeout=0.3, interval=0.1)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the healthcheck is a bash command")
@@ -422,6 +490,11 @@ def test_container_serves_the_models_over_rest(demo_models):
         assert meta["generate"]["inputs"]["z"]["dtype"] == "DT_FLOAT"
         scores, verdicts = ServingClient(url, model="conv_ae").score(expected)
         assert scores.shape == (3,) and verdicts.dtype == np.bool_
+        # every configured model must have a version, or tensorflow_model_server never
+        # opens its ports: demo_models holds stand-ins for all four
+        sequences = np.ones((2, 6, 2), np.float32)
+        _, _, steps = ServingClient(url, model="recurrent_ae").score_sequences(sequences)
+        assert steps.shape == (2, 6)
         health = _compose_healthcheck()
         probe = subprocess.run(["docker", "exec", name, *health[1:]], timeout=30)
         assert probe.returncode == 0

@@ -1,0 +1,286 @@
+"""``assets.extra/MODEL_CARD.md``: what an export is, for the people who deploy it.
+
+Rendered from the export metadata (``zoo_export.json``) only, so the card and the
+metadata cannot disagree: model and config, signatures, the anomaly score's definition,
+how the threshold was chosen, the normalisation constants, the measured parity, the
+intended use and limits, and the library versions (in the spirit of Mitchell et al.,
+2019, "Model Cards for Model Reporting").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MODEL_CARD_FILE", "render"]
+
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+#: Config keys worth a line in the card (the full config is in zoo_export.json).
+_CONFIG_KEYS = (
+    "reconstruction_loss",
+    "score",
+    "corruption",
+    "noise_level",
+    "penalty",
+    "penalty_weight",
+    "sparsity_target",
+    "mask_value",
+    "likelihood",
+    "beta",
+)
+
+
+def _g(value: Any) -> str:
+    """A number as people read it (6 significant digits), anything else as text."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _shape(info: Mapping[str, Any]) -> str:
+    shape = info.get("shape")
+    if shape is None:
+        return f"{info.get('dtype', '?')}, any shape (a scalar or one value per example)"
+    dims = ", ".join("N" if d == -1 else str(d) for d in shape)
+    return f"{info.get('dtype', '?')} [{dims}]"
+
+
+def _tensors(tensors: Mapping[str, Any]) -> str:
+    return "<br>".join(f"`{k}` {_shape(v)}" for k, v in tensors.items()) or "-"
+
+
+def _threshold_lines(meta: Mapping[str, Any]) -> list[str]:
+    t = meta.get("threshold")
+    if not t:
+        return ["This model has no anomaly threshold (it is a generator)."]
+    lines = [f"- Value: **{_g(t['value'])}** (`is_anomaly = anomaly_score > threshold`)"]
+    method = t["method"]
+    if method == "quantile":
+        lines += [
+            "- Method: quantile of held-out normal scores: the smallest threshold whose "
+            "false-positive rate on the calibration examples is at most the target",
+            f"- Target FPR: {_g(t['target_fpr'])}; observed FPR on the calibration examples: "
+            f"{_g(t['observed_fpr'])} (n = {t['n']})",
+        ]
+    elif method == "best_f1":
+        lines += [
+            "- Method: best F1 on labelled calibration data",
+            f"- F1 {_g(t['f1'])}, precision {_g(t['precision'])}, recall {_g(t['recall'])}; "
+            f"observed FPR {_g(t['observed_fpr'])} (n = {t['n']})",
+        ]
+    else:
+        lines.append("- Method: given by the caller (not calibrated by the export)")
+        if t.get("n"):
+            lines.append(
+                f"- Observed FPR of that threshold on the {t['n']} calibration examples: "
+                f"{_g(t['observed_fpr'])}"
+            )
+    lines.append(
+        "- `score_with_threshold` takes the threshold as an input instead (a scalar or one "
+        "per example)."
+    )
+    return lines
+
+
+def _normalization_lines(meta: Mapping[str, Any]) -> list[str]:
+    norm = meta.get("normalization")
+    if norm is None:
+        return ["Not applicable (no anomaly score)."]
+    if norm.get("output") is None:
+        return [f"No `normalized_score` output: {norm.get('reason')}."]
+    return [
+        "`normalized_score = (anomaly_score - mean) / std`, computed in the graph from "
+        "constants baked in at export (SavedModel and ONNX alike):",
+        "",
+        f"- mean = {_g(norm['mean'])}",
+        f"- std = {_g(norm['std'])} (sample standard deviation, ddof = {norm['ddof']})",
+        f"- from the scores of the n = {norm['n']} calibration examples",
+        "",
+        "A normal example scores around 0; the value counts standard deviations above the "
+        "calibration mean. It is a rescaling for comparing models, not a probability.",
+    ]
+
+
+def _parity_lines(meta: Mapping[str, Any]) -> list[str]:
+    report = meta.get("parity") or {}
+    backends = report.get("backends", [])
+    lines = [
+        f"Every signature was run on a fixed batch of {report.get('batch_size', '?')} examples "
+        f"through Keras (the reference) and {', '.join(backends) or 'no backend'}; rule: "
+        f"{report.get('rule', '?')} (atol {_g(report.get('atol'))}, rtol "
+        f"{_g(report.get('rtol'))}). Passed: **{report.get('passed')}**; largest |difference| "
+        f"{report.get('max_abs_diff', 0.0):.3g}.",
+        "",
+        "| signature | " + " | ".join(backends) + " |",
+        "|---|" + "---|" * len(backends),
+    ]
+    for name, per_backend in report.get("signatures", {}).items():
+        cells = []
+        for backend in backends:
+            diffs = per_backend.get(backend)
+            if diffs is None:
+                cells.append("-")
+                continue
+            worst = max((d["max_abs_diff"] for d in diffs.values() if "max_abs_diff" in d),
+                        default=0.0)  # fmt: skip
+            wrong = sum(d.get("mismatches", 0) for d in diffs.values())
+            cells.append(f"{worst:.2e}" + (f", {wrong} verdicts differ" if wrong else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _use_lines(meta: Mapping[str, Any]) -> list[str]:
+    model = meta["model"]
+    family = model["family"]
+    config = model.get("config", {})
+    calibration = meta.get("calibration") or {}
+    shape = ", ".join(str(d) for d in model["image_shape"])
+    lines: list[str] = []
+    if family == "gan":
+        return [
+            "- Generates images like the training data from latent vectors z ~ N(0, I). "
+            "It scores nothing and has no threshold.",
+            "- `sample` (SavedModel only) draws z from a seed; ONNX users feed z to `generate`.",
+        ]
+    if family == "sequence_autoencoder":
+        lines += [
+            f"- Scores multivariate sequences [T, F] = [{shape}] for being unlike the "
+            "calibration data; `step_scores` [N, T] show *where* in time the reconstruction "
+            "fails.",
+            f"- Pad shorter sequences with mask_value = {_g(model.get('mask_value'))} in "
+            "**every** feature; such steps are ignored (step score 0). A real step whose "
+            "features all equal mask_value is treated as padding too.",
+            "- Inputs must be on the scale and preprocessing the model was trained on.",
+        ]
+    elif family == "vae":
+        lines += [
+            f"- Scores images [{shape}] in [0, 1] by their negative ELBO (nats).",
+            "- Likelihood-based scores can rate some out-of-distribution inputs as *more* "
+            "likely than the training data (Nalisnick et al., 2019): check on your anomalies.",
+        ]
+    else:
+        lines += [
+            f"- Scores images [{shape}], float32 in [0, 1], by reconstruction error: high "
+            "where the model cannot reproduce the input.",
+            "- Autoencoders can reconstruct some anomalies well (e.g. simple or blank "
+            "images) and then miss them: check on the anomalies you care about.",
+        ]
+    if config.get("corruption"):
+        lines.append(
+            f"- `denoise` returns the clean estimate (the reconstruction). The model was "
+            f"trained to undo {config['corruption']} corruption at level "
+            f"{_g(config.get('noise_level'))}; other noise kinds or levels are out of scope."
+        )
+    description = calibration.get("description")
+    if description:
+        lines.append(
+            f"- Calibrated on: {description}. The threshold's false-positive rate and the "
+            "normalised score's scale hold only for data distributed like that."
+        )
+    else:
+        lines.append(
+            "- No calibration data: the threshold was given by the caller and its "
+            "false-positive rate is unknown."
+        )
+    if description and "SYNTHETIC" in description:
+        lines.append(
+            "- The calibration data is synthetic: recalibrate on held-out normal data from "
+            "your own source (`zoo.export.export_model(..., calibration_images=...)`) before "
+            "trusting the threshold or the normalised score on real series."
+        )
+    lines.append(
+        "- Verdicts of examples within float round-off of the threshold may differ between "
+        "backends (SavedModel vs ONNX Runtime)."
+    )
+    return lines
+
+
+def render(meta: Mapping[str, Any]) -> str:
+    """The model card (Markdown) of one export, from its metadata."""
+    model = meta["model"]
+    config = model.get("config", {})
+    user = meta.get("user") or {}
+    out = [
+        f"# Model card: {meta['name']} (version {meta['version']})",
+        "",
+        f"Exported {meta['created']} by `zoo.export` ({meta['format']}); machine-readable "
+        "details are in `zoo_export.json` beside this file.",
+        "",
+        "## Model",
+        "",
+        f"- Class: `{model['class']}` (family: {model['family']})",
+        f"- Registered name: {model.get('registered_name') or '-'}; Keras name: "
+        f"{model['keras_name']}",
+    ]
+    if user.get("source"):
+        out.append(f"- Exported from: `{user['source']}`")
+    key = model["input"]["key"]
+    out += [
+        f"- Input: `{key}` {_shape({'dtype': 'float32', 'shape': [-1, *model['image_shape']]})}"
+        if key != "z"
+        else f"- Input: `z` float32 [N, {model['latent_dim']}]",
+        f"- Latent dimension: {model['latent_dim']}",
+    ]
+    settings = [f"{k}={_g(config[k])}" for k in _CONFIG_KEYS if k in config]
+    if settings:
+        out.append(f"- Settings: {', '.join(settings)}")
+    out += [
+        "",
+        "## Signatures",
+        "",
+        f"`serving_default` = `{meta.get('serving_default')}`. Call them by name "
+        "(TF Serving `signature_name`); inputs and outputs are named tensors.",
+        "",
+        "| signature | inputs | outputs | ONNX |",
+        "|---|---|---|---|",
+    ]
+    reasons = (meta.get("onnx") or {}).get("savedmodel_only_reasons", {})
+    for name, sig in meta["signatures"].items():
+        if sig.get("alias_of"):
+            continue
+        onnx = sig.get("onnx", {}).get("file")
+        if onnx is None:
+            onnx = f"no: {reasons[name]}" if name in reasons else "not exported"
+        else:
+            renamed = {k: v for k, v in sig["onnx"]["output_names"].items() if k != v}
+            onnx = f"`{onnx}`"
+            if renamed:
+                onnx += (
+                    " (outputs " + ", ".join(f"`{k}` -> `{v}`" for k, v in renamed.items()) + ")"
+                )
+        out.append(
+            f"| `{name}` | {_tensors(sig['inputs'])} | {_tensors(sig['outputs'])} | {onnx} |"
+        )
+    score = meta.get("score")
+    out += ["", "## Anomaly score", ""]
+    if score:
+        out += [
+            f"Definition: {score['definition']}.",
+            "",
+            "Higher is more anomalous. Outputs of `score`: "
+            + ", ".join(f"`{o}`" for o in score["outputs"])
+            + ".",
+        ]
+    else:
+        out.append("Not applicable.")
+    out += ["", "## Threshold", "", *_threshold_lines(meta)]
+    out += ["", "## Normalised score", "", *_normalization_lines(meta)]
+    calibration = meta.get("calibration")
+    if calibration:
+        out += [
+            "",
+            "## Calibration data",
+            "",
+            f"{calibration.get('n', 0)} {calibration.get('examples')}: "
+            f"{calibration.get('description') or 'none (threshold given by the caller)'}.",
+        ]
+    out += ["", "## Parity", "", *_parity_lines(meta)]
+    out += ["", "## Intended use and limits", "", *_use_lines(meta)]
+    versions = meta.get("versions", {})
+    out += ["", "## Versions", ""]
+    out += [f"- {k} {v}" for k, v in versions.items()]
+    out.append("- Serve with a TensorFlow Serving at least as new as the TensorFlow above.")
+    return "\n".join(out) + "\n"
