@@ -103,6 +103,18 @@ def test_keras_save_load_restores_trainer(name, digits, tmp_path):
     assert set(history.history) == {m.name for m in model.metrics}
 
 
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_same_seed_builds_the_same_weights(name):
+    first, again = load(name, seed=5), load(name, seed=5)
+    for a, b in zip(first.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    other = load(name, seed=6)
+    assert any(
+        np.abs(np.asarray(a) - np.asarray(b)).max() > 0
+        for a, b in zip(first.trainable_weights, other.trainable_weights, strict=True)
+    )
+
+
 @pytest.mark.parametrize("name", ["conv_ae_tiny", "vae_tiny", "dcgan_tiny"])
 def test_same_seed_same_run_other_seed_other_run(name, digits):
     def run(seed: int) -> np.ndarray:

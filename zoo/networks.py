@@ -23,11 +23,19 @@ class Initializers:
         self.seed, self.kind, self.stddev, self.count = seed, kind, stddev, 0
 
     def __call__(self) -> keras.initializers.Initializer:
-        seed = None if self.seed is None else self.seed * 1009 + self.count
-        self.count += 1
+        seed = self.next_seed()
         if self.kind == "normal":  # Radford et al. (2016): N(0, 0.02)
             return keras.initializers.RandomNormal(0.0, self.stddev, seed=seed)
         return keras.initializers.GlorotUniform(seed=seed)
+
+    def next_seed(self) -> int | None:
+        seed = None if self.seed is None else self.seed * 1009 + self.count
+        self.count += 1
+        return seed
+
+    def orthogonal(self) -> keras.initializers.Initializer:
+        """For recurrent kernels (Keras' default kind), seeded like the others."""
+        return keras.initializers.Orthogonal(seed=self.next_seed())
 
 
 def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
@@ -268,7 +276,9 @@ def recurrent_encoder(
     init = Initializers(seed)
     inputs = keras.Input(tuple(sequence_shape), name="sequences")
     x = layers.Masking(mask_value=mask_value)(inputs)
-    x = RNN_CELLS[cell](units, kernel_initializer=init(), name="rnn")(x)
+    x = RNN_CELLS[cell](
+        units, kernel_initializer=init(), recurrent_initializer=init.orthogonal(), name="rnn"
+    )(x)
     outputs = layers.Dense(latent_dim, kernel_initializer=init(), name="code")(x)
     return keras.Model(inputs, outputs, name="encoder")
 
@@ -286,7 +296,13 @@ def recurrent_decoder(
     init = Initializers(seed)
     inputs = keras.Input((latent_dim,), name="z")
     x = layers.RepeatVector(steps)(inputs)
-    x = RNN_CELLS[cell](units, return_sequences=True, kernel_initializer=init(), name="rnn")(x)
+    x = RNN_CELLS[cell](
+        units,
+        return_sequences=True,
+        kernel_initializer=init(),
+        recurrent_initializer=init.orthogonal(),
+        name="rnn",
+    )(x)
     outputs = layers.TimeDistributed(
         layers.Dense(features, kernel_initializer=init()), name="values"
     )(x)
