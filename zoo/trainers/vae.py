@@ -1,15 +1,32 @@
-"""ELBO trainer: a variational autoencoder with TensorFlow Probability distributions.
+"""ELBO / IWAE trainer: variational autoencoders with TensorFlow Probability distributions.
 
-Kingma & Welling (2014), "Auto-Encoding Variational Bayes"; beta weight after
-Higgins et al. (2017). Loss = -E_q[log p(x|z)] + beta * KL(q(z|x) || p(z)),
-summed over pixels and latent dimensions, averaged over the batch, in nats.
+- Kingma & Welling (2014), "Auto-Encoding Variational Bayes": loss = -E_q[log p(x|z)]
+  + beta * KL(q(z|x) || p(z)), summed over pixels and latent dimensions, averaged over
+  the batch, in nats (analytic KL for the diagonal Gaussian posterior).
+- Higgins et al. (2017), beta-VAE: ``beta`` weights the KL term. KL warm-up (Bowman et
+  al., 2016; Sønderby et al., 2016): beta_t = beta * min(1, t / warmup_steps), where t is
+  the optimizer's iteration count; ``beta`` (the value used) is tracked as a metric.
+- Burda et al. (2015), "Importance Weighted Autoencoders": ``objective="iwae"`` maximises
+  log (1/k) sum_i w_i with w_i = p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); ``k`` samples.
+- Sohn et al. (2015), conditional VAE: :class:`CVAE` conditions encoder and decoder on a
+  one-hot label (concatenated to their inputs).
+
+Decoder likelihoods p(x|z) (``likelihood=``): ``bernoulli``, ``continuous_bernoulli``
+(Loaiza-Ganem & Cunningham, 2019), ``gaussian`` (fixed scale ``gaussian_scale``) and
+``gaussian_learned`` (a learned per-pixel scale: ``scale = min_scale + exp(log_scale)``
+with ``log_scale`` a trainer variable of the image's shape, initialised so the scale
+starts at ``gaussian_scale``). Every trainer implements the protocol of
+:mod:`zoo.likelihood` (``encode``, ``log_likelihood``, ``prior``), so the
+importance-sampled marginal likelihood can be estimated for any of them.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
@@ -19,7 +36,8 @@ from zoo.trainers.base import Trainer
 
 tfd = tfp.distributions
 
-LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
+OBJECTIVES = ("elbo", "iwae")
 
 
 def check_likelihood(name: str) -> str:
@@ -28,16 +46,40 @@ def check_likelihood(name: str) -> str:
     return name
 
 
-def likelihood(name: str, logits: tf.Tensor, gaussian_scale: float = 0.1) -> tfd.Distribution:
-    """p(x|z) as an image-shaped event: Bernoulli, continuous Bernoulli (Loaiza-Ganem &
-    Cunningham, 2019) or a Gaussian with fixed scale and mean sigmoid(logits)."""
+def check_objective(name: str) -> str:
+    if name not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)} "
+            "(iwae: Burda et al., 2015, with k importance samples)"
+        )
+    return name
+
+
+def likelihood(
+    name: str,
+    logits: tf.Tensor,
+    gaussian_scale: float = 0.1,
+    *,
+    scale: tf.Tensor | None = None,
+) -> tfd.Distribution:
+    """p(x|z) as an image-shaped event.
+
+    ``bernoulli`` / ``continuous_bernoulli`` take the decoder's logits; the Gaussians have
+    mean sigmoid(logits) and either the fixed ``gaussian_scale`` or, for
+    ``gaussian_learned``, ``scale`` (a tensor broadcastable to the image, e.g. per pixel).
+    """
+    check_likelihood(name)
     if name == "bernoulli":
         base = tfd.Bernoulli(logits=logits, dtype=logits.dtype)
     elif name == "continuous_bernoulli":
         base = tfd.ContinuousBernoulli(logits=logits)
-    else:
+    elif name == "gaussian":
         base = tfd.Normal(loc=ops.sigmoid(logits), scale=gaussian_scale)
-    return tfd.Independent(base, reinterpreted_batch_ndims=3)
+    else:
+        if scale is None:
+            raise ValueError("likelihood 'gaussian_learned' needs the learned scale tensor")
+        base = tfd.Normal(loc=ops.sigmoid(logits), scale=scale)
+    return tfd.Independent(base, reinterpreted_batch_ndims=len(logits.shape) - 1)
 
 
 def posterior(mean: tf.Tensor, log_variance: tf.Tensor) -> tfd.Distribution:
@@ -50,12 +92,39 @@ def standard_normal_prior(latent_dim: int, dtype: Any = tf.float32) -> tfd.Distr
     return tfd.MultivariateNormalDiag(loc=tf.zeros([latent_dim], dtype))
 
 
+def gaussian_kl_per_dim(mean: tf.Tensor, log_variance: tf.Tensor) -> tf.Tensor:
+    """KL(N(mean, exp(log_variance)) || N(0, 1)) per latent dimension (K&W 2014, App. B)."""
+    return 0.5 * (ops.square(mean) + ops.exp(log_variance) - 1.0 - log_variance)
+
+
+def log_mean_exp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
+    """log((1/k) sum_i exp(values_i)) along ``axis``, computed stably."""
+    k = ops.cast(ops.shape(values)[axis], values.dtype)
+    return ops.logsumexp(values, axis=axis) - ops.log(k)
+
+
+def images_and_labels(data: Any) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """``images``, ``(images,)``, ``(images, labels)`` or ``(images, labels, weights)``."""
+    if isinstance(data, (tuple, list)):
+        labels = data[1] if len(data) > 1 else None
+        return data[0], labels
+    return data, None
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class VAE(Trainer):
-    """Variational autoencoder; the encoder outputs [mean, log-variance] (2 x latent_dim)."""
+    """Variational autoencoder; the encoder outputs [mean, log-variance] (2 x latent_dim).
+
+    ``objective="elbo"`` with ``k > 1`` averages the reconstruction term over k posterior
+    samples (the "VAE, k samples" of Burda et al.); ``objective="iwae"`` optimises the
+    k-sample importance-weighted bound. ``warmup_steps > 0`` anneals the KL weight
+    linearly from 0 to ``beta`` over that many optimizer steps.
+    """
 
     NETWORKS = ("encoder", "decoder")
-    TRACKERS = ("loss", "elbo", "reconstruction", "kl")
+    TRACKERS = ("loss", "elbo", "reconstruction", "kl", "beta")
+    #: Whether the networks take a one-hot label as a second input (see :class:`CVAE`).
+    conditional = False
 
     def __init__(
         self,
@@ -66,41 +135,133 @@ class VAE(Trainer):
         beta: float = 1.0,
         binarize: bool = False,
         gaussian_scale: float = 0.1,
+        min_scale: float = 1e-3,
+        warmup_steps: int = 0,
+        objective: str = "elbo",
+        k: int = 1,
         seed: int | None = None,
         **kwargs: Any,
     ):
-        super().__init__(seed=seed, **kwargs)
+        objective = check_objective(objective)
+        trackers = self.TRACKERS + (("iwae_bound",) if objective == "iwae" else ())
+        super().__init__(seed=seed, trackers=trackers, **kwargs)
         self.encoder, self.decoder = encoder, decoder
-        self.likelihood = check_likelihood(likelihood)
+        self._likelihood = check_likelihood(likelihood)
         self.beta = float(beta)
         self.binarize = bool(binarize)
         self.gaussian_scale = float(gaussian_scale)
-        if int(encoder.output_shape[-1]) != 2 * self.latent_dim:
+        self.min_scale = float(min_scale)
+        self.warmup_steps = int(warmup_steps)
+        self.objective = objective
+        self.k = int(k)
+        if self.k < 1:
+            raise ValueError(f"k (samples per example) must be at least 1; got {k}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0 (0 = no warm-up); got {warmup_steps}")
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0; got {beta}")
+        code = int(self._network_shape(encoder.output_shape)[-1])
+        if code != 2 * self.latent_dim:
             raise ValueError(
                 f"the encoder must output 2 x latent_dim = {2 * self.latent_dim} values "
-                f"(mean and log-variance); it outputs {encoder.output_shape[-1]}"
+                f"(mean and log-variance); it outputs {code}"
             )
+        self.log_scale = None
+        if self._likelihood == "gaussian_learned":
+            if not 0.0 <= self.min_scale < self.gaussian_scale:
+                raise ValueError(
+                    f"gaussian_learned needs 0 <= min_scale < gaussian_scale (the initial scale); "
+                    f"got min_scale={self.min_scale}, gaussian_scale={self.gaussian_scale}"
+                )
+            initial = math.log(self.gaussian_scale - self.min_scale)
+            self.log_scale = self.add_weight(
+                shape=self.image_shape,
+                initializer=keras.initializers.Constant(initial),
+                name="log_scale",
+            )
+
+    # -- shapes ------------------------------------------------------------------------
+    @staticmethod
+    def _network_shape(shape: Any) -> tuple[Any, ...]:
+        """The first input's/output's shape (networks of a CVAE have two inputs)."""
+        return tuple(shape[0]) if isinstance(shape[0], (tuple, list)) else tuple(shape)
 
     @property
     def latent_dim(self) -> int:
-        return int(self.decoder.input_shape[-1])
+        return int(self._network_shape(self.decoder.input_shape)[-1])
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.encoder.input_shape[1:])
+        return tuple(int(s) for s in self._network_shape(self.encoder.input_shape)[1:])
 
-    # -- the model's distributions -------------------------------------------------
-    def encode(self, images: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """Posterior parameters (mean, log-variance)."""
-        stats = self.encoder(images, training=training)
+    @property
+    def likelihood(self) -> str:
+        """The decoder likelihood p(x|z) this model's loss uses (also in its config)."""
+        return self._likelihood
+
+    @property
+    def prior(self) -> tfd.Distribution:
+        """p(z) = N(0, I)."""
+        return standard_normal_prior(self.latent_dim)
+
+    # -- conditioning hooks (CVAE overrides) ---------------------------------------------
+    def condition(self, labels: Any, n: Any, training: bool = False) -> tf.Tensor | None:
+        if labels is not None:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} is unconditional and takes no labels; "
+                "use a conditional VAE (zoo.load('cvae')) to condition on classes"
+            )
+        return None
+
+    def encoder_inputs(self, images: tf.Tensor, condition: tf.Tensor | None) -> Any:
+        return images
+
+    def decoder_inputs(self, z: tf.Tensor, condition: tf.Tensor | None) -> Any:
+        return z
+
+    # -- the model's distributions -----------------------------------------------------
+    def _encode(self, images: tf.Tensor, y: tf.Tensor | None, training: bool):
+        stats = self.encoder(self.encoder_inputs(images, y), training=training)
         return stats[:, : self.latent_dim], stats[:, self.latent_dim :]
 
-    def decoder_distribution(self, z: tf.Tensor, training: bool = False) -> tfd.Distribution:
-        return likelihood(self.likelihood, self.decoder(z, training=training), self.gaussian_scale)
+    def encode(
+        self, images: tf.Tensor, labels: Any = None, training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Posterior parameters (mean, log-variance) of q(z|x)."""
+        y = self.condition(labels, ops.shape(images)[0])
+        return self._encode(images, y, training)
 
-    def decode(self, z: tf.Tensor) -> tf.Tensor:
+    def scale(self) -> tf.Tensor | None:
+        """The learned per-pixel scale of ``gaussian_learned`` (None otherwise)."""
+        if self.log_scale is None:
+            return None
+        return self.min_scale + ops.exp(self.log_scale)
+
+    def _decoder_distribution(
+        self, z: tf.Tensor, y: tf.Tensor | None, training: bool
+    ) -> tfd.Distribution:
+        logits = self.decoder(self.decoder_inputs(z, y), training=training)
+        return likelihood(self._likelihood, logits, self.gaussian_scale, scale=self.scale())
+
+    def decoder_distribution(
+        self, z: tf.Tensor, training: bool = False, labels: Any = None
+    ) -> tfd.Distribution:
+        """p(x|z) (a TFP distribution over whole images)."""
+        return self._decoder_distribution(z, self.condition(labels, ops.shape(z)[0]), training)
+
+    def log_likelihood(
+        self, images: tf.Tensor, z: tf.Tensor, labels: Any = None, training: bool = False
+    ) -> tf.Tensor:
+        """log p(x|z) per example, in nats (summed over pixels)."""
+        return self.decoder_distribution(z, training, labels).log_prob(images)
+
+    def decode(self, z: tf.Tensor, labels: Any = None) -> tf.Tensor:
         """The likelihood's mean for latent points z: images in [0, 1]."""
-        return self.decoder_distribution(z).mean()
+        return self.decoder_distribution(z, labels=labels).mean()
+
+    def generate(self, z: Any, labels: Any = None) -> tf.Tensor:
+        """Images (likelihood means) decoded from latent points ``z`` [N, latent_dim]."""
+        return self.decode(ops.convert_to_tensor(z, "float32"), labels)
 
     def reparameterize(self, mean: tf.Tensor, log_variance: tf.Tensor) -> tf.Tensor:
         """z = mean + sigma * epsilon, epsilon ~ N(0, I) from the trainer's seed."""
@@ -108,16 +269,19 @@ class VAE(Trainer):
 
     def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Deterministic reconstruction: decode the posterior mean."""
-        mean, _ = self.encode(images, training=training)
-        return self.decoder_distribution(mean, training=training).mean()
+        return self.reconstruct(images, training=training)
 
-    reconstruct = call
+    def reconstruct(self, images: tf.Tensor, labels: Any = None, training: bool = False):
+        """Decode the posterior mean: images in [0, 1]."""
+        y = self.condition(labels, ops.shape(images)[0])
+        mean, _ = self._encode(images, y, training)
+        return self._decoder_distribution(mean, y, training).mean()
 
-    def sample(self, n: int) -> tf.Tensor:
-        """n images decoded from prior draws."""
-        return self.decode(self.normal((n, self.latent_dim)))
+    def sample(self, n: int, labels: Any = None) -> tf.Tensor:
+        """n images decoded from prior draws (moves the trainer's seed generator)."""
+        return self.generate(self.normal((n, self.latent_dim)), labels)
 
-    # -- the bound -------------------------------------------------------------------
+    # -- the bound ---------------------------------------------------------------------
     def prepare(self, images: tf.Tensor) -> tf.Tensor:
         """Dynamic binarisation (each pass draws x ~ Bernoulli(pixel)) when enabled."""
         if not self.binarize:
@@ -125,41 +289,206 @@ class VAE(Trainer):
         noise = keras.random.uniform(ops.shape(images), seed=self.seed_generator)
         return ops.cast(noise < images, images.dtype)
 
+    def current_beta(self) -> tf.Tensor:
+        """beta_t = beta * min(1, t / warmup_steps), t = optimizer iterations (beta if no
+        warm-up, or before the model is compiled)."""
+        if self.warmup_steps <= 0:
+            return ops.convert_to_tensor(self.beta, "float32")
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None:
+            return ops.convert_to_tensor(self.beta, "float32")
+        step = ops.cast(optimizer.iterations, "float32")
+        return self.beta * ops.minimum(1.0, step / float(self.warmup_steps))
+
+    def beta_at(self, step: int | np.ndarray) -> np.ndarray:
+        """The KL weight at optimizer step(s) ``step`` (numpy; for schedules and plots)."""
+        step = np.asarray(step, dtype=np.float64)
+        if self.warmup_steps <= 0:
+            return np.full_like(step, self.beta)
+        return self.beta * np.minimum(1.0, step / self.warmup_steps)
+
     def negative_elbo_terms(
-        self, images: tf.Tensor, training: bool = False, *, sample: bool = True
+        self, images: tf.Tensor, training: bool = False, *, sample: bool = True, labels=None
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-example (reconstruction nats, KL nats) of a one-sample ELBO estimate.
 
         ``sample=False`` decodes the posterior mean instead of a draw (deterministic;
         used for scoring).
         """
-        mean, log_variance = self.encode(images, training=training)
-        q = posterior(mean, log_variance)
+        y = self.condition(labels, ops.shape(images)[0], training)
+        mean, log_variance = self._encode(images, y, training)
         z = self.reparameterize(mean, log_variance) if sample else mean
-        reconstruction = -self.decoder_distribution(z, training=training).log_prob(images)
-        kl = tfd.kl_divergence(q, standard_normal_prior(self.latent_dim, mean.dtype))
+        reconstruction = -self._decoder_distribution(z, y, training).log_prob(images)
+        kl = ops.sum(gaussian_kl_per_dim(mean, log_variance), axis=-1)
         return reconstruction, kl
 
-    def step_losses(self, images: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
-        reconstruction, kl = self.negative_elbo_terms(self.prepare(images), training)
+    def importance_terms(
+        self, images: tf.Tensor, k: int, y: tf.Tensor | None, training: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """k reparameterised posterior samples per example (trainer's seed); returns
+        (log p(x|z) [k, N], log p(z) - log q(z|x) [k, N], mean, log-variance)."""
+        mean, log_variance = self._encode(images, y, training)
+        n, d = ops.shape(mean)[0], self.latent_dim
+        eps = self.normal((k, n, d))
+        z = mean + ops.exp(0.5 * log_variance) * eps
+        log_q = -0.5 * ops.sum(ops.square(eps) + log_variance + math.log(2 * math.pi), axis=-1)
+        log_pz = -0.5 * ops.sum(ops.square(z) + math.log(2 * math.pi), axis=-1)
+        flat_z = ops.reshape(z, (k * n, d))
+        tiled = ops.tile(images, (k,) + (1,) * (len(images.shape) - 1))
+        tiled_y = None if y is None else ops.tile(y, (k, 1))
+        log_px = self._decoder_distribution(flat_z, tiled_y, training).log_prob(tiled)
+        return ops.reshape(log_px, (k, n)), log_pz - log_q, mean, log_variance
+
+    def log_weights(self, images: tf.Tensor, k: int, labels: Any = None) -> tf.Tensor:
+        """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x)
+        (trainer's seed), shape [k, N]."""
+        y = self.condition(labels, ops.shape(images)[0])
+        log_px, log_ratio, _, _ = self.importance_terms(images, k, y)
+        return log_px + log_ratio
+
+    def iwae_bound(self, images: tf.Tensor, k: int, labels: Any = None) -> tf.Tensor:
+        """Per-example k-sample importance-weighted bound L_k (Burda et al., 2015), nats.
+        L_1 is the one-sample ELBO estimate; E[L_k] increases with k towards log p(x)."""
+        return log_mean_exp(self.log_weights(images, k, labels), axis=0)
+
+    def step_losses(
+        self, images: tf.Tensor, training: bool, labels: Any = None
+    ) -> dict[str, tf.Tensor]:
+        x = self.prepare(images)
+        beta = self.current_beta()
+        y = self.condition(labels, ops.shape(x)[0], training)
+        if self.objective == "elbo" and self.k == 1:
+            mean, log_variance = self._encode(x, y, training)
+            z = self.reparameterize(mean, log_variance)
+            reconstruction = -self._decoder_distribution(z, y, training).log_prob(x)
+        else:
+            log_px, log_ratio, mean, log_variance = self.importance_terms(x, self.k, y, training)
+            reconstruction = -ops.mean(log_px, axis=0)
+        kl = ops.sum(gaussian_kl_per_dim(mean, log_variance), axis=-1)
         rec, kl_mean = losses.average(reconstruction), losses.average(kl)
-        return {
-            "loss": rec + self.beta * kl_mean,
+        values = {
+            "loss": rec + beta * kl_mean,
             "elbo": -(rec + kl_mean),
             "reconstruction": rec,
             "kl": kl_mean,
+            "beta": beta,
         }
+        if self.objective == "iwae":
+            # the trained bound weights log p(z)/q(z|x) by beta_t; the reported one is L_k
+            values["loss"] = -losses.average(log_mean_exp(log_px + beta * log_ratio, axis=0))
+            values["iwae_bound"] = losses.average(log_mean_exp(log_px + log_ratio, axis=0))
+        return values
 
-    def anomaly_score(self, images: tf.Tensor) -> tf.Tensor:
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        images, labels = images_and_labels(data)
+        labels = labels if self.conditional else None
+        with tf.GradientTape() as tape:
+            values = self.step_losses(images, training=True, labels=labels)
+        grads = tape.gradient(values["loss"], self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self.record(values)
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        images, labels = images_and_labels(data)
+        labels = labels if self.conditional else None
+        return self.record(self.step_losses(images, training=False, labels=labels))
+
+    def anomaly_score(self, images: tf.Tensor, labels: Any = None) -> tf.Tensor:
         """Per-example negative ELBO (nats) with z at the posterior mean: deterministic."""
-        reconstruction, kl = self.negative_elbo_terms(images, sample=False)
+        reconstruction, kl = self.negative_elbo_terms(images, sample=False, labels=labels)
         return reconstruction + kl
 
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "likelihood": self.likelihood,
+            "likelihood": self._likelihood,
             "beta": self.beta,
             "binarize": self.binarize,
             "gaussian_scale": self.gaussian_scale,
+            "min_scale": self.min_scale,
+            "warmup_steps": self.warmup_steps,
+            "objective": self.objective,
+            "k": self.k,
         }
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class CVAE(VAE):
+    """Conditional VAE (Sohn et al., 2015): q(z|x, y) and p(x|z, y) with y one-hot.
+
+    The encoder takes ``[images, one_hot]`` and the decoder ``[z, one_hot]``. ``labels``
+    may be integer class ids [N] or one-hot/soft vectors [N, num_classes]. Without labels
+    the condition is the zero vector (the "no label" condition); ``label_dropout`` > 0
+    trains that condition too (each training label is dropped with that probability), so
+    the model also scores and reconstructs unlabelled images. :meth:`generate` without
+    labels cycles through the classes 0, 1, ..., num_classes - 1 (for sample grids).
+    """
+
+    conditional = True
+
+    def __init__(
+        self,
+        encoder: keras.Model,
+        decoder: keras.Model,
+        *,
+        label_dropout: float = 0.0,
+        **kwargs: Any,
+    ):
+        if len(encoder.inputs) != 2 or len(decoder.inputs) != 2:
+            raise ValueError(
+                "a CVAE's encoder takes [images, labels] and its decoder [z, labels]; "
+                f"got {len(encoder.inputs)} and {len(decoder.inputs)} inputs"
+            )
+        if not 0.0 <= float(label_dropout) < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1); got {label_dropout}")
+        self.label_dropout = float(label_dropout)
+        super().__init__(encoder, decoder, **kwargs)
+        if int(encoder.input_shape[1][-1]) != self.num_classes:
+            raise ValueError(
+                f"encoder and decoder disagree on the number of classes: "
+                f"{encoder.input_shape[1][-1]} vs {self.num_classes}"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.decoder.input_shape[1][-1])
+
+    def one_hot(self, labels: Any, n: Any) -> tf.Tensor:
+        """[N, num_classes] float32 from class ids, one-hot rows, or None (zeros)."""
+        if labels is None:
+            return ops.zeros((n, self.num_classes), "float32")
+        labels = ops.convert_to_tensor(labels)
+        if len(labels.shape) == 2 and labels.shape[-1] == self.num_classes:
+            return ops.cast(labels, "float32")
+        if len(labels.shape) == 2 and labels.shape[-1] == 1:
+            labels = ops.squeeze(labels, -1)
+        if len(labels.shape) != 1:
+            raise ValueError(
+                f"labels must be class ids [N] or one-hot rows [N, {self.num_classes}]; "
+                f"got shape {tuple(labels.shape)}"
+            )
+        return ops.one_hot(ops.cast(labels, "int32"), self.num_classes, dtype="float32")
+
+    def condition(self, labels: Any, n: Any, training: bool = False) -> tf.Tensor:
+        y = self.one_hot(labels, n)
+        if training and self.label_dropout > 0 and labels is not None:
+            keep = keras.random.uniform((ops.shape(y)[0], 1), seed=self.seed_generator)
+            y = y * ops.cast(keep >= self.label_dropout, y.dtype)
+        return y
+
+    def encoder_inputs(self, images: tf.Tensor, condition: tf.Tensor | None) -> Any:
+        return [ops.convert_to_tensor(images, "float32"), condition]
+
+    def decoder_inputs(self, z: tf.Tensor, condition: tf.Tensor | None) -> Any:
+        return [ops.convert_to_tensor(z, "float32"), condition]
+
+    def generate(self, z: Any, labels: Any = None) -> tf.Tensor:
+        """Images of the chosen classes: ``labels`` (ids [N] or one-hot [N, C]); without
+        labels, image i shows class i mod num_classes."""
+        z = ops.convert_to_tensor(z, "float32")
+        if labels is None:
+            labels = ops.arange(ops.shape(z)[0]) % self.num_classes
+        return self.decode(z, labels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_dropout": self.label_dropout}
