@@ -10,10 +10,16 @@ GAN losses take discriminator *logits* D(x) (before any sigmoid); s = sigmoid.
   G: (D(G(z)) - 1)^2 / 2.
 - ``wasserstein`` (Arjovsky et al., 2017): D: D(G(z)) - D(x), G: -D(G(z)).
 - ``hinge`` (Lim & Ye, 2017): D: relu(1 - D(x)) + relu(1 + D(G(z))), G: -D(G(z)).
+
+The WGAN-GP gradient penalty (Gulrajani et al., 2017) is :func:`gradient_penalty`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -92,3 +98,42 @@ def reconstruction_error(x: tf.Tensor, x_hat: tf.Tensor, kind: str = "mse") -> t
     raise ValueError(
         f"unknown reconstruction loss {kind!r}; choose one of {', '.join(RECONSTRUCTION_LOSSES)}"
     )
+
+
+# -- WGAN-GP (Gulrajani et al., 2017) ---------------------------------------------------
+def interpolation_weights(real: tf.Tensor, seed: Any = None) -> tf.Tensor:
+    """alpha ~ Uniform[0, 1], one per example, shaped ``[batch, 1, ..., 1]`` to broadcast
+    over ``real`` (Gulrajani et al., Algorithm 1; keras.io's example draws it from a normal
+    distribution, which leaves the segment between the real and the generated image)."""
+    shape = (ops.shape(real)[0],) + (1,) * (len(real.shape) - 1)
+    return keras.random.uniform(shape, 0.0, 1.0, dtype=real.dtype, seed=seed)
+
+
+def interpolate(real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    """x_hat = alpha * x + (1 - alpha) * G(z)."""
+    return alpha * real + (1.0 - alpha) * fake
+
+
+def gradient_penalty(
+    critic: Callable[[tf.Tensor], tf.Tensor],
+    real: tf.Tensor,
+    fake: tf.Tensor,
+    alpha: tf.Tensor,
+    target: float = 1.0,
+) -> tf.Tensor:
+    """Per-example ``(||grad_x_hat D(x_hat)||_2 - target)^2`` at ``x_hat`` =
+    :func:`interpolate` ``(real, fake, alpha)``; the critic loss adds ``lambda`` times its
+    mean (lambda = 10 in the paper). The norm is over every non-batch axis.
+
+    ``critic`` maps a batch to logits ``[batch, 1]`` (close over labels for a conditional
+    critic). Differentiable in the critic's weights (a nested tape), so it trains the critic.
+    """
+    x_hat = interpolate(real, fake, alpha)
+    with tf.GradientTape() as tape:
+        tape.watch(x_hat)
+        scores = critic(x_hat)
+    # The gradient of the summed scores: example i's share is grad D(x_hat[i]) as long as
+    # its score depends on x_hat[i] only (no batch norm, no minibatch statistics).
+    grads = tape.gradient(scores, x_hat)
+    norms = ops.sqrt(ops.sum(ops.square(_flat(grads)), axis=1) + 1e-12)
+    return ops.square(norms - target)

@@ -1,0 +1,180 @@
+"""GAN stabiliser layers: spectral normalisation, minibatch standard deviation, one-hot labels.
+
+Every layer is registered for serialisation (``package="zoo"``), returns its
+constructor arguments from ``get_config`` and loads from ``.keras`` in safe mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+
+def _l2_normalize(x: Any, epsilon: float = 1e-12) -> Any:
+    return x / (ops.sqrt(ops.sum(ops.square(x))) + epsilon)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class SpectralNorm(layers.Wrapper):
+    """Spectral normalisation (Miyato et al., 2018) of a layer's kernel (``Dense``,
+    ``Conv2D``, ``Conv2DTranspose``, ``Embedding``, ...).
+
+    The wrapped layer keeps its unconstrained kernel ``W`` (the trainable variable) and
+    runs with ``W / sigma(W)``, where ``sigma`` is the largest singular value of ``W``
+    reshaped to ``[-1, out]``, estimated by power iteration. As in the paper, the
+    gradient flows through ``sigma`` (``u``, ``v`` held constant).
+
+    The power-iteration vector ``u`` is a non-trainable weight (saved with the model);
+    ``power_iterations`` steps update it on every ``training=True`` call, and inference
+    reuses the stored ``u`` with no side effect. At build, ``init_iterations`` steps
+    start ``u`` near the top singular vector (as PyTorch does), so an untrained layer is
+    already normalised.
+
+    Why not ``keras.layers.SpectralNormalization`` (it exists in Keras 3.15): it
+    overwrites the kernel variable in place with ``W / sigma`` on every training call,
+    so the gradient ignores ``sigma``, and a discriminator called with ``training=True``
+    in the generator's step has its weights changed by that step.
+    """
+
+    def __init__(
+        self,
+        layer: layers.Layer,
+        power_iterations: int = 1,
+        init_iterations: int = 15,
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(layer, **kwargs)
+        if power_iterations < 1:
+            raise ValueError(f"power_iterations must be >= 1; got {power_iterations}")
+        if init_iterations < 0:
+            raise ValueError(f"init_iterations must be >= 0; got {init_iterations}")
+        self.power_iterations = int(power_iterations)
+        self.init_iterations = int(init_iterations)
+        self.seed = seed
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        kernel = self.kernel
+        self.vector_u = self.add_weight(
+            shape=(int(kernel.shape[-1]),),
+            initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=self.seed),
+            trainable=False,
+            name="vector_u",
+        )
+        u = self.vector_u.value
+        for _ in range(self.init_iterations):
+            u, _ = self._power_step(u)
+        self.vector_u.assign(u)
+        self.built = True
+
+    @property
+    def kernel(self) -> keras.Variable:
+        """The wrapped layer's unconstrained kernel (or embedding matrix)."""
+        for attr in ("kernel", "embeddings"):
+            if hasattr(self.layer, attr):
+                return getattr(self.layer, attr)
+        raise ValueError(
+            f"SpectralNorm wraps layers with a `kernel` or `embeddings` weight; "
+            f"{type(self.layer).__name__} has neither"
+        )
+
+    def _matrix(self) -> Any:
+        kernel = self.kernel
+        return ops.reshape(kernel, (-1, int(kernel.shape[-1])))
+
+    def _power_step(self, u: Any) -> tuple[Any, Any]:
+        """One power-iteration step on W ([fan_in, out]): v = Wu/|Wu|, u = W'v/|W'v|."""
+        w = ops.stop_gradient(self._matrix())
+        v = _l2_normalize(ops.matmul(w, u))
+        u = _l2_normalize(ops.matmul(ops.transpose(w), v))
+        return u, v
+
+    def sigma(self, training: bool = False) -> Any:
+        """The estimate of W's largest singular value; ``training`` first updates ``u``."""
+        u = self.vector_u.value
+        if training:
+            for _ in range(self.power_iterations):
+                u, _ = self._power_step(u)
+            self.vector_u.assign(u)
+        w = self._matrix()
+        u = ops.stop_gradient(u)
+        v = ops.stop_gradient(_l2_normalize(ops.matmul(w, u)))
+        return ops.sum(v * ops.matmul(w, u))  # v' W u, differentiable in W
+
+    def normalized_kernel(self, training: bool = False) -> Any:
+        """``W / sigma(W)`` in the kernel's own shape."""
+        return self.kernel / ops.cast(self.sigma(training), self.kernel.dtype)
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        kernel = self.kernel
+        normalized = self.normalized_kernel(training=bool(training))
+        # Inside the scope, reads of the kernel variable return ``normalized``: the wrapped
+        # layer's own ``call`` runs unchanged, on the normalised kernel.
+        with keras.StatelessScope(state_mapping=[(kernel, normalized)]):
+            return self.layer(inputs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "power_iterations": self.power_iterations,
+            "init_iterations": self.init_iterations,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MinibatchStdDev(layers.Layer):
+    """Minibatch standard deviation (Karras et al., 2018, sec. 3): the standard deviation
+    of each feature (at each position) over the minibatch, averaged over all features
+    and positions into one value, appended as one constant extra channel (last axis).
+
+    Lets the discriminator see the variety of a batch, which discourages mode collapse.
+    The whole batch is one group; real and fake batches are scored separately. The
+    standard deviation is the population one, ``sqrt(mean((x - mean)^2) + epsilon)``.
+    """
+
+    def __init__(self, epsilon: float = 1e-8, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, "float32")
+        mean = ops.mean(x, axis=0, keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=0) + self.epsilon)
+        value = ops.cast(ops.mean(std), inputs.dtype)
+        extra = ops.ones_like(inputs[..., :1]) * value
+        return ops.concatenate([inputs, extra], axis=-1)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        *rest, channels = input_shape
+        return (*rest, None if channels is None else channels + 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class OneHot(layers.Layer):
+    """Integer class labels ``[batch]`` (or ``[batch, 1]``) -> one-hot ``[batch, num_classes]``."""
+
+    def __init__(self, num_classes: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+        self.num_classes = int(num_classes)
+
+    def call(self, labels: Any) -> Any:
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        return ops.one_hot(labels, self.num_classes, dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_classes": self.num_classes}
