@@ -43,6 +43,14 @@ def digits() -> np.ndarray:
     return (images[:32] / 255.0).astype("float32")
 
 
+@pytest.fixture(scope="session")
+def digit_labels() -> np.ndarray:
+    """The labels of ``digits`` (int64, shape (32,))."""
+    from zoo.data import load_sample
+
+    return load_sample("test")[1][:32].astype("int64")
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path):
     """Write a tiny recipe for ``model`` and return its path."""

@@ -22,8 +22,12 @@ def load(name: str, **config) -> keras.Model:
     return zoo.load(name, **{**REQUIRED_CONFIG.get(name, {}), **config})
 
 
+def is_conditional(model: keras.Model) -> bool:
+    return getattr(model, "num_classes", 0) > 0
+
+
 def batch_for(model: keras.Model, digits: np.ndarray) -> np.ndarray:
-    """The fixed training batch: digits, or smooth multivariate sequences."""
+    """The fixed training inputs: digits, or smooth multivariate sequences."""
     if isinstance(model, SequenceAutoencoder):
         steps, features = model.sequence_shape
         t = np.arange(steps)[None, :, None]
@@ -40,14 +44,22 @@ def outputs(model: keras.Model, digits: np.ndarray) -> np.ndarray:
     return np.asarray(model.reconstruct(batch_for(model, digits)[:8]))
 
 
-def fixed_batch_loss(model: keras.Model, data: np.ndarray) -> float:
+def fit_data(model: keras.Model, digits: np.ndarray, labels: np.ndarray):
+    """What ``fit`` gets: inputs, or (images, labels) for conditional models."""
+    x = batch_for(model, digits)
+    return (x, labels) if is_conditional(model) else x
+
+
+def fixed_batch_loss(model: keras.Model, data, labels: np.ndarray) -> float:
     """A deterministic loss on the fixed batch: the reconstruction-based anomaly score
     (AE: mean error; VAE: negative ELBO at the posterior mean), or for a GAN the
-    discriminator objective on fixed noise."""
+    discriminator objective on fixed noise (labels passed to conditional models)."""
+    x = data[0] if isinstance(data, tuple) else data
+    extra = {"labels": labels} if is_conditional(model) else {}
     if isinstance(model, GAN):
-        z = np.random.default_rng(1).standard_normal((len(data), model.latent_dim))
-        return float(model.discriminator_objective(data, z.astype("float32"))["d_loss"])
-    return float(np.mean(model.anomaly_score(data)))
+        z = np.random.default_rng(1).standard_normal((len(x), model.latent_dim))
+        return float(model.discriminator_objective(x, z.astype("float32"), **extra)["d_loss"])
+    return float(np.mean(model.anomaly_score(x, **extra)))
 
 
 def test_every_model_has_a_tiny_variant():
@@ -73,24 +85,28 @@ def test_config_round_trip(name):
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_fit_lowers_loss_on_a_fixed_batch_without_nan(name, digits):
+def test_fit_lowers_loss_on_a_fixed_batch_without_nan(name, digits, digit_labels):
     model = load(name)
     model.compile()
-    data = batch_for(model, digits)
-    before = fixed_batch_loss(model, data)
-    history = model.fit(data, batch_size=len(data), epochs=15, verbose=0, shuffle=False)
-    after = fixed_batch_loss(model, data)
+    data = fit_data(model, digits, digit_labels)
+    before = fixed_batch_loss(model, data, digit_labels)
+    history = model.fit(
+        *(data if isinstance(data, tuple) else (data,)),
+        batch_size=len(digits), epochs=15, verbose=0, shuffle=False,
+    )  # fmt: skip
+    after = fixed_batch_loss(model, data, digit_labels)
     assert all(np.isfinite(v).all() for v in history.history.values())
     assert np.isfinite(outputs(model, digits)).all()
     assert after < before, f"{name}: loss {before:.4f} -> {after:.4f}"
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_keras_save_load_restores_trainer(name, digits, tmp_path):
+def test_keras_save_load_restores_trainer(name, digits, digit_labels, tmp_path):
     model = load(name)
     model.compile()
-    data = batch_for(model, digits)
-    model.fit(data, batch_size=16, epochs=1, verbose=0)
+    data = fit_data(model, digits, digit_labels)
+    args = data if isinstance(data, tuple) else (data,)
+    model.fit(*args, batch_size=16, epochs=1, verbose=0)
     path = tmp_path / f"{name}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -99,7 +115,7 @@ def test_keras_save_load_restores_trainer(name, digits, tmp_path):
     # the optimizers come back with their state, and the custom train_step still trains
     for role, optimizer in model.optimizers.items():
         assert int(loaded.optimizers[role].iterations) == int(optimizer.iterations) > 0
-    history = loaded.fit(data, batch_size=16, epochs=1, verbose=0)
+    history = loaded.fit(*args, batch_size=16, epochs=1, verbose=0)
     assert set(history.history) == {m.name for m in model.metrics}
 
 
