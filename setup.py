@@ -54,6 +54,7 @@ setup(
     packages=PACKAGES,
     package_data={
         "zoo.data": ["sample/*.npz", "sample/*.md"],
+        "zoo.metrics": ["classifier/*.weights.h5", "classifier/*.md"],
         "zoo.recipes": ["*.toml"],
         "zoo.serving": ["*.config", "*.txt", "*.yml", "Dockerfile"],
     },

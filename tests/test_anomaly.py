@@ -95,4 +95,4 @@ def test_zoo_evaluate_command(tiny_recipe, tmp_path, capsys):
     assert "normal digits [1]" in out  # the recipe's one-class setting is picked up
     assert (run / "evaluation" / "report.md").is_file()
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "evaluation").iterdir())
-    assert main(["evaluate", "dcgan_tiny"]) == 2
+    assert main(["evaluate", "dcgan_tiny", "--task", "anomaly"]) == 2

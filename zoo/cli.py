@@ -15,7 +15,8 @@ DESCRIPTION = """The generative model zoo.
   zoo export RUN_OR_MODEL       SavedModel (TF Serving layout) + ONNX, parity-checked
   zoo serve --model_config_file serving/models.config
                                 TF Serving's REST API, locally, over the same config
-  zoo evaluate RUN              anomaly detection: AUROC, AUPR, F1, confusion matrix, plots
+  zoo evaluate RUN              anomaly (AUROC, AUPR, F1, plots), likelihood (VAE: IS log p(x)),
+                                or sample quality (GAN: FID/KID/... in a classifier's features)
   zoo demo                      the main job: train, export, serve, request (bundled data)
 """
 
@@ -87,7 +88,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_task(run: str) -> str:
+    """anomaly for autoencoders, likelihood for VAEs, samples for GANs."""
+    from zoo.runs import load_run
+    from zoo.trainers import GAN, VAE
+
+    model = load_run(run)
+    return (
+        "samples"
+        if isinstance(model, GAN)
+        else "likelihood"
+        if isinstance(model, VAE)
+        else "anomaly"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    task = args.task or default_task(args.run)
+    if task == "likelihood":
+        from zoo.likelihood import evaluate_run
+
+        results, out = evaluate_run(args.run, k=args.k, n=args.n, seed=args.seed, out_dir=args.out)
+        for key, value in results.items():
+            if isinstance(value, (int, float, str)):
+                print(f"{key:<32} {value}")
+        print(f"report: {out}")
+        return 0
+    if task == "samples":
+        from zoo.metrics.sample_quality import evaluate_run
+
+        report, out = evaluate_run(args.run, n=args.n, seed=args.seed, out_dir=args.out)
+        print(report.to_markdown())
+        print(f"report: {out}")
+        return 0
     from zoo.anomaly import evaluate_run
 
     try:
@@ -195,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-fpr", type=float, default=0.01, help="threshold's false-positive rate")
     p.add_argument("--out", help="output folder (default RUN/evaluation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split")
+    p.add_argument(
+        "--task", choices=("anomaly", "likelihood", "samples"),
+        help="default: anomaly (autoencoders), likelihood (VAEs), samples (GANs)",
+    )  # fmt: skip
+    p.add_argument("--k", type=int, default=5000, help="likelihood: importance samples")
+    p.add_argument("--n", type=int, default=1000, help="likelihood/samples: examples")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the README's main job on the bundled data")
