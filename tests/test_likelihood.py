@@ -210,8 +210,25 @@ def test_evaluate_likelihood_report_is_consistent(digits):
     assert "bits/dim" in text and "active units" in text and "bernoulli" in text
     assert bits_per_dim([-784 * math.log(2)], 784)[0] == pytest.approx(1.0)
     # the draws depend only on the seed: the same call gives the same numbers
-    again = evaluate_likelihood(model, digits[:10], k=64, batch_k=16, seed=1)
-    assert again["nll"] == result["nll"]
+    again = evaluate_likelihood(model, digits[:10], k=64, batch_k=16, seed=1, per_example=True)
+    assert again["nll"] == result["nll"] and "log_likelihood_per_example" not in result
+    assert np.mean(again["log_likelihood_per_example"]) == pytest.approx(result["log_likelihood"])
+    assert np.mean(again["elbo_per_example"]) == pytest.approx(result["elbo"])
+
+
+@pytest.mark.parametrize("name", ["mlp_vae_tiny", "cvae_tiny"])
+def test_sample_axis_log_likelihood_equals_the_copied_images_one(name, digits):
+    model = zoo.load(name)
+    labels = np.arange(4) if model.conditional else None
+    z = np.random.default_rng(0).normal(size=(3, 4, model.latent_dim)).astype("float32")
+    wide = np.asarray(model.log_likelihood(digits[:4], z, labels=labels))
+    flat = model.log_likelihood(
+        np.tile(digits[:4], (3, 1, 1, 1)),
+        z.reshape(12, -1),
+        labels=None if labels is None else np.tile(labels, 3),
+    )
+    assert wide.shape == (3, 4)
+    np.testing.assert_allclose(wide, np.asarray(flat).reshape(3, 4), rtol=1e-6)
 
 
 def test_conditional_models_are_evaluated_given_labels(digits):

@@ -46,7 +46,9 @@ class LatentVariableModel(Protocol):
     """What the estimator needs; every zoo VAE implements it.
 
     - ``encode(x)`` -> (mean, log-variance) of a diagonal Gaussian q(z|x), each [N, d];
-    - ``log_likelihood(x, z)`` -> log p(x|z) per example [N] (nats);
+    - ``log_likelihood(x, z)`` -> log p(x|z) per example [N] (nats); a model whose
+      ``log_likelihood_broadcasts`` is True also takes z [k, N, d] -> [k, N] (the
+      estimator then does not copy the images k times);
     - ``prior`` -> an object with ``log_prob(z)`` [..., d] -> [...] (e.g. a TFP
       distribution), log p(z).
 
@@ -76,6 +78,7 @@ def _chunk_function(model: Any, conditional: bool):
     import tensorflow as tf
 
     log_2pi = math.log(2.0 * math.pi)
+    broadcasts = bool(getattr(model, "log_likelihood_broadcasts", False))
 
     def log_likelihood(x, z, y):
         if conditional:
@@ -90,16 +93,19 @@ def _chunk_function(model: Any, conditional: bool):
         # log q(z|x) from eps directly: (z - mean) / sigma = eps exactly
         log_q = -0.5 * tf.reduce_sum(tf.square(eps) + log_variance + log_2pi, axis=-1)
         log_pz = tf.cast(model.prior.log_prob(z), mean.dtype)
-        flat_z = tf.reshape(z, tf.stack([kc * batch, dims]))
-        multiples = tf.concat([[kc], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        flat_x = tf.tile(x, multiples)
-        flat_y = None
-        if conditional:
-            y_multiples = tf.concat([[kc], tf.ones([tf.rank(y) - 1], tf.int32)], axis=0)
-            flat_y = tf.tile(y, y_multiples)
-        log_px = tf.reshape(
-            tf.cast(log_likelihood(flat_x, flat_z, flat_y), mean.dtype), tf.stack([kc, batch])
-        )
+        if broadcasts:  # z [kc, B, d] against x [B, ...]: no copies of the images
+            log_px = tf.cast(log_likelihood(x, z, y), mean.dtype)
+        else:
+            flat_z = tf.reshape(z, tf.stack([kc * batch, dims]))
+            multiples = tf.concat([[kc], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
+            flat_x = tf.tile(x, multiples)
+            flat_y = None
+            if conditional:
+                y_multiples = tf.concat([[kc], tf.ones([tf.rank(y) - 1], tf.int32)], axis=0)
+                flat_y = tf.tile(y, y_multiples)
+            log_px = tf.reshape(
+                tf.cast(log_likelihood(flat_x, flat_z, flat_y), mean.dtype), tf.stack([kc, batch])
+            )
         log_w = log_px + log_pz - log_q
         return tf.reduce_logsumexp(log_w, axis=0), tf.reduce_sum(log_px, axis=0)
 
@@ -258,13 +264,16 @@ def evaluate_likelihood(
     batch_size: int = 100,
     seed: int = 0,
     binarize: bool | None = None,
+    per_example: bool = False,
 ) -> dict[str, Any]:
     """ELBO, importance-sampled log-likelihood (nats and bits/dim), KL per latent
     dimension and active units on ``images`` (floats in [0, 1], shape [N, ...]).
 
     ``binarize=None`` binarises non-binary images once (fixed ``seed``) when the model's
     likelihood is Bernoulli. The ELBO uses the analytic KL and the reconstruction term
-    averaged over the same k posterior samples as the estimate. Returns a JSON-ready dict.
+    averaged over the same k posterior samples as the estimate. Returns a JSON-ready dict
+    (with ``per_example``: also the lists ``log_likelihood_per_example`` and
+    ``elbo_per_example``).
     """
     images, note = prepare_images(model, images, binarize=binarize, seed=seed)
     terms = importance_sampled_terms(
@@ -286,6 +295,14 @@ def evaluate_likelihood(
     )
     n_active, activity = active_units(terms["mean"])
     n = len(images)
+    extra = (
+        {
+            "log_likelihood_per_example": [float(v) for v in log_p],
+            "elbo_per_example": [float(v) for v in elbo_per_example],
+        }
+        if per_example
+        else {}
+    )
     stderr = float(np.std(log_p, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     return {
         "model": getattr(model, "name", type(model).__name__),
@@ -309,6 +326,7 @@ def evaluate_likelihood(
         "active_units": n_active,
         "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
         "unit_activity": [float(v) for v in activity],
+        **extra,
     }
 
 

@@ -61,8 +61,10 @@ def likelihood(
     gaussian_scale: float = 0.1,
     *,
     scale: tf.Tensor | None = None,
+    event_ndims: int | None = None,
 ) -> tfd.Distribution:
-    """p(x|z) as an image-shaped event.
+    """p(x|z) as an image-shaped event (the last ``event_ndims`` axes of the logits; by
+    default all but the first).
 
     ``bernoulli`` / ``continuous_bernoulli`` take the decoder's logits; the Gaussians have
     mean sigmoid(logits) and either the fixed ``gaussian_scale`` or, for
@@ -79,7 +81,9 @@ def likelihood(
         if scale is None:
             raise ValueError("likelihood 'gaussian_learned' needs the learned scale tensor")
         base = tfd.Normal(loc=ops.sigmoid(logits), scale=scale)
-    return tfd.Independent(base, reinterpreted_batch_ndims=len(logits.shape) - 1)
+    if event_ndims is None:
+        event_ndims = len(logits.shape) - 1
+    return tfd.Independent(base, reinterpreted_batch_ndims=event_ndims)
 
 
 def posterior(mean: tf.Tensor, log_variance: tf.Tensor) -> tfd.Distribution:
@@ -241,7 +245,13 @@ class VAE(Trainer):
         self, z: tf.Tensor, y: tf.Tensor | None, training: bool
     ) -> tfd.Distribution:
         logits = self.decoder(self.decoder_inputs(z, y), training=training)
-        return likelihood(self._likelihood, logits, self.gaussian_scale, scale=self.scale())
+        return likelihood(
+            self._likelihood,
+            logits,
+            self.gaussian_scale,
+            scale=self.scale(),
+            event_ndims=len(self.image_shape),
+        )
 
     def decoder_distribution(
         self, z: tf.Tensor, training: bool = False, labels: Any = None
@@ -249,10 +259,33 @@ class VAE(Trainer):
         """p(x|z) (a TFP distribution over whole images)."""
         return self._decoder_distribution(z, self.condition(labels, ops.shape(z)[0]), training)
 
+    #: ``log_likelihood`` accepts z with a leading sample axis (see below).
+    log_likelihood_broadcasts = True
+
     def log_likelihood(
         self, images: tf.Tensor, z: tf.Tensor, labels: Any = None, training: bool = False
     ) -> tf.Tensor:
-        """log p(x|z) per example, in nats (summed over pixels)."""
+        """log p(x|z) per example, in nats (summed over pixels).
+
+        ``z`` is [N, d] (one latent point per image, result [N]) or [k, N, d] (k points per
+        image, result [k, N]: the images are broadcast, not copied).
+        """
+        if len(z.shape) == 3:
+            k, n, d = ops.shape(z)[0], ops.shape(z)[1], ops.shape(z)[2]
+            y = self.condition(labels, n)
+            flat_y = None if y is None else ops.tile(y, (k, 1))
+            logits = self.decoder(
+                self.decoder_inputs(ops.reshape(z, (k * n, d)), flat_y), training=training
+            )
+            logits = ops.reshape(logits, (k, n, *self.image_shape))
+            p = likelihood(
+                self._likelihood,
+                logits,
+                self.gaussian_scale,
+                scale=self.scale(),
+                event_ndims=len(self.image_shape),
+            )
+            return p.log_prob(images)
         return self.decoder_distribution(z, training, labels).log_prob(images)
 
     def decode(self, z: tf.Tensor, labels: Any = None) -> tf.Tensor:
