@@ -128,7 +128,7 @@ def gradient_penalty(
     ``critic`` maps a batch to logits ``[batch, 1]`` (close over labels for a conditional
     critic). Differentiable in the critic's weights (a nested tape), so it trains the critic.
     """
-    x_hat = interpolate(real, fake, alpha)
+    x_hat = ops.convert_to_tensor(interpolate(real, fake, alpha))
     with tf.GradientTape() as tape:
         tape.watch(x_hat)
         scores = critic(x_hat)

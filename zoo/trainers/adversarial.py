@@ -203,11 +203,13 @@ class GAN(Trainer):
     def _generate_signed(
         self, generator: keras.Model, z: Any, labels: Any, training: bool
     ) -> tf.Tensor:
+        z = ops.convert_to_tensor(z, "float32")
         if self.conditional:
             return generator([z, labels], training=training)
         return generator(z, training=training)
 
     def _discriminate(self, x: Any, labels: Any, training: bool) -> tf.Tensor:
+        x = ops.convert_to_tensor(x)
         if self.conditional:
             return self.discriminator([x, labels], training=training)
         return self.discriminator(x, training=training)
