@@ -74,7 +74,9 @@ def test_sample_unknown_model_is_a_clear_error(capsys):
 
 
 def test_evaluate_picks_the_task_by_family(tmp_path, capsys):
-    assert main(["evaluate", "vae_tiny", "--k", "8", "--n", "20", "--out", str(tmp_path / "v")]) == 0
+    assert (
+        main(["evaluate", "vae_tiny", "--k", "8", "--n", "20", "--out", str(tmp_path / "v")]) == 0
+    )
     assert "active_units" in capsys.readouterr().out
     assert main(["evaluate", "dcgan_tiny", "--n", "100", "--out", str(tmp_path / "g")]) == 0
     assert "class KL to uniform" in capsys.readouterr().out
