@@ -245,7 +245,7 @@ def test_classifier_training_is_deterministic():
     code = textwrap.dedent(
         """
         from zoo.metrics.classifier import train_mnist_classifier
-        a, b = (train_mnist_classifier(0, epochs=1, limit=256) for _ in range(2))
+        a, b = (train_mnist_classifier(0, epochs=1, limit=128) for _ in range(2))
         assert a.digest == b.digest, (a.digest, b.digest)
         """
     )

@@ -19,7 +19,6 @@ from zoo.metrics.anomaly import (
     precision_recall_curve,
     roc_curve,
 )
-from zoo.metrics.classifier import MnistClassifier, load_classifier, train_mnist_classifier
 from zoo.metrics.sample_quality import (
     FEATURE_EXTRACTORS,
     FeatureExtractorUnavailableError,
@@ -46,7 +45,6 @@ __all__ = [
     "AnomalyReport",
     "FeatureExtractorUnavailableError",
     "InceptionV3Features",
-    "MnistClassifier",
     "QualityMetrics",
     "SampleQualityEvaluator",
     "SampleQualityReport",
@@ -64,12 +62,10 @@ __all__ = [
     "get_feature_extractor",
     "inception_score",
     "kernel_inception_distance",
-    "load_classifier",
     "mmd2_unbiased",
     "plot_scores",
     "precision_recall",
     "precision_recall_curve",
     "roc_curve",
     "sample_quality_report",
-    "train_mnist_classifier",
 ]

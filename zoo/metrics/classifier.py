@@ -61,11 +61,12 @@ EPOCHS = 40
 BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
 MAX_SHIFT = 2  # random translation of +-2 pixels (zero padding) as augmentation
+NOISE_FRACTION = 0.5  # share of training images per epoch that get pixel noise (see _noise)
 
 #: Accuracy of the bundled weights on the sample's 1,000-digit test split (seed 0).
-BUNDLED_TEST_ACCURACY = 0.982
+BUNDLED_TEST_ACCURACY = 0.981
 #: ``weights_digest`` of the bundled weights (``--retrain --check`` compares against it).
-BUNDLED_WEIGHTS_DIGEST = "bb9e87362c6e15de"
+BUNDLED_WEIGHTS_DIGEST = "1693b1f8a114c715"
 
 OFFLINE_HINT = (
     "for other images use feature_extractor='inception_v3' (ImageNet InceptionV3, needs "
@@ -257,6 +258,27 @@ def _shift(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.n
     return out
 
 
+def _noise(images: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Corrupt a ``fraction`` of the images: half of them with salt noise (each pixel set
+    to a uniform value with probability ~ U(0, 0.1)), half with Gaussian noise
+    (sigma ~ U(0, 0.3)), clipped to [0, 1]. Generators' samples are often noisy; without
+    this a clean-digit classifier files noisy digits of every class under "8", and the
+    class histogram would report a mode collapse that is not there."""
+    if fraction <= 0:
+        return images
+    out = images.copy()
+    n = len(images)
+    chosen = np.flatnonzero(rng.random(n) < fraction)
+    salt, gauss = chosen[: len(chosen) // 2], chosen[len(chosen) // 2 :]
+    shape = images.shape[1:]
+    p = rng.uniform(0.0, 0.1, (len(salt), 1, 1, 1))
+    mask = rng.random((len(salt), *shape)) < p
+    out[salt] = np.where(mask, rng.random((len(salt), *shape)), out[salt])
+    sigma = rng.uniform(0.0, 0.3, (len(gauss), 1, 1, 1))
+    out[gauss] = out[gauss] + sigma * rng.standard_normal((len(gauss), *shape))
+    return np.clip(out, 0.0, 1.0).astype(images.dtype)
+
+
 def train_mnist_classifier(
     seed: int = 0,
     *,
@@ -264,6 +286,7 @@ def train_mnist_classifier(
     batch_size: int = BATCH_SIZE,
     learning_rate: float = LEARNING_RATE,
     max_shift: int = MAX_SHIFT,
+    noise_fraction: float = NOISE_FRACTION,
     deterministic: bool = True,
     out: str | os.PathLike[str] | None = None,
     verbose: int = 0,
@@ -273,7 +296,9 @@ def train_mnist_classifier(
     and measure it on the 1,000-digit test split (used for nothing else).
 
     Adam with cosine learning-rate decay, sparse softmax cross-entropy, batch 64, random
-    +-2 pixel shifts; the data order and shifts come from ``numpy.random.default_rng(seed)``.
+    +-2 pixel shifts and, on ``noise_fraction`` of the images, salt or Gaussian pixel noise
+    (redrawn every epoch); the data order, shifts and noise come from
+    ``numpy.random.default_rng(seed)``.
     ``deterministic`` calls ``keras.utils.set_random_seed(seed)`` and
     ``tf.config.experimental.enable_op_determinism()`` (process-wide), so a seed
     rebuilds the same weights on the same software stack. ``out`` saves the weights;
@@ -305,7 +330,7 @@ def train_mnist_classifier(
     usable = (len(train_x) // batch_size) * batch_size
     for epoch in range(epochs):
         order = rng.permutation(len(train_x))[:usable]
-        x = _shift(train_x[order], rng, max_shift)
+        x = _noise(_shift(train_x[order], rng, max_shift), rng, noise_fraction)
         model.fit(
             x, train_y[order], batch_size=batch_size, epochs=epoch + 1, initial_epoch=epoch,
             shuffle=False, verbose=verbose,
