@@ -248,6 +248,10 @@ def test_evaluate_run_writes_json_markdown_and_tensorboard(digits, tmp_path):
     saved = json.loads((out / "likelihood.json").read_text())
     assert saved["nll"] == pytest.approx(result["nll"])
     assert "bundled MNIST sample" in (out / "likelihood.md").read_text()
+    from zoo.likelihood import evaluation_images
+
+    _, labels = evaluation_images(model, n=20)
+    assert len(set(labels.tolist())) == 10  # spread over the classes, not the first digits
     assert list(out.glob("events.out.tfevents.*"))
     with pytest.raises(TypeError, match="importance sampling"):
         from zoo.likelihood import _check_model

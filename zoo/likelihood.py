@@ -367,23 +367,28 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def spread_indices(total: int, n: int) -> np.ndarray:
+    """``n`` indices evenly spread over ``range(total)`` (all of them if n >= total)."""
+    return np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(int))
+
+
 def evaluation_images(
     model: Any, *, n: int = 1000, split: str = "test"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` images of the bundled MNIST sample's ``split`` (floats in [0, 1],
-    resized to the model's image shape) and their labels."""
+    """``n`` images of the bundled MNIST sample's ``split``, evenly spread over it (the
+    file is ordered by class, so its first images are all zeros), as floats in [0, 1]
+    resized to the model's image shape, and their labels."""
     from zoo.data import from_sample, load_sample
 
     shape = tuple(model.image_shape)
-    _, labels = load_sample(split)
-    count = min(int(n), len(labels))
+    images, labels = load_sample(split)
+    index = spread_indices(len(labels), n)
     if shape == (28, 28, 1):
-        images, _ = load_sample(split)
-        images = images[:count].astype(np.float32) / 255.0
+        images = images[index].astype(np.float32) / 255.0
     else:
-        ds = from_sample(split, image_shape=shape).take(count)
-        images = np.stack([np.asarray(x) for x in ds]).astype(np.float32)
-    return images, labels[:count]
+        ds = list(from_sample(split, image_shape=shape).as_numpy_iterator())
+        images = np.stack([ds[i] for i in index]).astype(np.float32)
+    return images, labels[index]
 
 
 def evaluate_run(
@@ -414,7 +419,10 @@ def evaluate_run(
     if images is None:
         images, sample_labels = evaluation_images(model, n=n, split=split)
         labels = sample_labels if labels is None else labels
-        source = f"bundled MNIST sample, split {split!r}, first {len(images)} images"
+        source = (
+            f"bundled MNIST sample, split {split!r}, {len(images)} images evenly spread "
+            "over the split"
+        )
     else:
         images = np.asarray(images, np.float32)[:n]
         labels = None if labels is None else np.asarray(labels)[:n]
