@@ -1,0 +1,541 @@
+"""One-class anomaly detection on the bundled 5,000-digit MNIST sample.
+
+The one-class protocol (Ruff et al., 2018): for each digit d, the normal class is d.
+Every class is split 70/30 (stratified, fixed seed). Each model trains on the 70% of
+digit d only (350 images) and is tested on the 30% of d (150 normal) plus the 30% of
+every other digit (1,350 anomalies). The score is the model's ``anomaly_score``
+(reconstruction error per pixel for the autoencoders, negative ELBO for the VAE), set
+side by side with a PCA reconstruction-error baseline on the same split; the metric is
+AUROC.
+
+Configs are chosen once for all digits (``CONFIGS``). ``--protocol validation`` is the
+honest way to compare candidates: it never touches the 30% test split. Of digit d's
+350 training images it fits on 280 and holds out 70 as normal validation; the
+anomalies are ``VALIDATION["anomalies_per_digit"]`` images of each other digit's 70%
+training split. ``--set model.key=value`` overrides a config entry (repeatable).
+
+    python -m bench.one_class_mnist [--digits 0,1,...] [--models conv_ae,...]
+        [--epochs-scale 1.0] [--quick] [--protocol test|validation] [--set conv_ae.latent_dim=16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+#: One config per model, used for every digit. Keys ``epochs``, ``batch_size`` and
+#: ``learning_rate`` drive training; everything else goes to ``zoo.load``.
+CONFIGS: dict[str, dict[str, object]] = {
+    "conv_ae": {
+        "latent_dim": 16,
+        "filters": (32, 64),
+        "score": "l2",
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    },
+    "denoising_ae": {
+        "latent_dim": 16,
+        "filters": (32, 64),
+        "corruption": "gaussian",
+        "noise_level": 0.1,
+        "score": "l2",
+        "epochs": 40,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    },
+    "sparse_ae": {
+        "hidden": (256,),
+        "latent_dim": 128,
+        "penalty": "kl",
+        "penalty_weight": 1.0,
+        "sparsity_target": 0.05,
+        "score": "l2",
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    },
+    "contractive_ae": {
+        "latent_dim": 128,
+        "penalty_weight": 0.1,
+        "score": "l2",
+        "epochs": 60,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    },
+    "vae": {
+        "latent_dim": 16,
+        "filters": (32, 64),
+        "likelihood": "bernoulli",
+        "binarize": False,
+        "epochs": 30,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+    },
+}
+FIT_KEYS = ("epochs", "batch_size", "learning_rate")
+
+#: PCA baseline: k = the fewest components explaining this share of the normal training
+#: images' variance (fixed before any test score was seen).
+PCA = {"variance": 0.90}
+PCA_SWEEP = (0.80, 0.90, 0.95, 10, 30)  # reported beside, never used to pick k
+
+SPLIT = {"test_fraction": 0.3, "seed": 0}  # zoo.data.load_sample: stratified per class
+VALIDATION = {"fraction": 0.2, "anomalies_per_digit": 70, "seed": 1}
+SEED = 0
+BOOTSTRAP = 500  # paired bootstrap resamples of the test set, per digit
+QUICK = {"digits": (0, 8), "epochs_scale": 0.2}
+
+#: Candidates compared with ``--protocol validation`` (never the test split): model,
+#: candidate, mean validation AUROC x 100 at each number of epochs tried.
+TRIED_ROWS: list[tuple[str, str, str]] = [
+    ("conv_ae", "latent 32, filters (32, 64), MSE loss, l2 score (starting point)",
+     "15: 92.3, 30: 94.7, 60: 95.9, 100: 95.5"),
+    ("conv_ae", "same, l1 score", "15: 92.0, 30: 93.3, 60: 94.3, 100: 93.8"),
+    ("conv_ae", "latent 32, BCE training loss", "40: 95.0, 60: 95.7, 80: 95.7"),
+    ("conv_ae", "latent 64", "40: 95.2, 60: 95.2, 80: 94.9"),
+    ("conv_ae", "latent 24", "60: 95.6"),
+    ("conv_ae", "**latent 16 (chosen)**",
+     "40: 95.4, **60: 96.3**, 80: 96.1 (l1 score at 60: 94.5)"),
+    ("conv_ae", "latent 16, other shuffling seed", "60: 96.2"),
+    ("conv_ae", "latent 8", "40: 94.6, 60: 94.8, 80: 95.1"),
+    ("conv_ae", "latent 16, filters (16, 32)", "40: 94.6, 60: 95.2, 80: 95.5"),
+    ("conv_ae", "latent 16, batch 64", "60: 95.1, 90: 95.8, 120: 96.1"),
+    ("conv_ae", "latent 16, Adam weight_decay 1e-3", "60: 96.3, 80: 96.3"),
+    ("conv_ae", "latent 16, cosine learning-rate decay to 0 over 60 epochs", "60: 95.3"),
+    ("denoising_ae", "latent 32, gaussian 0.3 (builder default)", "30: 92.8"),
+    ("denoising_ae", "latent 16, gaussian 0.2", "40: 92.8, 60: 94.0, 80: 95.0"),
+    ("denoising_ae", "latent 16, masking 0.2", "40: 93.8, 60: 94.4, 80: 95.1"),
+    ("denoising_ae", "**latent 16, gaussian 0.1 (chosen)**", "**40: 94.3**, 60: 95.3, 80: 95.4"),
+    ("sparse_ae", "builder defaults: hidden 256, code 128, KL to 0.05, weight 1 (chosen)",
+     "30: 93.0, **60: 95.0**, 100: 95.4"),
+    ("contractive_ae", "builder defaults: code 128, weight 0.1 (chosen)",
+     "30: 93.2, **60: 94.5**, 100: 95.4"),
+    ("vae", "latent 16, continuous Bernoulli, negative ELBO",
+     "30: 88.0; 60: 89.8 on digits 0-7 (run cut short), Bernoulli 93.0 on those digits"),
+    ("vae", "**latent 16, Bernoulli (chosen)**, negative ELBO", "**30: 89.0**, 60: 91.8"),
+    ("vae", "same model scored by the l2 error of its posterior-mean reconstruction",
+     "30: 94.3, 60: 96.3 (not the specified score; for information)"),
+]  # fmt: skip
+
+TRIED_NOTES = """
+Findings: the score should be l2, not l1 (l1 lost 1.5-2 points for every model tried);
+a 16-dimensional code beats 8, 24, 32 and 64; 30 epochs (about 270 steps) under-trains
+most models on 280-350 images and 60 is best for `conv_ae` (the dense models gain a
+little more by 100 epochs; `denoising_ae` and `vae` run 40 and 30 epochs, below their
+validation best, only to keep the whole benchmark near 15 minutes of 2 cores);
+denoising does not help at this data size (every noise type and level trailed the
+plain `conv_ae`); for the VAE
+the Bernoulli likelihood gives a much better negative-ELBO score than the continuous
+Bernoulli, but the negative ELBO still ranks anomalies worse than the same VAE's
+reconstruction error. On validation the chosen `conv_ae` was higher than PCA on 6 of
+the 10 digits (lower on 2, equal at one decimal on 2).
+"""
+
+
+def tried_section() -> str:
+    lines = [
+        "Every candidate was scored with the validation protocol (`--protocol validation`): "
+        "per digit, fit on 280 of the 350 normal training images, evaluate on the other 70 "
+        "(normal) plus 70 images of each other digit taken from the *training* 70% split "
+        "(630 anomalies). No model's test AUROC was looked at until the configs were "
+        "fixed (apart from a two-digit smoke run of the untuned starting configs), and "
+        "configs were compared on their ten-digit mean only (never chosen per "
+        "digit). Mean validation AUROC x 100; on this protocol PCA (90% variance) scores "
+        "**95.9**. Several epoch counts come from one run scored at checkpoints.",
+        "",
+        "| model | candidate | mean validation AUROC by epochs |",
+        "|---|---|---|",
+        *(f"| `{model}` | {what} | {result} |" for model, what, result in TRIED_ROWS),
+        "",
+        TRIED_NOTES.strip(),
+    ]
+    return "\n".join(lines)
+
+
+REFERENCES = """
+Published references (from the paper, **not re-run here**): Ruff et al. (2018), "Deep
+One-Class Classification" (Deep SVDD, ICML 2018), Table 1, MNIST one-class protocol on
+the *full* MNIST training set, i.e. about 6,000 normal training images per class
+against 350 here (17x fewer), and the full 10,000-image test set:
+
+| method (Ruff et al., 2018) | mean AUROC (x100) |
+|---|---:|
+| convolutional autoencoder (DCAE) | about 90 |
+| Deep SVDD (one-class) | about 95 |
+
+Different training-set size, test set and architectures: these numbers frame the
+scale, they are not a like-for-like comparison with the table above.
+"""
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels), float32 in [0, 1]."""
+    from zoo.data import load_sample
+
+    x_train, y_train = load_sample("train", **SPLIT)
+    x_test, y_test = load_sample("test", **SPLIT)
+    return (
+        x_train.astype(np.float32) / 255.0,
+        y_train,
+        x_test.astype(np.float32) / 255.0,
+        y_test,
+    )
+
+
+def protocol_data(
+    protocol: str, digit: int, data: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(normal training images, evaluation images, evaluation labels: 1 = anomaly)."""
+    x_train, y_train, x_test, y_test = data
+    if protocol == "test":
+        return x_train[y_train == digit], x_test, (y_test != digit).astype(np.int64)
+    rng = np.random.default_rng(VALIDATION["seed"] + digit)
+    normal = rng.permutation(np.flatnonzero(y_train == digit))
+    n_val = round(VALIDATION["fraction"] * normal.size)
+    fit_idx, val_idx = normal[n_val:], normal[:n_val]
+    anomalies = [
+        rng.permutation(np.flatnonzero(y_train == other))[: VALIDATION["anomalies_per_digit"]]
+        for other in range(10)
+        if other != digit
+    ]
+    eval_idx = np.concatenate([val_idx, *anomalies])
+    labels = np.concatenate([np.zeros(val_idx.size), np.ones(eval_idx.size - val_idx.size)])
+    return x_train[fit_idx], x_train[eval_idx], labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- PCA
+
+
+def pca_fit(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, principal directions (rows) and explained-variance ratios, by SVD."""
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    _, singular, directions = np.linalg.svd(flat - mean, full_matrices=False)
+    variance = singular**2
+    return mean, directions, variance / variance.sum()
+
+
+def pca_components(ratios: np.ndarray, rule: float) -> int:
+    """k for a rule: a share of variance (< 1) or a fixed number of components."""
+    if rule < 1:
+        return int(np.searchsorted(np.cumsum(ratios), rule) + 1)
+    return int(rule)
+
+
+def pca_scores(fit: tuple[np.ndarray, ...], images: np.ndarray, k: int) -> np.ndarray:
+    """Squared reconstruction error from the top-k principal subspace."""
+    mean, directions, _ = fit
+    centered = images.reshape(len(images), -1).astype(np.float64) - mean
+    basis = directions[:k]
+    residual = centered - (centered @ basis.T) @ basis
+    return np.sum(residual**2, axis=1)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def train_and_score(
+    name: str, config: dict[str, object], x_fit: np.ndarray, x_eval: np.ndarray, scale: float
+) -> np.ndarray:
+    import keras
+
+    import zoo
+
+    keras.utils.set_random_seed(SEED)
+    build = {key: value for key, value in config.items() if key not in FIT_KEYS}
+    model = zoo.load(name, **build)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
+    epochs = max(1, round(config["epochs"] * scale))
+    model.fit(x_fit, batch_size=config["batch_size"], epochs=epochs, verbose=0, shuffle=True)
+    scores = np.concatenate(
+        [np.asarray(model.anomaly_score(x_eval[i : i + 500])) for i in range(0, len(x_eval), 500)]
+    )
+    keras.backend.clear_session()
+    return scores
+
+
+def parse_overrides(items: list[str], configs: dict[str, dict[str, object]]) -> list[str]:
+    applied = []
+    for item in items:
+        key, _, raw = item.partition("=")
+        name, _, field = key.partition(".")
+        if name not in configs or not field or not raw:
+            raise SystemExit(f"--set wants model.key=value with model in {', '.join(configs)}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare string such as gaussian
+        configs[name][field] = value
+        applied.append(f"{name}.{field}={value!r}")
+    return applied
+
+
+# --------------------------------------------------------------------------- report
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, rounds: int, seed: int
+) -> np.ndarray:
+    """AUROC(a) - AUROC(b) on ``rounds`` resamples of the evaluation set, normal and
+    anomalous examples resampled separately (with replacement), the same for a and b."""
+    from zoo.metrics.anomaly import auroc
+
+    rng = np.random.default_rng(seed)
+    normal, anomalous = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    out = np.empty(rounds)
+    for i in range(rounds):
+        idx = np.concatenate(
+            [rng.choice(normal, normal.size), rng.choice(anomalous, anomalous.size)]
+        )
+        out[i] = auroc(a[idx], labels[idx]) - auroc(b[idx], labels[idx])
+    return out
+
+
+def fmt(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def results_table(
+    digits: list[int], models: list[str], aurocs: dict[str, dict[int, float]], ks: dict[int, int]
+) -> str:
+    columns = [*models, "PCA"]
+    lines = [
+        "| digit | " + " | ".join(c if c == "PCA" else f"`{c}`" for c in columns) + " | PCA k |",
+        "|---:|" + "---:|" * (len(columns) + 1),
+    ]
+    for digit in digits:
+        row = [aurocs[c][digit] for c in columns]
+        best = max(row)
+        cells = [f"**{fmt(v)}**" if v == best else fmt(v) for v in row]
+        lines.append(f"| {digit} | " + " | ".join(cells) + f" | {ks[digit]} |")
+    means = [float(np.mean([aurocs[c][d] for d in digits])) for c in columns]
+    top = max(means)
+    cells = [f"**{fmt(v)}**" if v == top else fmt(v) for v in means]
+    lines.append("| **mean** | " + " | ".join(cells) + " | |")
+    wins = [sum(aurocs[c][d] > aurocs["PCA"][d] for d in digits) for c in models]
+    lines.append("| wins vs PCA | " + " | ".join(f"{w}/{len(digits)}" for w in wins) + " | - | |")
+    return "\n".join(lines)
+
+
+def configs_block(models: list[str], configs: dict[str, dict[str, object]]) -> str:
+    lines = ["| model | config |", "|---|---|"]
+    for name in models:
+        text = ", ".join(f"{k}={v!r}" for k, v in configs[name].items())
+        lines.append(f"| `{name}` | {text} |")
+    lines.append(f"| PCA | {', '.join(f'{k}={v!r}' for k, v in PCA.items())} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--digits", default="0,1,2,3,4,5,6,7,8,9")
+    parser.add_argument("--models", default=",".join(CONFIGS))
+    parser.add_argument("--epochs-scale", type=float, default=1.0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 digits, few epochs")
+    parser.add_argument("--protocol", choices=("test", "validation"), default="test")
+    parser.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args(argv)
+
+    digits = [int(d) for d in args.digits.split(",")]
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    scale = args.epochs_scale
+    if args.quick:
+        digits, scale = list(QUICK["digits"]), QUICK["epochs_scale"] * scale
+    configs = copy.deepcopy(CONFIGS)
+    overrides = parse_overrides(args.set, configs)
+
+    from zoo.metrics.anomaly import auroc
+
+    load_before = os.getloadavg()[0]
+    cpu_start = time.process_time()
+    start = time.perf_counter()
+    data = load_split()
+    aurocs: dict[str, dict[int, float]] = {name: {} for name in [*models, "PCA"]}
+    kept: dict[str, dict[int, np.ndarray]] = {name: {} for name in [*models, "PCA", "labels"]}
+    sweep: dict[float, dict[int, float]] = {rule: {} for rule in PCA_SWEEP}
+    ks: dict[int, int] = {}
+    seconds: dict[str, float] = {name: 0.0 for name in models}
+    log(f"protocol {args.protocol}, digits {digits}, models {models}, epochs x{scale:g}")
+    for name in overrides:
+        log(f"override {name}")
+    for digit in digits:
+        x_fit, x_eval, labels = protocol_data(args.protocol, digit, data)
+        fit = pca_fit(x_fit)
+        ks[digit] = pca_components(fit[2], PCA["variance"])
+        kept["PCA"][digit] = pca_scores(fit, x_eval, ks[digit])
+        kept["labels"][digit] = labels
+        aurocs["PCA"][digit] = auroc(kept["PCA"][digit], labels)
+        for rule in PCA_SWEEP:
+            k = pca_components(fit[2], rule)
+            sweep[rule][digit] = auroc(pca_scores(fit, x_eval, k), labels)
+        log(
+            f"[{time.perf_counter() - start:6.0f}s] digit {digit}: fit {len(x_fit)}, eval "
+            f"{len(labels)} ({labels.sum()} anomalies); PCA k={ks[digit]} "
+            f"AUROC {fmt(aurocs['PCA'][digit])}"
+        )
+        for name in models:
+            began = time.perf_counter()
+            scores = train_and_score(name, configs[name], x_fit, x_eval, scale)
+            seconds[name] += time.perf_counter() - began
+            kept[name][digit] = scores
+            aurocs[name][digit] = auroc(scores, labels)
+            log(
+                f"[{time.perf_counter() - start:6.0f}s] digit {digit} {name:<15} AUROC "
+                f"{fmt(aurocs[name][digit])} ({time.perf_counter() - began:.1f}s)"
+            )
+    total = time.perf_counter() - start
+    cpu_total = time.process_time() - cpu_start
+    load_after = os.getloadavg()[0]
+
+    table = results_table(digits, models, aurocs, ks)
+    log("\n" + table)
+    means = {name: float(np.mean(list(aurocs[name].values()))) for name in aurocs}
+    log("mean: " + ", ".join(f"{k} {fmt(v)}" for k, v in means.items()))
+    log(f"total {total:.0f}s wall, {cpu_total:.0f}s CPU")
+    if args.protocol != "test" or args.quick or args.no_report:
+        return
+
+    best = max(models, key=lambda name: means[name])
+    wins = sum(aurocs[best][d] > aurocs["PCA"][d] for d in digits)
+    met = means[best] > means["PCA"] and wins > len(digits) / 2
+    diffs = {
+        d: paired_bootstrap(kept[best][d], kept["PCA"][d], kept["labels"][d], BOOTSTRAP, d)
+        for d in digits
+    }
+    mean_diff = np.mean([diffs[d] for d in digits], axis=0)
+    ci_lines = [
+        f"| digit | `{best}` - PCA | 95% interval |",
+        "|---:|---:|---|",
+    ]
+    clear_wins = clear_losses = 0
+    for d in digits:
+        low, high = np.percentile(diffs[d], [2.5, 97.5])
+        clear_wins += low > 0
+        clear_losses += high < 0
+        ci_lines.append(
+            f"| {d} | {100 * (aurocs[best][d] - aurocs['PCA'][d]):+.1f} | "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] |"
+        )
+    low, high = np.percentile(mean_diff, [2.5, 97.5])
+    ci_lines.append(
+        f"| **mean** | **{100 * (means[best] - means['PCA']):+.1f}** | "
+        f"[{100 * low:+.1f}, {100 * high:+.1f}] |"
+    )
+    sweep_lines = [
+        "| PCA k rule | " + " | ".join(str(d) for d in digits) + " | mean |",
+        "|---|" + "---:|" * (len(digits) + 1),
+    ]
+    for rule in PCA_SWEEP:
+        label = f"{rule:.0%} variance" if rule < 1 else f"k = {rule}"
+        values = [sweep[rule][d] for d in digits]
+        sweep_lines.append(
+            f"| {label} | "
+            + " | ".join(fmt(v) for v in values)
+            + f" | {fmt(float(np.mean(values)))} |"
+        )
+    best_key = max(PCA_SWEEP, key=lambda rule: float(np.mean(list(sweep[rule].values()))))
+    best_sweep = float(np.mean(list(sweep[best_key].values())))
+    best_rule = f"{best_key:.0%} variance" if best_key < 1 else f"k = {best_key}"
+    wins_sweep = sum(aurocs[best][d] > sweep[best_key][d] for d in digits)
+    timing = ", ".join(f"`{name}` {seconds[name]:.0f} s" for name in models)
+    body = "\n".join(
+        [
+            "One-class protocol: for each digit d, train on the 70% split of digit d only "
+            f"(350 images), test on the 30% split of all digits ({len(data[3])} images: 150 "
+            "normal, 1,350 anomalies). Split: `zoo.data.load_sample('train'|'test', "
+            f"test_fraction={SPLIT['test_fraction']}, seed={SPLIT['seed']})`, stratified per "
+            "class. AUROC x 100 (`zoo.metrics.anomaly.auroc`); bold = best in the row. "
+            "Scores: reconstruction error per pixel for the autoencoders, negative ELBO "
+            "(nats, posterior mean) for `vae`, squared reconstruction error from the top-k "
+            "principal subspace for PCA (k = fewest components explaining "
+            f"{PCA['variance']:.0%} of the normal training images' variance).",
+            "",
+            table,
+            "",
+            f"**Target (best autoencoder beats PCA on the mean and on most digits): "
+            f"{'met' if met else 'NOT met'}** (mean: "
+            f"{'yes' if means[best] > means['PCA'] else 'no'}; more than half of the digits: "
+            f"{'yes' if wins > len(digits) / 2 else 'no'}). Best model by mean: `{best}` "
+            f"{fmt(means[best])} vs PCA {fmt(means['PCA'])}, higher on {wins}/{len(digits)} "
+            "digits.",
+            "",
+            f"How sure is that? A paired bootstrap of the test set ({BOOTSTRAP} resamples per "
+            "digit, normal and anomalous images resampled separately, both methods scored on "
+            "the same resample; the models are not retrained) gives these 95% intervals for "
+            f"the AUROC difference `{best}` - PCA (x 100). The per-digit difference is "
+            f"clearly positive on {clear_wins} digits and clearly negative on {clear_losses}; "
+            "the rest are within test-set noise (150 normal images per digit).",
+            "",
+            *ci_lines,
+            "",
+            f"Total time {total:.0f} s ({total / 60:.1f} min; training + scoring: {timing}). "
+            f"The machine is shared: 1-minute load average {load_before:.1f} at the start, "
+            f"{load_after:.1f} at the end ({os.cpu_count()} cores). CPU time of this process "
+            f"{cpu_total:.0f} s, i.e. about {cpu_total / os.cpu_count() / 60:.1f} min of wall "
+            "time if it had the cores to itself (a lower bound: TensorFlow does not keep "
+            "both cores busy all the time).",
+            "",
+            "## PCA: choice of k",
+            "",
+            "k is fixed by the 90%-variance rule (the rule suggested in the task, applied to "
+            "each digit's normal training images); the sweep below (same run, same split) is "
+            "reported only to show how sensitive the baseline is to that choice. Against the "
+            f"best row of the sweep ({best_rule}, mean {fmt(best_sweep)}) `{best}` is "
+            f"{fmt(means[best])}, higher on {wins_sweep}/{len(digits)} digits.",
+            "",
+            *sweep_lines,
+            "",
+            "## Configs (one per model, the same for every digit)",
+            "",
+            f"Seed {SEED} (`keras.utils.set_random_seed` before each model), Adam, "
+            "`fit(x_train, shuffle=True)`, images float32 in [0, 1]."
+            + (f" Overrides: {', '.join(overrides)}." if overrides else ""),
+            "",
+            configs_block(models, configs),
+            "",
+            "## What we tried",
+            "",
+            tried_section(),
+            "",
+            "## Published references",
+            "",
+            REFERENCES.strip(),
+        ]
+    )
+    command = "python -m bench.one_class_mnist" + (
+        f" {' '.join(argv if argv is not None else sys.argv[1:])}"
+        if (argv if argv is not None else sys.argv[1:])
+        else ""
+    )
+    from bench.common import write_report
+
+    path = write_report("one_class_mnist", "One-class anomaly detection on bundled MNIST", body,
+                        command)  # fmt: skip
+    log(f"\nreport: {path}")
+
+
+if __name__ == "__main__":
+    main()
