@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -51,6 +51,7 @@ __all__ = [
     "FORMATS",
     "METADATA_FILE",
     "MODEL_CARD_FILE",
+    "CalibrationData",
     "ExportResult",
     "calibration_data",
     "export_cli",
@@ -177,20 +178,60 @@ def as_examples(data: Any, model: keras.Model, family: str) -> np.ndarray:
 
 
 def anomaly_scores(
-    model: keras.Model, images: np.ndarray, batch_size: int = SCORE_BATCH
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    batch_size: int = SCORE_BATCH,
 ) -> np.ndarray:
-    """``model.anomaly_score`` over ``images`` (or sequences) in batches (float64 numpy)."""
-    parts = [
-        np.asarray(model.anomaly_score(tf.constant(images[i : i + batch_size])), np.float64)
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(parts).reshape(-1)
+    """``model.anomaly_score`` over ``images`` (or sequences) in batches (float64 numpy);
+    a conditional model scores each example under its ``labels``."""
+
+    def one(i: int) -> np.ndarray:
+        batch = tf.constant(images[i : i + batch_size])
+        if labels is None:
+            return np.asarray(model.anomaly_score(batch), np.float64)
+        return np.asarray(
+            model.anomaly_score(batch, labels=tf.constant(labels[i : i + batch_size])), np.float64
+        )
+
+    return np.concatenate([one(i) for i in range(0, len(images), batch_size)]).reshape(-1)
+
+
+def as_labels(labels: Any, model: keras.Model, n: int | None) -> np.ndarray | None:
+    """Calibration labels for a conditional model: int64 class ids [n] in [0, num_classes).
+    Unconditional models take none; a conditional anomaly model scores each example under
+    its label, so calibration data must come with labels."""
+    num_classes = signatures.num_classes_of(model)
+    if not num_classes:
+        if labels is not None:
+            raise ValueError(f"{type(model).__name__} is unconditional: it takes no labels")
+        return None
+    if n is None:
+        return None
+    if labels is None:
+        raise ValueError(
+            f"{model.name} is conditional ({num_classes} classes): its anomaly score depends "
+            "on the label, so calibration needs calibration_labels=<int class ids [N]> beside "
+            "calibration_images"
+        )
+    ids = np.asarray(labels)
+    if ids.ndim != 1 or len(ids) != n or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(
+            f"calibration_labels must be {n} integer class ids, shape [{n}]; got dtype "
+            f"{ids.dtype}, shape {ids.shape}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise ValueError(
+            f"calibration_labels must lie in [0, {num_classes}); got {ids.min()}..{ids.max()}"
+        )
+    return ids.astype(np.int64)
 
 
 def _resolve_threshold(
     model: keras.Model,
     family: str,
     images: np.ndarray | None,
+    labels: np.ndarray | None,
     threshold: float | Threshold | None,
     target_fpr: float,
 ) -> tuple[Threshold | None, np.ndarray | None]:
@@ -199,7 +240,7 @@ def _resolve_threshold(
         if threshold is not None:
             raise ValueError(f"{type(model).__name__} is a generator: it has no anomaly threshold")
         return None, None
-    scores = anomaly_scores(model, images) if images is not None else None
+    scores = anomaly_scores(model, images, labels) if images is not None else None
     if isinstance(threshold, Threshold):
         return threshold, scores
     if threshold is not None:
@@ -254,15 +295,18 @@ def _parity_inputs(
     model: keras.Model,
     signature_set: signatures.SignatureSet,
     images: np.ndarray | None,
+    labels: np.ndarray | None = None,
     n: int = PARITY_BATCH,
 ) -> dict[str, dict[str, np.ndarray]]:
     """One fixed batch per signature and alias: the first ``n`` calibration examples (or
     seeded uniform noise; sequences get padding at the end of example 1 and the start of
-    example 2, so masking is checked), seeded normal ``z``, seeds 0..n-1, and for
+    example 2, so masking is checked), seeded normal ``z``, seeds 0..n-1, labels (the
+    calibration labels, else 0, 1, ... mod num_classes) for conditional models, and for
     ``score_with_threshold`` a per-example threshold at the batch's median score."""
     rng = np.random.default_rng(0)
     key = "sequences" if signature_set.input_key == "sequences" else "images"
-    if images is not None and len(images) >= n:
+    use_data = images is not None and len(images) >= n
+    if use_data:
         batch = images[:n]
     elif key == "sequences":
         batch = rng.standard_normal((n, *model.image_shape)).astype(np.float32)
@@ -275,8 +319,12 @@ def _parity_inputs(
         "z": rng.standard_normal((n, int(model.latent_dim))).astype(np.float32),
         "seed": np.arange(n, dtype=np.int64),
     }
+    num_classes = signatures.num_classes_of(model)
+    if num_classes:
+        given = use_data and labels is not None
+        values["labels"] = labels[:n] if given else np.arange(n, dtype=np.int64) % num_classes
     if "score_with_threshold" in signature_set.signatures:
-        median = float(np.median(anomaly_scores(model, batch)))
+        median = float(np.median(anomaly_scores(model, batch, values.get("labels"))))
         values["threshold"] = np.full([n], median, np.float32)
     return {
         name: {k: values[k] for k in signature_set.resolve(name).input_names}
@@ -328,6 +376,10 @@ def _model_summary(model: keras.Model, signature_set: signatures.SignatureSet) -
         },
         "config": model.get_config(),
     }
+    num_classes = signatures.num_classes_of(model)
+    if num_classes:
+        summary["num_classes"] = num_classes
+        summary["labels"] = {"key": "labels", "shape": [None], "dtype": "int64"}
     if signature_set.family == "sequence_autoencoder":
         summary["sequence_shape"] = list(model.sequence_shape)
         summary["mask_value"] = float(model.mask_value)
@@ -429,6 +481,7 @@ def export_model(
     *,
     formats: str | Sequence[str] = FORMATS,
     calibration_images: Any = None,
+    calibration_labels: Any = None,
     calibration_description: str | None = None,
     target_fpr: float = 0.01,
     threshold: float | Threshold | None = None,
@@ -443,7 +496,8 @@ def export_model(
     Runtime), atomically, with ``assets.extra/MODEL_CARD.md`` and ``zoo_export.json``.
 
     Anomaly models need ``calibration_images`` (held-out *normal* examples: images, or
-    sequences ``[N, T, F]`` for a ``SequenceAutoencoder``; the threshold is the smallest
+    sequences ``[N, T, F]`` for a ``SequenceAutoencoder``; a conditional VAE also needs
+    ``calibration_labels``, int class ids [N]; the threshold is the smallest
     with FPR <= ``target_fpr`` on their scores, and their score mean and std give
     ``normalized_score``) or an explicit ``threshold`` (then ``normalized_score`` needs
     calibration data too, or is left out). ``calibration_description`` says in the
@@ -462,7 +516,8 @@ def export_model(
         if calibration_images is not None and family != "gan"
         else None
     )
-    chosen, scores = _resolve_threshold(model, family, examples, threshold, target_fpr)
+    labels = as_labels(calibration_labels, model, None if examples is None else len(examples))
+    chosen, scores = _resolve_threshold(model, family, examples, labels, threshold, target_fpr)
     normalization, normalization_note = _normalization(scores) if chosen else (None, None)
     signature_set = signatures.build_signatures(
         model,
@@ -493,7 +548,7 @@ def export_model(
     try:
         sm_dir = staging / "savedmodel"
         savedmodel.write_savedmodel(signature_set, sm_dir)
-        calls = _parity_inputs(model, signature_set, examples)
+        calls = _parity_inputs(model, signature_set, examples, labels)
 
         onnx_files: dict[str, Path] = {}
         if "onnx" in formats:
@@ -562,14 +617,28 @@ SYNTHETIC_CALIBRATION = (
 )
 
 
-def _sample_images(model: keras.Model) -> tuple[np.ndarray, str]:
+class CalibrationData(NamedTuple):
+    """Held-out normal examples for calibration, their labels (conditional models only)
+    and a sentence saying what they are (for the model card)."""
+
+    examples: np.ndarray
+    labels: np.ndarray | None
+    description: str
+
+
+def _sample_images(model: keras.Model) -> CalibrationData:
     from zoo.data import from_sample
 
-    dataset = from_sample("test", image_shape=model.image_shape).batch(1024)
-    return np.concatenate(list(dataset.as_numpy_iterator())), SAMPLE_CALIBRATION
+    conditional = bool(signatures.num_classes_of(model))
+    dataset = from_sample("test", image_shape=model.image_shape, with_labels=conditional)
+    batches = list(dataset.batch(1024).as_numpy_iterator())
+    if not conditional:
+        return CalibrationData(np.concatenate(batches), None, SAMPLE_CALIBRATION)
+    images, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
+    return CalibrationData(images, labels.astype(np.int64), SAMPLE_CALIBRATION)
 
 
-def _synthetic_sequences(model: keras.Model) -> tuple[np.ndarray, str]:
+def _synthetic_sequences(model: keras.Model) -> CalibrationData:
     from zoo.data import synthetic_series
     from zoo.data.timeseries import MIN_LENGTH
 
@@ -591,7 +660,7 @@ def _synthetic_sequences(model: keras.Model) -> tuple[np.ndarray, str]:
         n=len(normal),
         crop=f", cut to their first {steps} steps" if steps < length else "",
     )
-    return np.ascontiguousarray(normal, dtype=np.float32), description
+    return CalibrationData(np.ascontiguousarray(normal, dtype=np.float32), None, description)
 
 
 #: Where ``zoo export`` gets held-out normal data, per family.
@@ -602,10 +671,11 @@ CALIBRATION_SOURCES = {
 }
 
 
-def calibration_data(model: keras.Model) -> tuple[np.ndarray, str] | None:
-    """``zoo export``'s calibration data for ``model``'s family: (normal examples, what
-    they are), or None for generators. Images: the bundled MNIST test split; sequences:
-    normal series of the synthetic generator (see :data:`SYNTHETIC_CALIBRATION`)."""
+def calibration_data(model: keras.Model) -> CalibrationData | None:
+    """``zoo export``'s calibration data for ``model``'s family: normal examples (with
+    labels for conditional models) and what they are, or None for generators. Images: the
+    bundled MNIST test split; sequences: normal series of the synthetic generator (see
+    :data:`SYNTHETIC_CALIBRATION`)."""
     source = CALIBRATION_SOURCES.get(signatures.family_of(model))
     return None if source is None else source(model)
 
@@ -632,7 +702,7 @@ def export_cli(
         raise ValueError(f"target_fpr must be finite; got {target_fpr}")
     model = load_run(target)
     found = calibration_data(model)
-    examples, description = found if found is not None else (None, None)
+    examples, labels, description = found if found is not None else (None, None, None)
     user = {"source": str(target)}
     if description is not None:
         user["calibration_data"] = description
@@ -642,6 +712,7 @@ def export_cli(
         name or model.name,
         formats=formats,
         calibration_images=examples,
+        calibration_labels=labels,
         calibration_description=description,
         target_fpr=target_fpr,
         metadata=user,

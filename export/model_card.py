@@ -227,6 +227,11 @@ def render(meta: Mapping[str, Any]) -> str:
     settings = [f"{k}={_g(config[k])}" for k in _CONFIG_KEYS if k in config]
     if settings:
         out.append(f"- Settings: {', '.join(settings)}")
+    if model.get("num_classes"):
+        out.append(
+            f"- Conditional on `labels`: int64 class ids in [0, {model['num_classes']}), one "
+            "per example, in every signature; an id outside that range fails the request"
+        )
     out += [
         "",
         "## Signatures",

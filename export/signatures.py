@@ -17,6 +17,11 @@ vae                   reconstruct, encode, decode, generate,       score
                       score_with_threshold
 ====================  ==========================================  ===============
 
+Conditional models (``cgan``, ``cvae``) take ``labels``, int64 class ids [N], in every
+signature right after the examples, ``z`` or ``seed``; ids outside [0, num_classes) fail
+the request (an in-graph check) instead of silently selecting no class. A GAN exports
+the generator it samples with: the EMA copy when ``ema_decay`` is set.
+
 ``denoise`` exists for autoencoders trained with input corruption (``model.corruption``).
 ``score`` returns ``anomaly_score``, ``threshold``, ``is_anomaly`` and, when the export
 was calibrated, ``normalized_score = (anomaly_score - mean) / std`` with the calibration
@@ -46,6 +51,7 @@ __all__ = [
     "build_signatures",
     "family_of",
     "input_key",
+    "num_classes_of",
     "score_definition",
 ]
 
@@ -168,6 +174,12 @@ def score_definition(model: keras.Model) -> str | None:
             f"{model.mask_value:g}); anomaly_score = sum_t step_scores[t] / number of valid steps"
         )
     if family == "vae":
+        if num_classes_of(model):
+            return (
+                f"negative ELBO in nats at the posterior mean ({model.likelihood} likelihood), "
+                "conditioned on each example's label y: -log p(x|z=mean, y) summed over pixels "
+                "+ KL(q(z|x, y) || N(0, I)) summed over latent dims"
+            )
         return (
             f"negative ELBO in nats at the posterior mean ({model.likelihood} likelihood): "
             "-log p(x|z=mean) summed over pixels + KL(q(z|x) || N(0, I)) summed over latent dims"
@@ -206,6 +218,20 @@ def _sample_z(seed: tf.Tensor, latent_dim: int) -> tf.Tensor:
     return tf.map_fn(one, seed, fn_output_signature=tf.TensorSpec([latent_dim], tf.float32))
 
 
+def num_classes_of(model: keras.Model) -> int:
+    """How many classes a conditional model takes as ``labels`` (0 = unconditional)."""
+    return int(getattr(model, "num_classes", 0)) if getattr(model, "conditional", False) else 0
+
+
+def _class_ids(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """``labels`` [N] int64, checked in the graph to be class ids in [0, num_classes): an
+    out-of-range id would otherwise select no class (one-hot) or fail deep in a lookup."""
+    valid = tf.reduce_all((labels >= 0) & (labels < num_classes))
+    message = f"labels must be class ids in [0, {num_classes}); got"
+    with tf.control_dependencies([tf.debugging.Assert(valid, [message, labels])]):
+        return tf.identity(labels)
+
+
 def build_signatures(
     model: keras.Model,
     threshold: float | None = None,
@@ -213,7 +239,10 @@ def build_signatures(
 ) -> SignatureSet:
     """The family's signatures for ``model``; ``threshold`` (required for autoencoders
     and VAEs) is baked into ``score`` as a constant, and so are ``normalization``'s
-    ``(mean, std)`` (optional: without it there is no ``normalized_score`` output)."""
+    ``(mean, std)`` (optional: without it there is no ``normalized_score`` output).
+
+    Conditional models (a GAN with ``num_classes`` > 0, a CVAE) take ``labels`` (int64
+    class ids [N]) in every signature after the examples, ``z`` or ``seed``."""
     family = family_of(model)
     latent = int(model.latent_dim)
     key = input_key(family)
@@ -222,34 +251,52 @@ def build_signatures(
     seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
     # Scalar or one threshold per example: the rank is left open on purpose.
     threshold_spec = tf.TensorSpec(None, tf.float32, name="threshold")
+    num_classes = num_classes_of(model)
+    label_specs = [tf.TensorSpec([None], tf.int64, name="labels")] if num_classes else []
+    with_labels = f", labels [N] int64 in [0, {num_classes})" if num_classes else ""
     sigs: dict[str, Signature] = {}
 
     def add(
         name: str,
-        fn: Callable[..., Any],
+        body: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]],
         spec: list,
         onnx: bool,
         doc: str,
         renames: dict[str, str] | None = None,
         not_onnx: str | None = None,
     ) -> None:
-        fn.__name__ = name
-        function = tf.function(fn, input_signature=spec)
+        """Register ``body`` (a dict of input tensors by name -> dict of outputs) as a
+        signature taking ``spec``'s tensors positionally, with labels checked."""
+        names = [s.name for s in spec]
+
+        def positional(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            inputs = dict(zip(names, args, strict=True))
+            if "labels" in inputs:
+                inputs["labels"] = _class_ids(inputs["labels"], num_classes)
+            return body(inputs)
+
+        positional.__name__ = name
+        function = tf.function(positional, input_signature=spec)
         sigs[name] = Signature(name, function, onnx, doc, dict(renames or {}), not_onnx)
 
+    def generator_signatures(decode: Callable[[tf.Tensor, tf.Tensor | None], tf.Tensor]) -> None:
+        """``generate`` (z) and ``sample`` (seed), both with labels when conditional."""
+        add("generate", lambda i: {"images": decode(i["z"], i.get("labels"))},
+            [z_spec, *label_specs], True,
+            f"z [N, latent]{with_labels} -> images [N, H, W, C] in [0, 1]")  # fmt: skip
+        add("sample", lambda i: {"images": decode(_sample_z(i["seed"], latent), i.get("labels"))},
+            [seed_spec, *label_specs], False,
+            f"seed [N] int64{with_labels} -> images, z ~ N(0, I) per seed",
+            not_onnx=SAMPLE_NOT_ONNX)  # fmt: skip
+
     if family == "gan":
-
-        def generate(z):
-            return {"images": tf.cast(model.generate(z), tf.float32)}
-
-        def sample(seed):
-            return {"images": tf.cast(model.generate(_sample_z(seed, latent)), tf.float32)}
-
-        add("generate", generate, [z_spec], True, "z [N, latent] -> images [N, H, W, C] in [0, 1]")
-        add("sample", sample, [seed_spec], False,
-            "seed [N] int64 -> images, z ~ N(0, I) per seed", not_onnx=SAMPLE_NOT_ONNX)  # fmt: skip
+        generator_signatures(lambda z, y: tf.cast(model.generate(z, y), tf.float32))
         return SignatureSet(
-            family, sigs, {"serving_default": "generate"}, [model.generator], input_key="z"
+            family,
+            sigs,
+            {"serving_default": "generate"},
+            [model.sampling_generator],  # the EMA generator when there is one
+            input_key="z",
         )
 
     if threshold is None or not math.isfinite(float(threshold)):
@@ -262,84 +309,82 @@ def build_signatures(
         normalization = (mean, std)
     sequences = family == "sequence_autoencoder"
 
-    def scores(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+    def conditioned(method: Callable[..., Any], x: tf.Tensor, labels: tf.Tensor | None) -> Any:
+        return method(x) if labels is None else method(x, labels=labels)
+
+    def scores(i: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor | None]:
         """(anomaly_score [N], step_scores [N, T] or None) from one reconstruction."""
+        x = i[key]
         if not sequences:
-            return model.anomaly_score(x), None
+            return conditioned(model.anomaly_score, x, i.get("labels")), None
         steps = model.step_scores(x)  # SequenceAutoencoder.anomaly_score, sharing its pass
         valid = tf.maximum(tf.reduce_sum(model.valid_steps(x), axis=1), 1.0)
         return tf.reduce_sum(steps, axis=1) / valid, steps
 
-    # The examples' parameter is ``x`` whatever the family: the TensorSpec names
-    # (``images`` or ``sequences``) are the signature's input keys.
-    def reconstruct(x):
-        return {"reconstructions": tf.cast(model.reconstruct(x), tf.float32)}
-
-    def score(x):
-        value, steps = scores(x)
+    def score(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        value, steps = scores(i)
         return _score_outputs(value, tf.constant(calibrated, tf.float32), normalization, steps)
 
-    def score_with_threshold(x, threshold):
-        value, steps = scores(x)
-        return _score_outputs(value, threshold, normalization, steps)
+    def score_with_threshold(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        value, steps = scores(i)
+        return _score_outputs(value, i["threshold"], normalization, steps)
 
+    examples = [example_spec, *label_specs]
     shape = "[N, T, F]" if sequences else "[N, H, W, C]"
-    add("reconstruct", reconstruct, [example_spec], True,
-        f"{key} {shape} -> reconstructions {shape}")  # fmt: skip
+    add("reconstruct",
+        lambda i: {"reconstructions": tf.cast(
+            conditioned(model.reconstruct, i[key], i.get("labels")), tf.float32)},
+        examples, True, f"{key} {shape}{with_labels} -> reconstructions {shape}")  # fmt: skip
     if family in ("autoencoder", "sequence_autoencoder"):
-
-        def encode(x):
-            return {"codes": tf.cast(model.encode(x), tf.float32)}
-
-        add("encode", encode, [example_spec], True, f"{key} -> codes [N, latent]")
+        add("encode", lambda i: {"codes": tf.cast(model.encode(i[key]), tf.float32)},
+            examples, True, f"{key} -> codes [N, latent]")  # fmt: skip
         if getattr(model, "corruption", None):
-
-            def denoise(x):
-                return {key: tf.cast(model.denoise(x), tf.float32)}
-
-            add("denoise", denoise, [example_spec], True,
+            add("denoise", lambda i: {key: tf.cast(model.denoise(i[key]), tf.float32)},
+                examples, True,
                 f"{key} (noisy) -> {key}: the clean estimate (the model was trained with "
                 f"{model.corruption} corruption)", renames={key: f"{key}_out"})  # fmt: skip
     else:
 
-        def encode(images):
-            mean, log_variance = model.encode(images)
+        def encode(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            mean, log_variance = conditioned(model.encode, i[key], i.get("labels"))
             return {"mean": mean, "log_variance": log_variance}
 
-        def decode(z):
-            return {"images": tf.cast(model.decode(z), tf.float32)}
+        def decode(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            images = tf.cast(model.decode(i["z"], i.get("labels")), tf.float32)
+            outputs = {"images": images}
+            if model.likelihood == "gaussian_learned":
+                outputs["scale"] = tf.broadcast_to(model.scale(), tf.shape(images))
+            return outputs
 
-        def generate(z):
-            return {"images": tf.cast(model.decode(z), tf.float32)}
-
-        def sample(seed):
-            return {"images": tf.cast(model.decode(_sample_z(seed, latent)), tf.float32)}
-
-        add("encode", encode, [example_spec], True, "images -> posterior mean, log_variance")
-        add("decode", decode, [z_spec], True, "z -> likelihood-mean images in [0, 1]")
-        add("generate", generate, [z_spec], True, "z -> images (same as decode)")
-        add("sample", sample, [seed_spec], False,
-            "seed [N] int64 -> images, z ~ N(0, I) per seed", not_onnx=SAMPLE_NOT_ONNX)  # fmt: skip
+        add("encode", encode, examples, True,
+            f"images{with_labels} -> posterior mean, log_variance")  # fmt: skip
+        learned = model.likelihood == "gaussian_learned"
+        add("decode", decode, [z_spec, *label_specs], True,
+            f"z{with_labels} -> likelihood-mean images in [0, 1]"
+            + (", scale (the learned per-pixel std)" if learned else ""))  # fmt: skip
+        generator_signatures(lambda z, y: tf.cast(model.generate(z, y), tf.float32))
     extra = ", step_scores [N, T] (0 at padding)" if sequences else ""
     normalized = ", normalized_score = (score - mean) / std" if normalization else ""
     add(
         "score",
         score,
-        [example_spec],
+        examples,
         True,
-        f"{key} -> anomaly_score [N], threshold [N] (calibrated), is_anomaly = score > "
-        f"threshold{normalized}{extra}",
+        f"{key}{with_labels} -> anomaly_score [N], threshold [N] (calibrated), is_anomaly = "
+        f"score > threshold{normalized}{extra}",
     )
     add(
         "score_with_threshold",
         score_with_threshold,
-        [example_spec, threshold_spec],
+        [*examples, threshold_spec],
         True,
-        f"{key}, threshold (scalar or [N]) -> anomaly_score, threshold, is_anomaly"
+        f"{key}{with_labels}, threshold (scalar or [N]) -> anomaly_score, threshold, is_anomaly"
         f"{normalized}{extra}",
         renames={"threshold": "threshold_out"},
     )
-    networks = [model.encoder, model.decoder]
+    # A VAE's likelihood may own variables outside its networks (gaussian_learned's
+    # log_scale), so the whole trainer is tracked; autoencoders need only their networks.
+    networks = [model] if family == "vae" else [model.encoder, model.decoder]
     return SignatureSet(
         family,
         sigs,

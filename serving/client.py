@@ -138,20 +138,24 @@ class _Convenience(abc.ABC):
         """Images from latent vectors ``z`` (and class ``labels`` for conditional models)."""
         inputs: dict[str, Any] = {"z": np.asarray(z, dtype=np.float32)}
         if labels is not None:
-            inputs["labels"] = np.asarray(labels)
+            inputs["labels"] = np.asarray(labels, dtype=np.int64)
         out = self.predict(inputs, signature_name, version=version, label=label)
         return out["images"]
 
     def score(
         self,
         images: Any,
+        labels: Any = None,
         signature_name: str = "score",
         *,
         version: int | None = None,
         label: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Anomaly scores (float32) and verdicts (bool) for a batch of ``images``."""
-        inputs = {"images": np.asarray(images, dtype=np.float32)}
+        """Anomaly scores (float32) and verdicts (bool) for a batch of ``images`` (under
+        class ``labels`` [N] for a conditional model such as a CVAE)."""
+        inputs: dict[str, Any] = {"images": np.asarray(images, dtype=np.float32)}
+        if labels is not None:
+            inputs["labels"] = np.asarray(labels, dtype=np.int64)
         out = self.predict(inputs, signature_name, version=version, label=label)
         return out["anomaly_score"], out["is_anomaly"]
 

@@ -625,6 +625,17 @@ def _check_shape(arr: np.ndarray, spec: _InputSpec) -> None:
         )
 
 
+def _error_line(err: Exception) -> str:
+    """The informative line of a TF runtime error: an in-graph check's own message
+    ("assertion failed: [...]") when there is one, else the first line."""
+    lines = [line.strip() for line in (getattr(err, "message", "") or str(err)).splitlines()]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if line.startswith("assertion failed"):
+            return line
+    return lines[0] if lines else type(err).__name__
+
+
 def _call(
     fn: Any, arrays: dict[str, np.ndarray], specs: dict[str, _InputSpec], sig: str
 ) -> dict[str, np.ndarray]:
@@ -633,8 +644,9 @@ def _call(
     try:
         outputs = fn(**feeds)
     except tf.errors.InvalidArgumentError as err:
-        first = (err.message or str(err)).strip().splitlines()[0]
-        raise RequestError(400, f"signature '{sig}' rejected the input: {first}") from None
+        raise RequestError(
+            400, f"signature '{sig}' rejected the input: {_error_line(err)}"
+        ) from None
     if not isinstance(outputs, dict):
         outputs = {"output_0": outputs}
     return {k: np.asarray(v.numpy()) for k, v in outputs.items()}

@@ -18,7 +18,8 @@ def make_inputs(
     model: Any, names: list[str], examples: np.ndarray, n: int = 3
 ) -> dict[str, np.ndarray]:
     """Inputs named ``names``: the first ``n`` examples (as ``images`` or ``sequences``),
-    seeded ``z``, seeds [5, 11, 5] and a per-example threshold of 0.05."""
+    seeded ``z``, seeds [5, 11, 5], class ids 3, 6, 9, ... (mod the model's classes) and a
+    per-example threshold of 0.05."""
     rng = np.random.default_rng(7)
     values = {
         "images": examples[:n],
@@ -26,6 +27,9 @@ def make_inputs(
         "z": rng.standard_normal((n, model.latent_dim)).astype("float32"),
         "seed": np.array([5, 11, 5], np.int64)[:n],
         "threshold": np.full([n], 0.05, np.float32),
+        "labels": (3 * np.arange(1, n + 1) % max(getattr(model, "num_classes", 1), 1)).astype(
+            np.int64
+        ),
     }
     return {k: values[k] for k in names}
 
@@ -39,6 +43,8 @@ def keras_outputs(
     if signature == "serving_default":
         signature = "generate" if threshold is None else "score"
     examples = inputs.get("images", inputs.get("sequences"))
+    conditioned = {"labels": inputs["labels"]} if "labels" in inputs else {}
+    generator = model.generate if hasattr(model, "generator") else model.decode
     if signature == "sample":
         z = tf.stack(
             [
@@ -48,21 +54,23 @@ def keras_outputs(
                 for s in inputs["seed"]
             ]
         )
-        return {"images": (model.generate if hasattr(model, "generator") else model.decode)(z)}
+        return {"images": generator(z, **conditioned)}
     if signature in ("generate", "decode"):
-        fn = model.generate if hasattr(model, "generator") else model.decode
-        return {"images": fn(inputs["z"])}
+        out = {"images": generator(inputs["z"], **conditioned)}
+        if getattr(model, "likelihood", None) == "gaussian_learned":
+            out["scale"] = np.broadcast_to(np.asarray(model.scale()), out["images"].shape)
+        return out
     if signature == "reconstruct":
-        return {"reconstructions": model.reconstruct(examples)}
+        return {"reconstructions": model.reconstruct(examples, **conditioned)}
     if signature == "denoise":
         key = "images" if "images" in inputs else "sequences"
         return {key: model.denoise(examples)}
     if signature == "encode":
-        out = model.encode(examples)
+        out = model.encode(examples, **conditioned)
         if isinstance(out, tuple):
             return {"mean": out[0], "log_variance": out[1]}
         return {"codes": out}
-    score = np.asarray(model.anomaly_score(examples))
+    score = np.asarray(model.anomaly_score(examples, **conditioned))
     thr = inputs.get("threshold", threshold)
     thr = np.broadcast_to(np.asarray(thr, np.float32), score.shape)
     out = {"anomaly_score": score, "threshold": thr, "is_anomaly": score > thr}

@@ -40,6 +40,21 @@ EXPECTED = {
         "score_with_threshold": (["images", "threshold"], SCORE_OUTPUTS),
         "serving_default": (["images"], SCORE_OUTPUTS),
     },
+    "cgan_tiny": {
+        "generate": (["labels", "z"], ["images"]),
+        "sample": (["labels", "seed"], ["images"]),
+        "serving_default": (["labels", "z"], ["images"]),
+    },
+    "cvae_tiny": {
+        "reconstruct": (["images", "labels"], ["reconstructions"]),
+        "encode": (["images", "labels"], ["log_variance", "mean"]),
+        "decode": (["labels", "z"], ["images"]),
+        "generate": (["labels", "z"], ["images"]),
+        "sample": (["labels", "seed"], ["images"]),
+        "score": (["images", "labels"], SCORE_OUTPUTS),
+        "score_with_threshold": (["images", "labels", "threshold"], SCORE_OUTPUTS),
+        "serving_default": (["images", "labels"], SCORE_OUTPUTS),
+    },
     "vae_tiny": {
         "reconstruct": (["images"], ["reconstructions"]),
         "encode": (["images"], ["log_variance", "mean"]),
@@ -63,13 +78,24 @@ def normal_images() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, normal_images) -> dict[str, tuple]:
+def normal_labels() -> np.ndarray:
+    """The class ids of :func:`normal_images`."""
+    from zoo.data import load_sample
+
+    return load_sample("test")[1].astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, normal_images, normal_labels) -> dict[str, tuple]:
     """``{name: (model, ExportResult)}``: each tiny model exported once, all formats."""
     out = tmp_path_factory.mktemp("models")
     done = {}
     for name in EXPECTED:
         model = zoo.load(name)
-        result = export_model(model, out, name, calibration_images=normal_images)
+        labels = normal_labels if name == "cvae_tiny" else None
+        result = export_model(
+            model, out, name, calibration_images=normal_images, calibration_labels=labels
+        )
         done[name] = (model, result)
     return done
 
@@ -145,6 +171,7 @@ def test_signature_names_keys_dtypes_shapes(exported, loaded, name):
                 "images": (tf.float32, [None, *model.image_shape]),
                 "z": (tf.float32, [None, model.latent_dim]),
                 "seed": (tf.int64, [None]),
+                "labels": (tf.int64, [None]),
                 "threshold": (tf.float32, None),  # scalar or one per example
             }[arg]
             shape = None if spec.shape.rank is None else spec.shape.as_list()
@@ -413,7 +440,7 @@ def test_onnx_files_check_and_match_keras(exported, normal_images, name):
         assert not any(t.startswith("Random") for t in types), (key, types)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        assert names == EXPECTED[name][key][0]
+        assert sorted(names) == EXPECTED[name][key][0]
         inputs = make_inputs(model, names, normal_images)
         outputs = dict(
             zip([o.name for o in session.get_outputs()], session.run(None, inputs), strict=True)
@@ -424,7 +451,8 @@ def test_onnx_files_check_and_match_keras(exported, normal_images, name):
         assert_close(expected, outputs, metadata=result.metadata)
     if "generate" in result.onnx_paths:
         proto = onnx.load(str(result.onnx_paths["generate"]))
-        assert [i.name for i in proto.graph.input] == ["z"]
+        conditional = "labels" in EXPECTED[name]["generate"][0]
+        assert [i.name for i in proto.graph.input] == (["z", "labels"] if conditional else ["z"])
     reasons = result.metadata["onnx"]["savedmodel_only_reasons"]  # never silently skipped
     assert sorted(reasons) == (["sample"] if "sample" in EXPECTED[name] else [])
     assert all("StatelessRandomNormalV2" in why for why in reasons.values())
@@ -436,9 +464,132 @@ def test_model_card_is_written(exported, name):
     text = (result.version_dir / "assets.extra" / "MODEL_CARD.md").read_text()
     assert text.startswith(f"# Model card: {name} (version 1)")
     assert "## Parity" in text and "Passed: **True**" in text
-    if name == "dcgan_tiny":
+    assert ("Conditional on `labels`" in text) == (name in ("cgan_tiny", "cvae_tiny"))
+    if name in ("dcgan_tiny", "cgan_tiny"):
         assert "no anomaly threshold" in text and "StatelessRandomNormalV2" in text
     else:
         assert result.metadata["score"]["definition"] in text
         assert "Method: quantile of held-out normal scores" in text
-        assert ("negative ELBO in nats" in text) == (name == "vae_tiny")
+        assert ("negative ELBO in nats" in text) == (name in ("vae_tiny", "cvae_tiny"))
+
+
+# ------------------------------------------------------------------------- conditional models
+
+
+def test_conditional_labels_pick_the_class(loaded, exported):
+    model, _ = exported["cgan_tiny"]
+    z = np.repeat(np.random.default_rng(1).standard_normal((1, model.latent_dim)), 3, 0)
+    images = (
+        loaded["cgan_tiny"]
+        .signatures["generate"](
+            z=tf.constant(z, tf.float32), labels=tf.constant([2, 2, 7], tf.int64)
+        )["images"]
+        .numpy()
+    )
+    np.testing.assert_array_equal(images[0], images[1])  # same z, same class
+    # same z, another class: the untrained generator's outputs sit near 0.5, so the
+    # class changes them by ~1e-4, still far above float32 round-off (~1e-7)
+    assert np.abs(images[0] - images[2]).max() > 1e-5
+    np.testing.assert_allclose(images, model.generate(z, np.array([2, 2, 7])), atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "signature"), [("cgan_tiny", "generate"), ("cvae_tiny", "score")])
+@pytest.mark.parametrize("bad", [10, -1])
+def test_out_of_range_labels_fail_naming_the_range(
+    loaded, exported, normal_images, name, signature, bad
+):
+    model, _ = exported[name]
+    inputs = make_inputs(model, sorted(EXPECTED[name][signature][0]), normal_images, n=2)
+    inputs["labels"] = np.array([0, bad], np.int64)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"labels must be class ids in \[0, 10\)"
+    ):
+        loaded[name].signatures[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+
+
+def test_cvae_export_needs_calibration_labels(tmp_path, normal_images, normal_labels):
+    model = zoo.load("cvae_tiny")
+    with pytest.raises(ValueError, match="calibration_labels"):
+        export_model(model, tmp_path, "cvae", calibration_images=normal_images[:50])
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        export_model(model, tmp_path, "cvae", calibration_images=normal_images[:3],
+                     calibration_labels=np.array([0, 1, 12]))  # fmt: skip
+    with pytest.raises(ValueError, match="unconditional"):
+        export_model(zoo.load("vae_tiny"), tmp_path, "vae", calibration_images=normal_images[:3],
+                     calibration_labels=normal_labels[:3])  # fmt: skip
+    assert not (tmp_path / "cvae").exists() and not (tmp_path / "vae").exists()
+
+
+def test_export_cli_calibrates_a_cvae_with_the_sample_labels(
+    tmp_path, normal_images, normal_labels
+):
+    model = zoo.load("cvae_tiny")
+    result = export_cli("cvae_tiny", tmp_path, "savedmodel")
+    scores = np.asarray(model.anomaly_score(normal_images, labels=normal_labels))
+    assert result.metadata["threshold"]["n"] == 1000
+    # the smallest threshold with FPR <= 1 %: scored under each digit's own label
+    assert np.mean(scores > result.metadata["threshold"]["value"]) <= 0.01
+    assert result.metadata["model"]["num_classes"] == 10
+
+
+def test_gan_exports_its_ema_generator(tmp_path):
+    model = zoo.load("gan_tiny", ema_decay=0.9)
+    trained = model.generator.get_weights()
+    model.generator.set_weights([w + 0.5 for w in trained])  # EMA and raw now differ
+    z = np.random.default_rng(2).standard_normal((4, model.latent_dim)).astype("float32")
+    result = export_model(model, tmp_path, "gan", formats="savedmodel", warmup=False)
+    images = tf.saved_model.load(str(result.version_dir)).signatures["generate"](z=tf.constant(z))
+    ema = np.asarray(model.generate(z))  # generate() samples with the EMA generator
+    np.testing.assert_allclose(images["images"], ema, atol=ATOL)
+    raw = (np.asarray(model.generator(z)) + 1.0) / 2.0
+    assert np.abs(raw - ema).max() > 1e-2
+
+
+def test_learned_scale_vae_exports_its_scale(tmp_path, normal_images):
+    model = zoo.load("mlp_vae_tiny", likelihood="gaussian_learned")
+    model.log_scale.assign(model.log_scale + np.linspace(-1, 1, 784).reshape(28, 28, 1))
+    result = export_model(model, tmp_path, "vae", calibration_images=normal_images[:64])
+    decode = tf.saved_model.load(str(result.version_dir)).signatures["decode"]
+    z = np.zeros((2, model.latent_dim), np.float32)
+    out = decode(z=tf.constant(z))
+    want = np.broadcast_to(np.asarray(model.scale()), (2, 28, 28, 1))
+    np.testing.assert_allclose(out["scale"], want, rtol=1e-6)  # the trained, not initial, scale
+    assert result.metadata["parity"]["passed"]
+
+
+def test_rest_generate_and_score_with_labels(exported, normal_images, normal_labels, tmp_path):
+    """The exported conditional models over REST (``zoo serve``), as a client calls them."""
+    import threading
+
+    from zoo.serving.client import ServingClient, ServingError
+    from zoo.serving.server import make_server
+
+    blocks = "".join(
+        f'  config {{ name: "{name}" base_path: "{result.version_dir.parent}" '
+        'model_platform: "tensorflow" }\n'
+        for name, (_, result) in exported.items()
+        if name in ("cgan_tiny", "cvae_tiny")
+    )
+    config = tmp_path / "models.config"
+    config.write_text(f"model_config_list {{\n{blocks}}}\n")
+    server = make_server(config, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cgan, _ = exported["cgan_tiny"]
+        z = np.random.default_rng(4).standard_normal((3, cgan.latent_dim)).astype("float32")
+        labels = np.array([1, 4, 8])
+        images = ServingClient(server.url, "cgan_tiny").generate(z, labels)
+        np.testing.assert_allclose(images, cgan.generate(z, labels), atol=ATOL)
+
+        cvae, result = exported["cvae_tiny"]
+        client = ServingClient(server.url, "cvae_tiny")
+        scores, verdicts = client.score(normal_images[:4], normal_labels[:4])
+        want = np.asarray(cvae.anomaly_score(normal_images[:4], labels=normal_labels[:4]))
+        np.testing.assert_allclose(scores, want, rtol=1e-5)
+        np.testing.assert_array_equal(verdicts, want > result.metadata["threshold"]["value"])
+        with pytest.raises(ServingError, match=r"labels must be class ids in \[0, 10\)") as error:
+            client.score(normal_images[:2], [3, 10])
+        assert error.value.status == 400
+    finally:
+        server.shutdown()
+        server.server_close()

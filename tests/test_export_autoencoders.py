@@ -275,7 +275,7 @@ def test_model_card_states_threshold_method_and_score_definition(exported, name)
 def test_sequence_export_is_calibrated_on_synthetic_normal_series(exported):
     model, result = exported["recurrent_ae_tiny"]
     calibration = result.metadata["calibration"]
-    normal, description = calibration_data(model)
+    normal, _, description = calibration_data(model)
     assert normal.shape[1:] == (32, 3) and 900 <= len(normal) <= 1100
     assert calibration == {"examples": "sequences", "n": len(normal), "description": description}
     assert "labels False" in description and "not standardised" in description
