@@ -43,7 +43,17 @@ SCHEMA: dict[str, Any] = {
         "verbose": 1,  # Keras progress bar: 1 bar, 2 one line per epoch, 0 silent
         "pretrain_epochs": 0,  # stacked autoencoders: greedy layer-wise epochs per layer
     },
-    "logging": {"num_samples": 64, "sample_every_epochs": 1},
+    "logging": {
+        "num_samples": 64,  # sample / reconstruction grid size (0 = no grids)
+        "sample_every_epochs": 1,
+        # VAEs: interpolation, traversal and 2-D latent scatter (0 = off)
+        "latent_every_epochs": 1,
+        "latent_examples": 500,  # held-out examples in the scatter
+        # generators: sample-quality metrics (FID, KID, ...) to TensorBoard (0 = off)
+        "quality_every_epochs": 0,
+        "quality_samples": 1000,
+        "feature_extractor": "mnist_classifier",  # or inception_v3 (needs its weights)
+    },
 }
 OPEN_TABLES = ("model_config", "optimizer")  # checked against the model / optimizer instead
 
@@ -118,6 +128,17 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
     if not isinstance(out["data"]["batch_size"], int) or out["data"]["batch_size"] < 1:
         raise RecipeError(
             f"data.batch_size must be a positive integer; got {out['data']['batch_size']!r}"
+        )
+    for key in ("sample_every_epochs", "latent_every_epochs", "quality_every_epochs"):
+        value = out["logging"][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise RecipeError(f"logging.{key} must be a whole number of epochs >= 0; got {value!r}")
+    if not isinstance(out["logging"]["quality_samples"], int) or (
+        out["logging"]["quality_samples"] < 6
+    ):
+        raise RecipeError(
+            "logging.quality_samples must be an integer >= 6 (metrics need a few samples); "
+            f"got {out['logging']['quality_samples']!r}"
         )
     return out
 

@@ -24,7 +24,7 @@ from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 from zoo import data as zdata
 from zoo import registry
 from zoo.checkpoints import CheckpointEveryEpoch, TrainingState
-from zoo.trainers.base import Trainer, images_of
+from zoo.trainers.base import Trainer
 
 SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
 
@@ -175,8 +175,17 @@ class ImageGrids(keras.callbacks.Callback):
     Fixed inputs are drawn once from numpy, so logging never moves the trainer's RNG.
     """
 
-    def __init__(self, run_dir: Path, images: np.ndarray, num_samples: int, every: int, seed: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        images: np.ndarray,
+        num_samples: int,
+        every: int,
+        seed: int,
+        ncols: int | None = None,
+    ):
         super().__init__()
+        self.ncols = ncols
         self.folder = run_dir / "samples"
         self.every = max(int(every), 1)
         self.images = images
@@ -208,7 +217,7 @@ class ImageGrids(keras.callbacks.Callback):
         if grids:
             self.folder.mkdir(parents=True, exist_ok=True)
         for kind, images in grids.items():
-            ncols = 16 if kind == "reconstructions" else None
+            ncols = 16 if kind == "reconstructions" else self.ncols
             grid = zdata.image_grid(images, ncols=ncols)
             path = self.folder / f"{kind}_epoch{epoch + 1:03d}.png"
             zdata.save_png(grid, path)
@@ -216,6 +225,106 @@ class ImageGrids(keras.callbacks.Callback):
             with self.writer.as_default():
                 tf.summary.image(kind, grid[None].astype("float32") / 255.0, step=epoch + 1)
         self.writer.flush()
+
+
+def take_images(ds: tf.data.Dataset, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` images from an unbatched dataset (labels dropped), shuffled with ``seed``."""
+    taken = ds.shuffle(4096, seed=seed).take(int(n)).map(lambda *x: x[0])
+    return np.stack(list(taken.as_numpy_iterator())).astype("float32")
+
+
+def check_logging(model: Trainer, recipe: Recipe) -> Any:
+    """Refuse logging the model cannot do, before the run folder exists; returns the
+    feature extractor for sample-quality metrics (or None when they are off)."""
+    logging = recipe.logging
+    if not logging["quality_every_epochs"]:
+        return None
+    if not hasattr(model, "generate"):
+        raise RecipeError(
+            f"logging.quality_every_epochs: {model.name!r} does not generate images; set it to 0"
+        )
+    from zoo.metrics import sample_quality
+
+    name = logging["feature_extractor"]
+    if name == "mnist_classifier" and tuple(model.image_shape) != (28, 28, 1):
+        raise RecipeError(
+            "logging.feature_extractor = 'mnist_classifier' embeds 28x28x1 digits; this model "
+            f"makes {'x'.join(map(str, model.image_shape))} images. Set "
+            "logging.feature_extractor = 'inception_v3' (needs its ImageNet weights) or "
+            "logging.quality_every_epochs = 0"
+        )
+    try:
+        return sample_quality.get_feature_extractor(name)
+    except (ValueError, sample_quality.FeatureExtractorUnavailableError) as error:
+        raise RecipeError(f"logging.feature_extractor: {error}") from None
+
+
+def latent_examples(
+    recipe: Recipe, image_shape: tuple[int, ...], fallback: tf.data.Dataset
+) -> tf.data.Dataset:
+    """Held-out examples for the latent plots: labelled (for the scatter's colours) when
+    the source has labels, whatever ``data.with_labels`` says; else ``fallback``."""
+    d = recipe.data
+    if d["source"] not in ("sample", "tfds"):
+        return fallback
+    extra = {"name": d["name"]} if d["source"] == "tfds" else {}
+    split = d["validation_split"] or d["split"]
+    return zdata.make_dataset(
+        d["source"], split=split, image_shape=image_shape, with_labels=True, **extra
+    )
+
+
+def logging_callbacks(
+    model: Trainer,
+    recipe: Recipe,
+    run_dir: Path,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    extractor: Any,
+) -> list[keras.callbacks.Callback]:
+    """Image grids for every image model; latent-space grids for VAEs; sample-quality
+    metrics for generators when ``logging.quality_every_epochs`` is set."""
+    logging, image_shape = recipe.logging, tuple(model.image_shape)
+    preview = val_ds if val_ds is not None else train_ds
+    if len(image_shape) != 3:  # sequence models: no image grids
+        return []
+    out: list[keras.callbacks.Callback] = []
+    if logging["sample_every_epochs"] and logging["num_samples"]:
+        out.append(
+            ImageGrids(
+                run_dir,
+                take_images(preview, 16),  # 16 fixed images spread over the split
+                logging["num_samples"],
+                logging["sample_every_epochs"],
+                recipe.seed,
+                ncols=getattr(model, "num_classes", 0) or None,  # conditional: class columns
+            )
+        )
+    from zoo.trainers import VAE
+
+    if isinstance(model, VAE) and logging["latent_every_epochs"]:
+        from zoo.latent import LatentSpaceLogger
+
+        examples = latent_examples(recipe, image_shape, preview)
+        out.append(
+            LatentSpaceLogger.from_dataset(
+                run_dir, examples, logging["latent_examples"], seed=recipe.seed,
+                every=logging["latent_every_epochs"],
+            )
+        )  # fmt: skip
+    if extractor is not None:
+        from zoo.metrics.sample_quality import SampleQualityCallback
+
+        n = logging["quality_samples"]
+        reference = take_images(train_ds, n)
+        heldout = take_images(val_ds, n) if val_ds is not None else take_images(train_ds.skip(n), n)
+        out.append(
+            SampleQualityCallback(
+                run_dir / "train", logging["quality_every_epochs"], n, seed=recipe.seed,
+                real_reference=reference, real_heldout=heldout, feature_extractor=extractor,
+            )
+        )  # fmt: skip
+    return out
 
 
 class HistoryFile(keras.callbacks.Callback):
@@ -328,6 +437,12 @@ def train(
     config["seed"] = recipe.model_config.get("seed", recipe.seed)
     model = registry.load(recipe.model, **config)
     image_shape = tuple(model.image_shape)
+    if getattr(model, "conditional", False) and not recipe.data["with_labels"]:
+        raise RecipeError(
+            f"{recipe.model!r} is conditional: it trains on (image, label) pairs. Set "
+            "data.with_labels = true (the data source must have labels)"
+        )
+    extractor = check_logging(model, recipe)
 
     train_ds, val_ds, count = build_data(recipe, image_shape)
     batch_size = recipe.data["batch_size"]
@@ -367,20 +482,6 @@ def train(
         if val_ds is not None
         else None
     )
-    preview = val_ds if val_ds is not None else train_ds
-    is_image = len(image_shape) == 3
-    preview_images = (  # 16 fixed images spread over the split (not its first class)
-        np.stack([np.asarray(images_of(x)) for x in preview.shuffle(4096, seed=0).take(16)])
-        if recipe.logging["num_samples"] and is_image
-        else np.zeros((0, *image_shape), "float32")
-    )
-    grids = ImageGrids(
-        run_dir,
-        preview_images,
-        recipe.logging["num_samples"],
-        recipe.logging["sample_every_epochs"],
-        recipe.seed,
-    )
     write_hparams(run_dir, recipe)
     pretrain_epochs = recipe.training["pretrain_epochs"]
     if pretrain_epochs and not resume:
@@ -390,7 +491,7 @@ def train(
         keras.callbacks.TensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"]),
         CheckpointEveryEpoch(state),
         history_file,
-        grids,
+        *logging_callbacks(model, recipe, run_dir, train_ds, val_ds, extractor),
         *(callbacks or []),
     ]
     model.fit(

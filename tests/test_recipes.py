@@ -176,3 +176,66 @@ def test_learning_rate_schedules_decay_over_the_run():
     assert float(schedule(100)) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(RecipeError, match="schedule must be one of cosine, exponential"):
         build_optimizer({"learning_rate": {"schedule": "linear"}}, 100, "optimizer")
+
+
+def scalar_values(folder, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of a scalar tag written with tf.summary.scalar."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+def test_gan_run_logs_sample_quality_beside_its_floor(tiny_recipe, tmp_path):
+    extra = "quality_every_epochs = 2\nquality_samples = 64\n"
+    result = train(tiny_recipe("dcgan_tiny", epochs=2, extra=extra), logdir=tmp_path)
+    train_dir = result.run_dir / "train"
+    fid = scalar_values(train_dir, "quality/fid")
+    floor = scalar_values(train_dir, "quality_floor/fid")
+    assert [step for step, _ in fid] == [2]  # every 2 epochs: only at the end of epoch 2
+    # an untrained 6-step generator is far from the digits; real-vs-real is the floor
+    assert np.isfinite(fid[0][1]) and fid[0][1] > floor[0][1] >= 0.0
+    for name in ("kid", "precision", "recall", "class_kl"):
+        assert len(scalar_values(train_dir, f"quality/{name}")) == 1, name
+
+
+def test_vae_run_logs_latent_space_grids(tiny_recipe, tmp_path):
+    result = train(
+        tiny_recipe("vae_tiny", epochs=1, extra="latent_examples = 40\n"), logdir=tmp_path
+    )
+    latent = result.run_dir / "latent"
+    assert sorted(p.name for p in latent.glob("*.png")) == [
+        "interpolation_epoch001.png",
+        "scatter_epoch001.png",
+        "traversal_epoch001.png",
+    ]
+    images = event_tags(result.run_dir / "train")["images"]
+    assert {"latent/interpolation", "latent/traversal", "latent/scatter"} <= images
+
+
+def test_conditional_model_without_labels_is_refused_before_the_run_folder(tiny_recipe, tmp_path):
+    for model in ("cgan_tiny", "cvae_tiny"):
+        with pytest.raises(RecipeError, match=r"conditional.*data.with_labels = true"):
+            train(tiny_recipe(model, name=model), logdir=tmp_path)
+        assert not (tmp_path / model).exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("quality_every_epochs = -1\n", "logging.quality_every_epochs must be"),
+        ("quality_samples = 2\n", "logging.quality_samples must be an integer >= 6"),
+        ("quality_every_epochs = 1\nfeature_extractor = 'vgg'\n", "unknown feature_extractor"),
+    ],
+)
+def test_bad_logging_settings_are_recipe_errors(tiny_recipe, tmp_path, extra, match):
+    with pytest.raises(RecipeError, match=match):
+        train(tiny_recipe("dcgan_tiny", extra=extra), logdir=tmp_path)
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_mnist_quality_metrics_refuse_other_image_shapes(tiny_recipe, tmp_path):
+    path = tiny_recipe("dcgan_tiny", extra="quality_every_epochs = 1\n")
+    with pytest.raises(RecipeError, match="28x28x1 digits; this model makes 32x32x3"):
+        train(path, logdir=tmp_path, overrides=["model_config.image_shape=[32, 32, 3]"])

@@ -3,6 +3,6 @@
 from zoo.trainers.adversarial import GAN
 from zoo.trainers.autoencoder import Autoencoder, SequenceAutoencoder
 from zoo.trainers.base import Trainer
-from zoo.trainers.vae import VAE
+from zoo.trainers.vae import CVAE, VAE
 
-__all__ = ["GAN", "VAE", "Autoencoder", "SequenceAutoencoder", "Trainer"]
+__all__ = ["CVAE", "GAN", "VAE", "Autoencoder", "SequenceAutoencoder", "Trainer"]
