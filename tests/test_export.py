@@ -25,6 +25,7 @@ from zoo.export import (
 )
 
 import zoo
+from zoo.registry import get_spec, list_models
 
 SCORE_OUTPUTS = ["anomaly_score", "is_anomaly", "normalized_score", "threshold"]
 EXPECTED = {
@@ -593,3 +594,36 @@ def test_rest_generate_and_score_with_labels(exported, normal_images, normal_lab
     finally:
         server.shutdown()
         server.server_close()
+
+
+#: Every other registered GAN and VAE (the shared export checks above cover one of each).
+OTHER_GENERATIVE = sorted(
+    n for n in list_models("*_tiny") if get_spec(n).family in ("gan", "vae") and n not in EXPECTED
+)
+
+
+def test_every_gan_and_vae_is_covered():
+    assert set(OTHER_GENERATIVE) | set(EXPECTED) >= {
+        "gan_tiny", "dcgan_tiny", "cgan_tiny", "wgan_tiny", "wgan_gp_tiny",
+        "vae_tiny", "mlp_vae_tiny", "beta_vae_tiny", "cvae_tiny", "iwae_tiny",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", OTHER_GENERATIVE)
+def test_every_gan_and_vae_exports_and_runs_in_the_tf1_loader(tmp_path, normal_images, name):
+    model = zoo.load(name)
+    result = export_model(model, tmp_path, name, calibration_images=normal_images[:200])
+    assert result.metadata["parity"]["passed"]
+    generator = get_spec(name).family == "gan"
+    assert sorted(result.onnx_paths) == (
+        ["generate"]
+        if generator
+        else ["decode", "encode", "generate", "reconstruct", "score", "score_with_threshold"]
+    )
+    keys, runs = run_tf1_session(
+        result.version_dir, lambda names: make_inputs(model, names, normal_images)
+    )
+    assert "generate" in keys and ("score" in keys) != generator
+    for key, (inputs, actual) in runs.items():
+        expected = keras_outputs(model, key, inputs, result.metadata)
+        assert_close(expected, actual, metadata=result.metadata)
