@@ -80,3 +80,20 @@ def test_evaluate_picks_the_task_by_family(tmp_path, capsys):
     assert "active_units" in capsys.readouterr().out
     assert main(["evaluate", "dcgan_tiny", "--n", "100", "--out", str(tmp_path / "g")]) == 0
     assert "class KL to uniform" in capsys.readouterr().out
+
+
+def test_evaluate_samples_with_inception_offline_names_the_offline_choice(
+    tmp_path, capsys, monkeypatch
+):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what get_file raises offline
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    code = main(["evaluate", "dcgan_tiny", "--task", "samples", "--n", "10",
+                 "--feature-extractor", "inception_v3", "--out", str(tmp_path / "e")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "inception_v3" in err and "feature_extractor='mnist_classifier'" in err
+    assert not (tmp_path / "e" / "sample_quality.md").exists()

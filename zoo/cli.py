@@ -115,9 +115,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {out}")
         return 0
     if task == "samples":
-        from zoo.metrics.sample_quality import evaluate_run
+        from zoo.metrics.sample_quality import FeatureExtractorUnavailableError, evaluate_run
 
-        report, out = evaluate_run(args.run, n=args.n, seed=args.seed, out_dir=args.out)
+        try:
+            report, out = evaluate_run(
+                args.run, n=args.n, seed=args.seed, out_dir=args.out,
+                feature_extractor=args.feature_extractor,
+            )  # fmt: skip
+        except FeatureExtractorUnavailableError as error:
+            print(f"zoo evaluate: error: {error}", file=sys.stderr)
+            return 2
         print(report.to_markdown())
         print(f"report: {out}")
         return 0
@@ -234,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--k", type=int, default=5000, help="likelihood: importance samples")
     p.add_argument("--n", type=int, default=1000, help="likelihood/samples: examples")
+    p.add_argument(
+        "--feature-extractor", choices=("mnist_classifier", "inception_v3"),
+        default="mnist_classifier",
+        help="samples: the bundled MNIST classifier (offline, 28x28x1) or InceptionV3 "
+        "(ImageNet weights: downloaded once, or already in the Keras cache)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="the README's main job on the bundled data")
