@@ -2,12 +2,14 @@
 
 On the bundled MNIST sample (4,000 training digits), each registered GAN (family "gan",
 tiny variants excluded) is built with its registered defaults and default optimizers,
-seeded, and trained for the same number of generator steps on batches of 64 real images
-(WGANs cut each batch into their ``discriminator_steps`` critic minibatches, the zoo's
-default). Then 1,000 samples from fixed latent points are scored in the bundled
-classifier's feature space (:mod:`zoo.metrics.sample_quality`) against the train split,
-beside the real-versus-real floor (the 1,000-digit test split against the same train
-split), and a 10x10 sample grid is written per model.
+seeded, and trained for the same number of generator steps with 64 real images per
+discriminator step: a WGAN's ``discriminator_steps`` critic steps each take a fresh
+64-image minibatch (Arjovsky et al., 2017, Algorithm 1; Gulrajani et al., 2017), so it is
+fed batches of 64 x ``discriminator_steps``, as its recipe does. Then 1,000 samples
+from fixed latent points are scored in the bundled classifier's feature space
+(:mod:`zoo.metrics.sample_quality`) against the train split, beside the real-versus-real
+floor (the 1,000-digit test split against the same train split), and a 10x10 sample grid
+is written per model.
 
 Training speed is measured as in ``bench/dcgan_throughput.py``: the zoo trainer against
 ``PlainKerasDCGAN`` (imported from there) on copies of the *same* generator and
@@ -73,6 +75,11 @@ def make_data(conditional: bool, batch: int, seed: int) -> tf.data.Dataset:
     return ds.shuffle(len(x), seed=seed).batch(batch, drop_remainder=True).repeat()
 
 
+def data_batch(model: keras.Model, per_step: int) -> int:
+    """Real images per generator step: ``per_step`` for every discriminator step."""
+    return per_step * (model.discriminator_steps if model.split_batch else 1)
+
+
 def throughput(name: str, args: argparse.Namespace) -> dict[str, object]:
     """Median images/s of the zoo trainer and of PlainKerasDCGAN on copies of its nets."""
     keras.utils.set_random_seed(args.seed)
@@ -84,11 +91,12 @@ def throughput(name: str, args: argparse.Namespace) -> dict[str, object]:
         discriminator = CyclicLabels(discriminator, ours.num_classes)
     reference = PlainKerasDCGAN(generator, discriminator, ours.latent_dim)
     reference.compile(d_optimizer=adam(), g_optimizer=adam())
-    data = make_data(ours.conditional, args.batch, args.seed).take(args.timing_steps).cache()
+    batch = data_batch(ours, args.batch)
+    data = make_data(ours.conditional, batch, args.seed).take(args.timing_steps).cache()
     plain_data = data.map(lambda x, y: x) if ours.conditional else data
     ours.fit(data.take(3), epochs=1, verbose=0)  # trace the step functions before timing
     reference.fit(plain_data.take(3), epochs=1, verbose=0)
-    images = args.batch * args.timing_steps
+    images = batch * args.timing_steps
 
     def runner(model: keras.Model, ds: tf.data.Dataset):
         return lambda: images / timed(lambda: model.fit(ds, epochs=1, verbose=0))
@@ -104,7 +112,7 @@ def train(name: str, args: argparse.Namespace) -> tuple[keras.Model, float]:
     keras.utils.set_random_seed(args.seed)
     model = registry.load(name, seed=args.seed)
     model.compile()
-    data = make_data(model.conditional, args.batch, args.seed)
+    data = make_data(model.conditional, data_batch(model, args.batch), args.seed)
     epochs = max(1, args.steps // args.steps_per_epoch)
     per_epoch = args.steps // epochs
     start = time.perf_counter()
@@ -117,7 +125,12 @@ def train(name: str, args: argparse.Namespace) -> tuple[keras.Model, float]:
 
 def describe(model: keras.Model, batch: int) -> str:
     n = model.discriminator_steps
-    critic = f"{n} critic steps on {batch // n}-image slices" if n > 1 else "1 D step"
+    critic = (
+        f"{n} critic steps, each on its own {batch}-image minibatch ({n * batch} real images "
+        "per generator step)"
+        if n > 1
+        else "1 D step"
+    )
     extras = []
     if model.gradient_penalty:
         extras.append(f"GP λ={model.gradient_penalty:g}")
@@ -131,7 +144,9 @@ def describe(model: keras.Model, batch: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500, help="generator steps per model")
-    parser.add_argument("--batch", type=int, default=64, help="real images per generator step")
+    parser.add_argument(
+        "--batch", type=int, default=64, help="real images per discriminator/critic step"
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=150)
     parser.add_argument("--models", help="comma-separated (default: every registered GAN)")
     parser.add_argument("--n", type=int, default=1000, help="samples scored per model")
@@ -203,10 +218,11 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"Models: every registered GAN ({', '.join(f'`{n}`' for n in names)}), registered "
             f"defaults and default optimizers, seed {args.seed}. Budget: **{args.steps} "
-            f"generator steps each**, {args.batch} real images per generator step "
+            f"generator steps each**, {args.batch} real images per discriminator step "
             f"({args.steps * args.batch:,} real images = "
             f"{args.steps * args.batch / len(train_x):.0f} passes over the 4,000 training "
-            "digits).",
+            "digits, for one discriminator step per generator step; the WGANs' critics see "
+            "5x as many, as in their papers).",
             "",
             *setups,
             "",
@@ -232,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
             "generator and discriminator with Adam(2e-4, 0.5) and batch "
             f"{args.batch} (`cgan`: labels fed as i mod 10 to the reference). For `dcgan` and "
             "`gan` (and `cgan`) the two sides run the same algorithm. For `wgan`/`wgan_gp` the "
-            "reference still takes one non-saturating D step on the whole batch, so the ratio "
+            "reference still takes one non-saturating D step on the whole (5 x 64-image) batch, "
+            "so the ratio "
             "is the cost of the Wasserstein critic loop (5 critic steps, gradient penalty) "
             "relative to that plain step on the same networks, not an overhead of the zoo. "
             f"Training time is the measured {args.steps}-step run (tracing included).",
