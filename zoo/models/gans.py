@@ -285,8 +285,40 @@ def _networks(
     )
 
 
-def _trainer(generator: keras.Model, discriminator: keras.Model, name: str, **flags: Any) -> GAN:
-    model = GAN(generator, discriminator, name=name, **flags)
+def _arguments(values: dict[str, Any], widths: str) -> dict[str, Any]:
+    """A builder's arguments (its ``locals()`` on entry) for :func:`_build`, with the
+    builder's width argument (``hidden`` or ``filters``) renamed ``widths``."""
+    arguments = dict(values)
+    arguments["widths"] = arguments.pop(widths)
+    return arguments
+
+
+#: Builder arguments that shape the discriminator (``num_classes`` shapes both networks
+#: and the trainer); every other argument goes to the :class:`GAN` trainer.
+_DISCRIMINATOR_OPTIONS = ("normalization", "spectral_norm", "minibatch_std", "conditioning")
+
+
+def _build(
+    name: str,
+    architecture: str,
+    *,
+    image_shape: Sequence[int],
+    latent_dim: int,
+    widths: Sequence[int] | None,
+    seed: int | None,
+    num_classes: int = 0,
+    **options: Any,
+) -> GAN:
+    """One registered GAN: the networks of ``architecture`` from the builder's network
+    options, and the trainer (named ``name``) from the rest; every builder's arguments
+    pass through here, so a stabiliser added to :class:`GAN` is wired in one place."""
+    network = {k: options.pop(k) for k in _DISCRIMINATOR_OPTIONS if k in options}
+    if num_classes:
+        network["num_classes"] = num_classes
+    generator, discriminator = _networks(
+        architecture, image_shape, latent_dim, widths, seed, **network
+    )
+    model = GAN(generator, discriminator, name=name, num_classes=num_classes, seed=seed, **options)
     model.build()
     return model
 
@@ -317,28 +349,7 @@ def gan(
     """``hidden``: discriminator widths from the image inwards (the generator mirrors them).
     ``loss="minimax"`` is the paper's original objective, ``"non_saturating"`` its
     recommended generator loss (sec. 3); the other losses of :mod:`zoo.losses` work too."""
-    generator, discriminator = _networks(
-        "mlp",
-        image_shape,
-        latent_dim,
-        hidden,
-        seed,
-        normalization=normalization,
-        spectral_norm=spectral_norm,
-        minibatch_std=minibatch_std,
-    )
-    return _trainer(
-        generator,
-        discriminator,
-        "gan",
-        loss=loss,
-        discriminator_steps=discriminator_steps,
-        label_smoothing=label_smoothing,
-        instance_noise=instance_noise,
-        instance_noise_steps=instance_noise_steps,
-        ema_decay=ema_decay,
-        seed=seed,
-    )
+    return _build("gan", "mlp", **_arguments(locals(), widths="hidden"))
 
 
 @register(
@@ -366,28 +377,7 @@ def dcgan(
     """``filters`` lists widths from the image inwards (discriminator order); the generator
     mirrors them. Defaults: (32, 64) at 28x28, (64, 128, 256, 512) at 64x64. With
     ``spectral_norm`` consider ``normalization="none"`` (Miyato et al.'s critics)."""
-    generator, discriminator = _networks(
-        "conv",
-        image_shape,
-        latent_dim,
-        filters,
-        seed,
-        normalization=normalization,
-        spectral_norm=spectral_norm,
-        minibatch_std=minibatch_std,
-    )
-    return _trainer(
-        generator,
-        discriminator,
-        "dcgan",
-        loss=loss,
-        discriminator_steps=discriminator_steps,
-        label_smoothing=label_smoothing,
-        instance_noise=instance_noise,
-        instance_noise_steps=instance_noise_steps,
-        ema_decay=ema_decay,
-        seed=seed,
-    )
+    return _build("dcgan", "conv", **_arguments(locals(), widths="filters"))
 
 
 @register(
@@ -426,31 +416,9 @@ def cgan(
     or ``mlp`` (as ``gan``, ``filters`` then lists the hidden widths)."""
     if num_classes < 1:
         raise ValueError(f"a conditional GAN needs num_classes >= 1; got {num_classes}")
-    generator, discriminator = _networks(
-        architecture,
-        image_shape,
-        latent_dim,
-        filters,
-        seed,
-        normalization=normalization,
-        spectral_norm=spectral_norm,
-        minibatch_std=minibatch_std,
-        num_classes=num_classes,
-        conditioning=check_choice("conditioning", conditioning, CONDITIONINGS),
-    )
-    return _trainer(
-        generator,
-        discriminator,
-        "cgan",
-        loss=loss,
-        num_classes=num_classes,
-        discriminator_steps=discriminator_steps,
-        label_smoothing=label_smoothing,
-        instance_noise=instance_noise,
-        instance_noise_steps=instance_noise_steps,
-        ema_decay=ema_decay,
-        seed=seed,
-    )
+    check_choice("conditioning", conditioning, CONDITIONINGS)
+    arguments = _arguments(locals(), widths="filters")
+    return _build("cgan", arguments.pop("architecture"), **arguments)
 
 
 @register(
@@ -483,29 +451,7 @@ def wgan(
     generator step uses m samples. ``normalization`` defaults to ``none``: the paper's
     DCGAN critic had batch norm, which makes the critic's score of an example depend on
     the rest of its batch (``"batch"`` restores it)."""
-    generator, discriminator = _networks(
-        "conv",
-        image_shape,
-        latent_dim,
-        filters,
-        seed,
-        normalization=normalization,
-        spectral_norm=spectral_norm,
-        minibatch_std=minibatch_std,
-    )
-    return _trainer(
-        generator,
-        discriminator,
-        "wgan",
-        loss="wasserstein",
-        clip_value=clip_value,
-        discriminator_steps=discriminator_steps,
-        split_batch=split_batch,
-        instance_noise=instance_noise,
-        instance_noise_steps=instance_noise_steps,
-        ema_decay=ema_decay,
-        seed=seed,
-    )
+    return _build("wgan", "conv", loss="wasserstein", **_arguments(locals(), widths="filters"))
 
 
 @register(
@@ -538,26 +484,4 @@ def wgan_gp(
             "wgan_gp: batch norm in the critic invalidates the per-example gradient penalty "
             "(Gulrajani et al., sec. 4); use normalization='layer' or 'none'"
         )
-    generator, discriminator = _networks(
-        "conv",
-        image_shape,
-        latent_dim,
-        filters,
-        seed,
-        normalization=normalization,
-        spectral_norm=spectral_norm,
-        minibatch_std=minibatch_std,
-    )
-    return _trainer(
-        generator,
-        discriminator,
-        "wgan_gp",
-        loss="wasserstein",
-        gradient_penalty=gradient_penalty,
-        discriminator_steps=discriminator_steps,
-        split_batch=split_batch,
-        instance_noise=instance_noise,
-        instance_noise_steps=instance_noise_steps,
-        ema_decay=ema_decay,
-        seed=seed,
-    )
+    return _build("wgan_gp", "conv", loss="wasserstein", **_arguments(locals(), widths="filters"))
