@@ -9,6 +9,7 @@ beta and the KL warm-up are config values of all of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import layers
@@ -145,7 +146,26 @@ def conditional_decoder(
     return keras.Model([z, labels], trunk(x), name="decoder")
 
 
-def _build(model: VAE) -> VAE:
+#: Builder arguments that shape the networks; every other argument goes to the trainer.
+_NETWORK_ARGUMENTS = (
+    "image_shape", "latent_dim", "filters", "hidden", "activation", "architecture",
+    "num_classes",
+)  # fmt: skip
+
+
+def _build(
+    trainer: type[VAE],
+    name: str,
+    encoder: keras.Model,
+    decoder: keras.Model,
+    arguments: dict[str, Any],
+    **fixed: Any,
+) -> VAE:
+    """The trainer (named ``name``) over the networks, from the builder's ``arguments``
+    (its ``locals()`` on entry) minus the network arguments, plus ``fixed`` settings;
+    every builder passes through here, so a trainer option is wired in one place."""
+    options = {k: v for k, v in arguments.items() if k not in _NETWORK_ARGUMENTS}
+    model = trainer(encoder, decoder, name=name, **options, **fixed)
     model.build()
     return model
 
@@ -173,24 +193,10 @@ def vae(
     seed: int | None = 0,
 ) -> VAE:
     """Strided-conv encoder to [mean, log-variance]; the decoder outputs likelihood logits."""
+    arguments = dict(locals())
     image_shape = networks.check_image_shape(image_shape)
     encoder, decoder, _ = conv_networks(image_shape, latent_dim, filters, seed)
-    return _build(
-        VAE(
-            encoder,
-            decoder,
-            likelihood=likelihood,
-            beta=beta,
-            binarize=binarize,
-            gaussian_scale=gaussian_scale,
-            min_scale=min_scale,
-            warmup_steps=warmup_steps,
-            objective=objective,
-            k=k,
-            seed=seed,
-            name="vae",
-        )
-    )
+    return _build(VAE, "vae", encoder, decoder, arguments)
 
 
 @register(
@@ -215,22 +221,10 @@ def beta_vae(
     seed: int | None = 0,
 ) -> VAE:
     """The convolutional VAE with beta = 4 by default (Higgins et al., 2017)."""
+    arguments = dict(locals())
     image_shape = networks.check_image_shape(image_shape)
     encoder, decoder, _ = conv_networks(image_shape, latent_dim, filters, seed)
-    return _build(
-        VAE(
-            encoder,
-            decoder,
-            likelihood=likelihood,
-            beta=beta,
-            warmup_steps=warmup_steps,
-            binarize=binarize,
-            gaussian_scale=gaussian_scale,
-            min_scale=min_scale,
-            seed=seed,
-            name="beta_vae",
-        )
-    )
+    return _build(VAE, "beta_vae", encoder, decoder, arguments)
 
 
 @register(
@@ -257,24 +251,10 @@ def mlp_vae(
     seed: int | None = 0,
 ) -> VAE:
     """Dense encoder/decoder with ``hidden`` widths (the decoder mirrors the encoder)."""
+    arguments = dict(locals())
     image_shape = networks.check_image_shape(image_shape)
     encoder, decoder = mlp_networks(image_shape, latent_dim, hidden, activation, seed)
-    return _build(
-        VAE(
-            encoder,
-            decoder,
-            likelihood=likelihood,
-            beta=beta,
-            binarize=binarize,
-            gaussian_scale=gaussian_scale,
-            min_scale=min_scale,
-            warmup_steps=warmup_steps,
-            objective=objective,
-            k=k,
-            seed=seed,
-            name="mlp_vae",
-        )
-    )
+    return _build(VAE, "mlp_vae", encoder, decoder, arguments)
 
 
 @register(
@@ -298,22 +278,10 @@ def iwae(
     seed: int | None = 0,
 ) -> VAE:
     """The MLP VAE with ``objective="iwae"`` (Burda et al.'s 1-layer architecture)."""
+    arguments = dict(locals())
     image_shape = networks.check_image_shape(image_shape)
     encoder, decoder = mlp_networks(image_shape, latent_dim, hidden, activation, seed)
-    return _build(
-        VAE(
-            encoder,
-            decoder,
-            likelihood=likelihood,
-            binarize=binarize,
-            gaussian_scale=gaussian_scale,
-            min_scale=min_scale,
-            objective="iwae",
-            k=k,
-            seed=seed,
-            name="iwae",
-        )
-    )
+    return _build(VAE, "iwae", encoder, decoder, arguments, objective="iwae")
 
 
 @register(
@@ -344,6 +312,7 @@ def cvae(
 ) -> CVAE:
     """``architecture`` "conv" (strided convolutions, ``filters``) or "mlp" (``hidden``).
     Train on (images, labels) batches (recipe ``data.with_labels = true``)."""
+    arguments = dict(locals())
     image_shape = networks.check_image_shape(image_shape)
     architecture = _check_architecture(architecture)
     if int(num_classes) < 2:
@@ -358,18 +327,4 @@ def cvae(
     decoder = conditional_decoder(
         latent_dim, num_classes, image_shape, seed=_seed(seed, 1), **common
     )
-    return _build(
-        CVAE(
-            encoder,
-            decoder,
-            label_dropout=label_dropout,
-            likelihood=likelihood,
-            beta=beta,
-            binarize=binarize,
-            gaussian_scale=gaussian_scale,
-            min_scale=min_scale,
-            warmup_steps=warmup_steps,
-            seed=seed,
-            name="cvae",
-        )
-    )
+    return _build(CVAE, "cvae", encoder, decoder, arguments)
