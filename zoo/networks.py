@@ -148,16 +148,30 @@ def conv_decoder(
 
 
 def dcgan_generator(
-    latent_dim: int, image_shape: Sequence[int], filters: Sequence[int], *, seed: int | None = None
+    latent_dim: int,
+    image_shape: Sequence[int],
+    filters: Sequence[int],
+    *,
+    num_classes: int = 0,
+    seed: int | None = None,
 ) -> keras.Model:
     """DCGAN generator (Radford et al., 2016): project, reshape, fractionally-strided
-    convolutions with batch norm and ReLU, tanh output in [-1, 1]."""
+    convolutions with batch norm and ReLU, tanh output in [-1, 1]. With ``num_classes``,
+    inputs are ``[z, labels]`` (int class ids) and the one-hot label is concatenated to z
+    (Mirza & Osindero, 2014)."""
+    from zoo.layers import OneHot
+
     image_shape = check_image_shape(image_shape)
     height, width = bottom_shape(image_shape, len(filters))
     init = Initializers(seed, kind="normal")
     widths = list(reversed(filters))
-    inputs = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(height * width * widths[0], use_bias=False, kernel_initializer=init())(inputs)
+    z = keras.Input((latent_dim,), name="z")
+    inputs, x = z, z
+    if num_classes:
+        labels = keras.Input((), dtype="int32", name="labels")
+        inputs = [z, labels]
+        x = layers.Concatenate(name="z_and_label")([z, OneHot(num_classes)(labels)])
+    x = layers.Dense(height * width * widths[0], use_bias=False, kernel_initializer=init())(x)
     x = layers.Reshape((height, width, widths[0]))(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)

@@ -62,55 +62,14 @@ def _normalization(kind: str) -> layers.Layer | None:
 
 
 def _labels_input() -> keras.KerasTensor:
+    """The class-id input of conditional networks (int32 [N])."""
     return keras.Input((), dtype="int32", name="labels")
 
 
 # -- generators ------------------------------------------------------------------------
-def conv_generator(
-    latent_dim: int,
-    image_shape: Sequence[int],
-    filters: Sequence[int],
-    *,
-    num_classes: int = 0,
-    seed: int | None = None,
-) -> keras.Model:
-    """DCGAN generator (Radford et al., 2016): project, reshape, fractionally-strided
-    convolutions with batch norm and ReLU, tanh output in [-1, 1].
-
-    Unconditional, it is :func:`zoo.networks.dcgan_generator` layer for layer (same
-    weights for the same seed). With ``num_classes``, inputs are ``[z, labels]`` and the
-    one-hot label is concatenated to z (Mirza & Osindero, 2014).
-    """
-    image_shape = networks.check_image_shape(image_shape)
-    height, width = networks.bottom_shape(image_shape, len(filters))
-    init = networks.Initializers(seed, kind="normal")
-    widths = list(reversed(filters))
-    z = keras.Input((latent_dim,), name="z")
-    inputs, x = [z], z
-    if num_classes:
-        labels = _labels_input()
-        inputs.append(labels)
-        x = layers.Concatenate(name="z_and_label")([z, OneHot(num_classes)(labels)])
-    x = layers.Dense(height * width * widths[0], use_bias=False, kernel_initializer=init())(x)
-    x = layers.Reshape((height, width, widths[0]))(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    for out_width in widths[1:]:
-        x = layers.Conv2DTranspose(
-            out_width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init()
-        )(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-    outputs = layers.Conv2DTranspose(
-        image_shape[-1],
-        4,
-        strides=2,
-        padding="same",
-        activation="tanh",
-        kernel_initializer=init(),
-        name="pixels",
-    )(x)
-    return keras.Model(inputs if num_classes else z, outputs, name="generator")
+#: The DCGAN generator (conditional with ``num_classes``): one implementation, in
+#: :mod:`zoo.networks`.
+conv_generator = networks.dcgan_generator
 
 
 def mlp_generator(
