@@ -165,6 +165,12 @@ def score_definition(model: keras.Model) -> str | None:
     if family == "autoencoder":
         words, term = _PER_VALUE[model.score]
         values = " x ".join(str(d) for d in model.image_shape)
+        if getattr(model, "score_blur", 0.0):
+            term = term.replace(
+                "x - reconstruction",
+                f"blur(x - reconstruction), blur = Gaussian of sigma {model.score_blur:g} px "
+                "per channel with zero padding",
+            )
         return f"{words}: the mean over the {values} input values of {term}"
     if family == "sequence_autoencoder":
         words, kind = _PER_STEP[model.score]

@@ -184,3 +184,64 @@ def test_recurrent_recipe_trains_on_synthetic_series(tiny_recipe, tmp_path):
     series = zoo.data.synthetic_series(n_series=4, length=32, n_features=3, seed=9).series
     assert np.asarray(result.model.step_scores(series)).shape == (4, 32)
     assert not (result.run_dir / "samples").exists()  # no image grids for sequences
+
+
+# -- blurred-residual score -------------------------------------------------------------
+def _blur_reference(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur by direct 2-D correlation with zero padding (no shared code with
+    zoo.losses): radius max(1, round(2 sigma)), normalised weights."""
+    radius = max(1, round(2 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma**2))
+    weights /= weights.sum()
+    h, w = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (radius, radius), (radius, radius), (0, 0)))
+    out = np.zeros_like(images, dtype=np.float64)
+    for i, dy in enumerate(offsets):
+        for j, dx in enumerate(offsets):
+            out += weights[i, j] * padded[:, radius + dy : radius + dy + h,
+                                          radius + dx : radius + dx + w]  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_gaussian_blur_matches_direct_correlation(sigma):
+    from zoo.losses import gaussian_blur
+
+    images = np.random.default_rng(3).random((2, 9, 11, 3)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(gaussian_blur(images, sigma)), _blur_reference(images, sigma), atol=1e-6
+    )
+
+
+def test_blurred_score_is_the_mean_squared_blurred_residual(digits):
+    plain = zoo.load("conv_ae_tiny")
+    blurred = zoo.load("conv_ae_tiny", score_blur=1.0)  # same seed: the same weights
+    residual = digits[:6] - np.asarray(blurred.reconstruct(digits[:6]))
+    want = (_blur_reference(residual, 1.0) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(np.asarray(blurred.anomaly_score(digits[:6])), want, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(plain.anomaly_score(digits[:6])), (residual**2).mean(axis=(1, 2, 3)), rtol=1e-5
+    )
+    assert blurred.get_config()["score_blur"] == 1.0
+
+
+def test_blur_discounts_a_shifted_stroke_more_than_a_missing_one():
+    from zoo.losses import gaussian_blur
+
+    stroke = np.zeros((1, 28, 28, 1), "float32")
+    stroke[0, 8:20, 12:14] = 1.0
+    shifted = stroke - np.roll(stroke, 1, axis=2)  # residual of a stroke one pixel off
+    missing = stroke  # residual of a stroke not reconstructed at all
+
+    def kept(residual):  # share of the squared residual left after the blur
+        return float((np.asarray(gaussian_blur(residual, 1.0)) ** 2).sum() / (residual**2).sum())
+
+    assert kept(shifted) < 0.5 * kept(missing)
+
+
+def test_blurred_score_rejects_bad_settings():
+    with pytest.raises(ValueError, match="score_blur must be a sigma in pixels >= 0"):
+        zoo.load("conv_ae_tiny", score_blur=-1.0)
+    with pytest.raises(zoo.ConfigError, match="score_blur"):
+        zoo.load("recurrent_ae_tiny", score_blur=1.0)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -98,6 +99,27 @@ def reconstruction_error(x: tf.Tensor, x_hat: tf.Tensor, kind: str = "mse") -> t
     raise ValueError(
         f"unknown reconstruction loss {kind!r}; choose one of {', '.join(RECONSTRUCTION_LOSSES)}"
     )
+
+
+def gaussian_taps(sigma: float) -> np.ndarray:
+    """The normalised 1-D Gaussian kernel of standard deviation ``sigma`` pixels, radius
+    max(1, round(2 sigma)) taps on each side."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0; got {sigma}")
+    radius = max(1, round(2 * sigma))
+    taps = np.exp(-(np.arange(-radius, radius + 1, dtype=np.float64) ** 2) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
+    """Gaussian blur of ``images`` [N, H, W, C], each channel on its own, zero padding at
+    the border ("same" size): a depthwise convolution with a fixed kernel, so it exports
+    to SavedModel and ONNX as one op."""
+    taps = gaussian_taps(sigma)
+    channels = int(images.shape[-1])
+    kernel = np.outer(taps, taps)[:, :, None, None] * np.ones((1, 1, channels, 1))
+    kernel = ops.convert_to_tensor(kernel.astype("float32"))
+    return ops.depthwise_conv(ops.cast(images, "float32"), kernel, strides=1, padding="same")
 
 
 # -- WGAN-GP (Gulrajani et al., 2017) ---------------------------------------------------

@@ -26,13 +26,16 @@ def _seed(seed: int | None, offset: int) -> int | None:
 
 def _dense(
     name: str,
+    *,
     image_shape: Sequence[int],
-    hidden: Sequence[int],
     latent_dim: int,
     seed: int | None,
+    hidden: Sequence[int] = (),
     code_activation: str | None = None,
     **trainer: object,
 ) -> Autoencoder:
+    """A dense autoencoder named ``name``; ``trainer`` (the builder's remaining arguments:
+    loss, score, penalty, corruption, ...) goes to :class:`Autoencoder`."""
     image_shape = networks.check_image_shape(image_shape)
     encoder = networks.dense_encoder(
         image_shape, hidden, latent_dim, code_activation=code_activation, seed=seed
@@ -45,13 +48,15 @@ def _dense(
 
 def _conv(
     name: str,
+    *,
     image_shape: Sequence[int],
     latent_dim: int,
     filters: Sequence[int] | None,
-    batch_norm: bool,
     seed: int | None,
+    batch_norm: bool = False,
     **trainer: object,
 ) -> Autoencoder:
+    """A convolutional autoencoder named ``name``; ``trainer`` as for :func:`_dense`."""
     image_shape = networks.check_image_shape(image_shape)
     filters = tuple(filters or networks.default_filters(image_shape, base=32))
     encoder = networks.conv_encoder(
@@ -79,11 +84,11 @@ def conv_ae(
     batch_norm: bool = False,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Strided-conv encoder to a ``latent_dim`` code, transposed-conv decoder, sigmoid output."""
-    return _conv("conv_ae", image_shape, latent_dim, filters, batch_norm, seed,
-                 reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _conv("conv_ae", **locals())
 
 
 @register(
@@ -101,13 +106,12 @@ def denoising_ae(
     noise_level: float = 0.3,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """``corruption``: gaussian (std ``noise_level``), masking or salt_and_pepper
     (probability ``noise_level``); applied only in training. ``denoise(images)`` cleans."""
-    return _conv("denoising_ae", image_shape, latent_dim, filters, False, seed,
-                 corruption=corruption, noise_level=noise_level,
-                 reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _conv("denoising_ae", **locals())
 
 
 @register(
@@ -123,16 +127,17 @@ def dense_ae(
     latent_dim: int = 32,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
+    arguments = dict(locals())
     size = math.prod(image_shape)
     if latent_dim >= size:
         raise ValueError(
             f"an undercomplete autoencoder needs latent_dim < input size ({size}); got "
             f"{latent_dim}. For a larger code use overcomplete_ae with a regularizer"
         )
-    return _dense("dense_ae", image_shape, hidden, latent_dim, seed,
-                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _dense("dense_ae", **arguments)
 
 
 @register(
@@ -150,10 +155,12 @@ def overcomplete_ae(
     noise_level: float | None = None,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """A single sigmoid code layer wider than the input. Without a regulariser it can
     learn the identity, so one is required: sparse_l1, sparse_kl, denoising or contractive."""
+    arguments = dict(locals())
     size = math.prod(image_shape)
     if latent_dim <= size:
         raise ValueError(
@@ -165,13 +172,14 @@ def overcomplete_ae(
             f"and learn nothing; pass regularizer= one of {', '.join(OVERCOMPLETE_REGULARIZERS)}"
             + (f" (got {regularizer!r})" if regularizer is not None else "")
         )
+    # The regulariser's settings, with the caller's weight or noise level where it has one.
     options = dict(OVERCOMPLETE_REGULARIZERS[regularizer])
-    if penalty_weight is not None and "penalty" in options:
-        options["penalty_weight"] = penalty_weight
-    if noise_level is not None and "corruption" in options:
-        options["noise_level"] = noise_level
-    return _dense("overcomplete_ae", image_shape, (), latent_dim, seed, code_activation="sigmoid",
-                  reconstruction_loss=reconstruction_loss, score=score, **options)  # fmt: skip
+    for key in ("penalty_weight", "noise_level"):
+        given = arguments.pop(key)
+        if given is not None and key in options:
+            options[key] = given
+    del arguments["regularizer"]
+    return _dense("overcomplete_ae", code_activation="sigmoid", **arguments, **options)
 
 
 @register(
@@ -190,14 +198,13 @@ def sparse_ae(
     sparsity_target: float = 0.05,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Sigmoid code; ``penalty`` kl (to ``sparsity_target``) or l1, tracked as ``penalty``."""
     if penalty not in ("kl", "l1"):
         raise ValueError(f"sparse_ae penalty must be 'kl' or 'l1'; got {penalty!r}")
-    return _dense("sparse_ae", image_shape, hidden, latent_dim, seed, code_activation="sigmoid",
-                  penalty=penalty, penalty_weight=penalty_weight, sparsity_target=sparsity_target,
-                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _dense("sparse_ae", code_activation="sigmoid", **locals())
 
 
 @register(
@@ -213,12 +220,11 @@ def contractive_ae(
     penalty_weight: float = 0.1,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """One sigmoid dense encoder layer, so the Jacobian penalty is computed analytically."""
-    return _dense("contractive_ae", image_shape, (), latent_dim, seed, code_activation="sigmoid",
-                  penalty="contractive", penalty_weight=penalty_weight,
-                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _dense("contractive_ae", code_activation="sigmoid", penalty="contractive", **locals())
 
 
 @register(
@@ -234,12 +240,12 @@ def stacked_ae(
     latent_dim: int = 32,
     reconstruction_loss: str = "mse",
     score: str = "l2",
+    score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Pre-train with :func:`zoo.trainers.layerwise.greedy_layerwise_pretrain` (the
     ``stacked_ae_mnist`` recipe runs both phases), then ``fit`` end to end."""
-    return _dense("stacked_ae", image_shape, hidden, latent_dim, seed,
-                  reconstruction_loss=reconstruction_loss, score=score)  # fmt: skip
+    return _dense("stacked_ae", **locals())
 
 
 @register(

@@ -93,7 +93,9 @@ class Autoencoder(Trainer):
       target mean activation ``sparsity_target`` (sparse; sigmoid codes), or
       ``contractive``. It is tracked as its own metric, ``penalty``.
     - ``score``: the anomaly score, ``l2`` (mean squared error per value, default) or
-      ``l1`` (mean absolute error per value).
+      ``l1`` (mean absolute error per value); ``score_blur`` = sigma > 0 (image models)
+      scores the residual x - x_hat after a Gaussian blur of sigma pixels, so that a
+      stroke reconstructed a pixel off costs less than a stroke missing or added.
     """
 
     NETWORKS = ("encoder", "decoder")
@@ -110,6 +112,7 @@ class Autoencoder(Trainer):
         penalty_weight: float = 0.0,
         sparsity_target: float = 0.05,
         score: str = "l2",
+        score_blur: float = 0.0,
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -135,6 +138,14 @@ class Autoencoder(Trainer):
         if self.penalty == "kl" and not 0.0 < self.sparsity_target < 1.0:
             raise ValueError(f"sparsity_target must be in (0, 1); got {sparsity_target}")
         self.score = _check("score", score, SCORES)
+        self.score_blur = float(score_blur)
+        if not (self.score_blur >= 0.0 and math.isfinite(self.score_blur)):
+            raise ValueError(f"score_blur must be a sigma in pixels >= 0; got {score_blur}")
+        if self.score_blur and len(self.image_shape) != 3:
+            raise ValueError(
+                "score_blur blurs image residuals; this model's inputs have shape "
+                f"{self.image_shape}, not (height, width, channels)"
+            )
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -162,9 +173,15 @@ class Autoencoder(Trainer):
         return self.reconstruct(images)
 
     def anomaly_score(self, images: tf.Tensor) -> tf.Tensor:
-        """Per-example mean reconstruction error per value (``score``: l2 or l1)."""
+        """Per-example mean reconstruction error per value (``score``: l2 or l1), of the
+        residual blurred by ``score_blur`` pixels when that is set."""
+        images = ops.convert_to_tensor(images, "float32")
+        reconstructions = self.reconstruct(images)
         kind = "mse" if self.score == "l2" else "mae"
-        error = losses.reconstruction_error(images, self.reconstruct(images), kind)
+        if self.score_blur:
+            residual = losses.gaussian_blur(images - reconstructions, self.score_blur)
+            images, reconstructions = residual, ops.zeros_like(residual)
+        error = losses.reconstruction_error(images, reconstructions, kind)
         return error / float(math.prod(self.image_shape))
 
     def regularization(self, images: tf.Tensor, codes: tf.Tensor, training: bool) -> tf.Tensor:
@@ -203,6 +220,7 @@ class Autoencoder(Trainer):
             "penalty_weight": self.penalty_weight,
             "sparsity_target": self.sparsity_target,
             "score": self.score,
+            "score_blur": self.score_blur,
         }
 
 
