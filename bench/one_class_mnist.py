@@ -3,19 +3,23 @@
 The one-class protocol (Ruff et al., 2018): for each digit d, the normal class is d.
 Every class is split 70/30 (stratified, fixed seed). Each model trains on the 70% of
 digit d only (350 images) and is tested on the 30% of d (150 normal) plus the 30% of
-every other digit (1,350 anomalies). The score is the model's ``anomaly_score``
-(reconstruction error per pixel for the autoencoders, negative ELBO for the VAE), set
-side by side with a PCA reconstruction-error baseline on the same split; the metric is
-AUROC.
+every other digit (1,350 anomalies). The score is each config's ``scoring``: the
+model's ``anomaly_score`` (reconstruction error per pixel for the autoencoders,
+negative ELBO for the VAE) or, for autoencoders, a score computed here from the
+reconstruction residual (``blur:<s>``, ``pixvar:<eps>``); ``members`` > 1 adds a
+seed-ensemble column. They are set side by side with a PCA reconstruction-error
+baseline on the same split; the metric is AUROC.
 
 Configs are chosen once for all digits (``CONFIGS``). ``--protocol validation`` is the
 honest way to compare candidates: it never touches the 30% test split. Of digit d's
 350 training images it fits on 280 and holds out 70 as normal validation; the
 anomalies are ``VALIDATION["anomalies_per_digit"]`` images of each other digit's 70%
-training split. ``--set model.key=value`` overrides a config entry (repeatable).
+training split. ``--set model.key=value`` overrides a config entry (repeatable); on
+validation every residual score is logged, and ``--save`` keeps all score arrays.
 
     python -m bench.one_class_mnist [--digits 0,1,...] [--models conv_ae,...]
         [--epochs-scale 1.0] [--quick] [--protocol test|validation] [--set conv_ae.latent_dim=16]
+        [--save bench/out/scores.npz]
 """
 
 from __future__ import annotations
@@ -31,13 +35,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-#: One config per model, used for every digit. Keys ``epochs``, ``batch_size`` and
-#: ``learning_rate`` drive training; everything else goes to ``zoo.load``.
+#: One config per model, used for every digit. Keys in ``BENCH_KEYS`` (training and
+#: scoring) are read here; everything else goes to ``zoo.load``.
 CONFIGS: dict[str, dict[str, object]] = {
     "conv_ae": {
         "latent_dim": 16,
         "filters": (32, 64),
-        "score": "l2",
+        "scoring": "blur:1",
         "epochs": 60,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -47,7 +51,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "filters": (32, 64),
         "corruption": "gaussian",
         "noise_level": 0.1,
-        "score": "l2",
+        "scoring": "blur:1",
         "epochs": 40,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -58,7 +62,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "penalty": "kl",
         "penalty_weight": 1.0,
         "sparsity_target": 0.05,
-        "score": "l2",
+        "scoring": "blur:1",
         "epochs": 60,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -66,7 +70,7 @@ CONFIGS: dict[str, dict[str, object]] = {
     "contractive_ae": {
         "latent_dim": 128,
         "penalty_weight": 0.1,
-        "score": "l2",
+        "scoring": "blur:0.5",
         "epochs": 60,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -81,7 +85,18 @@ CONFIGS: dict[str, dict[str, object]] = {
         "learning_rate": 1e-3,
     },
 }
-FIT_KEYS = ("epochs", "batch_size", "learning_rate")
+#: Keys read by this script, never passed to ``zoo.load``: training (``epochs``,
+#: ``batch_size``, ``learning_rate``, optional Adam ``weight_decay``), ``members`` (train
+#: that many networks with seeds SEED, SEED + 1, ...; the model's column is member 0 and a
+#: column ``<model> x<members>`` averages all of them, see ``ensemble``) and ``scoring``
+#: (``model`` = the zoo's ``anomaly_score``, or ``pixvar:<eps>``, see
+#: ``pixel_variance_scores``, or ``blur:<sigma>``). ``augment_shift``: train on randomly
+#: shifted copies of the normal images (see ``random_shifts``), fresh each epoch.
+BENCH_KEYS = (
+    "epochs", "batch_size", "learning_rate", "weight_decay", "augment_shift", "members", "scoring"
+)  # fmt: skip
+PIXVAR_EPS = (0.01, 0.1, 1.0)  # pixvar:<eps> scores computed for every autoencoder
+BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)  # blur:<sigma> scores computed for every autoencoder
 
 #: PCA baseline: k = the fewest components explaining this share of the normal training
 #: images' variance (fixed before any test score was seen).
@@ -103,7 +118,7 @@ TRIED_ROWS: list[tuple[str, str, str]] = [
     ("conv_ae", "latent 32, BCE training loss", "40: 95.0, 60: 95.7, 80: 95.7"),
     ("conv_ae", "latent 64", "40: 95.2, 60: 95.2, 80: 94.9"),
     ("conv_ae", "latent 24", "60: 95.6"),
-    ("conv_ae", "**latent 16 (chosen)**",
+    ("conv_ae", "**latent 16 (chosen network)**",
      "40: 95.4, **60: 96.3**, 80: 96.1 (l1 score at 60: 94.5)"),
     ("conv_ae", "latent 16, other shuffling seed", "60: 96.2"),
     ("conv_ae", "latent 8", "40: 94.6, 60: 94.8, 80: 95.1"),
@@ -111,14 +126,36 @@ TRIED_ROWS: list[tuple[str, str, str]] = [
     ("conv_ae", "latent 16, batch 64", "60: 95.1, 90: 95.8, 120: 96.1"),
     ("conv_ae", "latent 16, Adam weight_decay 1e-3", "60: 96.3, 80: 96.3"),
     ("conv_ae", "latent 16, cosine learning-rate decay to 0 over 60 epochs", "60: 95.3"),
+    ("conv_ae", "latent 16, filters (32, 64, 128)",
+     "not buildable: 28 px cannot be halved three times (builder check)"),
+    ("conv_ae", "round 2: ensemble of 3 seeds (0, 1, 2), l2 score, each divided by its "
+     "median normal-training score", "60: 96.3 (seed 0 alone 96.3; both 6/10 wins vs PCA)"),
+    ("conv_ae", "round 2: per-pixel residual-variance score `pixvar:e` (weights "
+     "1 / (s_i^2 + e mean s^2)), e = 0.01 / 0.1 / 1",
+     "60: 93.1 / 93.8 / 95.2 (3-seed ensemble: 93.3 / 93.9 / 95.2)"),
+    ("conv_ae", "round 2: random shifts of up to 1 px of the training images, fresh each epoch",
+     "60: 96.0 on digits 0-5 (run cut short) vs 96.8 unshifted; lower on 5 of the 6"),
+    ("conv_ae", "round 2: blurred-residual score `blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2 "
+     "(same trained networks as the chosen l2 row)",
+     "60: 96.8 / **97.0** / 96.7 / 95.9; wins vs PCA 7 / **7** / 7 / 4 of 10"),
     ("denoising_ae", "latent 32, gaussian 0.3 (builder default)", "30: 92.8"),
     ("denoising_ae", "latent 16, gaussian 0.2", "40: 92.8, 60: 94.0, 80: 95.0"),
     ("denoising_ae", "latent 16, masking 0.2", "40: 93.8, 60: 94.4, 80: 95.1"),
-    ("denoising_ae", "**latent 16, gaussian 0.1 (chosen)**", "**40: 94.3**, 60: 95.3, 80: 95.4"),
-    ("sparse_ae", "builder defaults: hidden 256, code 128, KL to 0.05, weight 1 (chosen)",
+    ("denoising_ae", "**latent 16, gaussian 0.1 (chosen network)**",
+     "**40: 94.3**, 60: 95.3, 80: 95.4"),
+    ("denoising_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
+     "`blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2",
+     "40: 93.0 / 93.3 / 93.8; 94.9 / **95.1** / 93.9 / 91.7 (l2: 94.3)"),
+    ("sparse_ae", "builder defaults: hidden 256, code 128, KL to 0.05, weight 1 (chosen network)",
      "30: 93.0, **60: 95.0**, 100: 95.4"),
-    ("contractive_ae", "builder defaults: code 128, weight 0.1 (chosen)",
+    ("sparse_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
+     "`blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2",
+     "60: 92.3 / 93.1 / 94.3; 95.4 / **95.5** / 95.0 / 93.9 (l2: 95.0)"),
+    ("contractive_ae", "builder defaults: code 128, weight 0.1 (chosen network)",
      "30: 93.2, **60: 94.5**, 100: 95.4"),
+    ("contractive_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
+     "`blur:s`, s = **0.5 (chosen)** / 1 / 1.5 / 2",
+     "60: 92.2 / 92.4 / 93.3; **95.1** / 95.0 / 94.0 / 92.3 (l2: 94.5)"),
     ("vae", "latent 16, continuous Bernoulli, negative ELBO",
      "30: 88.0; 60: 89.8 on digits 0-7 (run cut short), Bernoulli 93.0 on those digits"),
     ("vae", "**latent 16, Bernoulli (chosen)**, negative ELBO", "**30: 89.0**, 60: 91.8"),
@@ -138,6 +175,27 @@ the Bernoulli likelihood gives a much better negative-ELBO score than the contin
 Bernoulli, but the negative ELBO still ranks anomalies worse than the same VAE's
 reconstruction error. On validation the chosen `conv_ae` was higher than PCA on 6 of
 the 10 digits (lower on 2, equal at one decimal on 2).
+
+Round 2 (rows marked so) came after the first full test run, which met the mean but
+not the per-digit half of the target (`conv_ae` 96.2 vs PCA 95.8, higher on 4/10
+digits). That test result motivated the round; every candidate in it was still
+compared on validation only, and the test protocol was run once more, after the choice.
+Averaging three seeds gave no validation gain (96.26 vs 96.28 for seed 0 alone), so the
+benchmark keeps one network (the `members` option is left in the script). Weighting
+residuals by the inverse per-pixel residual variance of the normal training images
+hurt at every eps: the training residuals are tiny where normal digits never have ink,
+so any stray stroke there dominates, and normal validation digits have such strokes too.
+Blurring the residual image before squaring (Gaussian, s = 1 px) raised every digit
+but 1 (100.0 either way); it is still below PCA on 3 and 5 (and on 1 by 0.03): pixel-level
+stroke misalignment,
+which the model cannot avoid on a new normal digit, is smoothed away while a missing or
+extra stroke survives. The blur helps PCA as well (90% variance, `blur:1` residual: 96.7
+on validation, against 95.9 unblurred); `conv_ae` with `blur:1` (97.0) is still higher
+on 7/10 digits against it. The PCA baseline that defines the target stays as fixed
+before tuning; its `blur:1` version is reported beside it. The other autoencoders
+were then scored the same way (same trained networks, s picked on their validation
+mean): the blur helps each of them by 0.5-0.8 points, pixvar hurts each. The VAE keeps
+its negative ELBO (no residual image to blur).
 """
 
 
@@ -147,7 +205,9 @@ def tried_section() -> str:
         "per digit, fit on 280 of the 350 normal training images, evaluate on the other 70 "
         "(normal) plus 70 images of each other digit taken from the *training* 70% split "
         "(630 anomalies). No model's test AUROC was looked at until the configs were "
-        "fixed (apart from a two-digit smoke run of the untuned starting configs), and "
+        "fixed (apart from two-digit smoke runs: of the untuned starting configs, and in "
+        "round 2 of the new report code at 3 epochs, after `conv_ae`'s score was chosen; "
+        "round 2 itself followed the first full test run, see below), and "
         "configs were compared on their ten-digit mean only (never chosen per "
         "digit). Mean validation AUROC x 100; on this protocol PCA (90% variance) scores "
         "**95.9**. Several epoch counts come from one run scored at checkpoints.",
@@ -238,36 +298,140 @@ def pca_components(ratios: np.ndarray, rule: float) -> int:
     return int(rule)
 
 
-def pca_scores(fit: tuple[np.ndarray, ...], images: np.ndarray, k: int) -> np.ndarray:
-    """Squared reconstruction error from the top-k principal subspace."""
+def pca_scores(
+    fit: tuple[np.ndarray, ...], images: np.ndarray, k: int, sigma: float | None = None
+) -> np.ndarray:
+    """Squared reconstruction error from the top-k principal subspace; with ``sigma``, of
+    the Gaussian-blurred residual (the autoencoders' ``blur:<sigma>`` score)."""
     mean, directions, _ = fit
     centered = images.reshape(len(images), -1).astype(np.float64) - mean
     basis = directions[:k]
     residual = centered - (centered @ basis.T) @ basis
+    if sigma:
+        residual = blurred(residual.reshape(images.shape), sigma).reshape(len(images), -1)
     return np.sum(residual**2, axis=1)
+
+
+def pca_rows(configs: dict[str, dict[str, object]]) -> dict[str, tuple[float, float | None]]:
+    """The PCA sensitivity rows: label -> (k rule, blur sigma). Every rule of ``PCA_SWEEP``
+    with the plain score, and the baseline's rule with each blurred-residual score that an
+    autoencoder config uses (so a score change is not mistaken for a model gain)."""
+    rows: dict[str, tuple[float, float | None]] = {
+        (f"{rule:.0%} variance" if rule < 1 else f"k = {rule}"): (rule, None) for rule in PCA_SWEEP
+    }
+    for config in configs.values():
+        kind, _, value = str(config.get("scoring", "model")).partition(":")
+        if kind == "blur":
+            rows[f"{PCA['variance']:.0%} variance, blur:{value} score"] = (
+                PCA["variance"], float(value)
+            )  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- models
 
 
-def train_and_score(
-    name: str, config: dict[str, object], x_fit: np.ndarray, x_eval: np.ndarray, scale: float
-) -> np.ndarray:
+def pixel_variance_scores(
+    fit_sq: np.ndarray, eval_sq: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Residual scores weighted per pixel (a diagonal-Gaussian, Mahalanobis-style score):
+    sum_i r_i^2 / (s_i^2 + eps * mean(s^2)), with s_i^2 the mean squared residual of
+    pixel i over the normal training images. Returns (training, evaluation) scores."""
+    variance = fit_sq.mean(axis=0)
+    weights = 1.0 / (variance + eps * variance.mean())
+    return fit_sq @ weights, eval_sq @ weights
+
+
+def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (radius 2 sigma, zero padding) of [n, height, width, ...]."""
+    radius = max(1, round(2 * sigma))
+    taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+    height, width = images.shape[1:3]
+    pad = ((0, 0), (radius, radius), (radius, radius)) + ((0, 0),) * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    rows = sum(w * padded[:, i : i + height] for i, w in enumerate(taps))
+    return sum(w * rows[:, :, i : i + width] for i, w in enumerate(taps))
+
+
+def random_shifts(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Each image translated by its own random integer offset in [-max_shift, max_shift]
+    along both axes, zero-filled (training augmentation)."""
+    height, width = images.shape[1:3]
+    pad = ((0, 0), (max_shift, max_shift), (max_shift, max_shift)) + ((0, 0),) * (images.ndim - 3)
+    padded = np.pad(images, pad)
+    offsets = rng.integers(0, 2 * max_shift + 1, size=(len(images), 2))
+    return np.stack(
+        [padded[i, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
+    )
+
+
+def member_scores(model: object, x_fit: np.ndarray, x_eval: np.ndarray) -> dict[str, tuple]:
+    """Every score of one trained model, as (normal training scores, evaluation scores):
+    ``model`` (its own ``anomaly_score``) and, for autoencoders, ``pixvar:<eps>`` for
+    each eps in ``PIXVAR_EPS`` and ``blur:<sigma>`` (mean squared Gaussian-blurred
+    residual) for each sigma in ``BLUR_SIGMAS``."""
+
+    def batched(fn, images: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [np.asarray(fn(images[i : i + 500])) for i in range(0, len(images), 500)]
+        )
+
+    out = {"model": (batched(model.anomaly_score, x_fit), batched(model.anomaly_score, x_eval))}
+    if not hasattr(model, "denoise"):  # only the autoencoders; the VAE keeps its ELBO
+        return out
+    residuals = [images - batched(model.reconstruct, images) for images in (x_fit, x_eval)]
+    fit_sq, eval_sq = ((r**2).reshape(len(r), -1) for r in residuals)
+    for eps in PIXVAR_EPS:
+        out[f"pixvar:{eps:g}"] = pixel_variance_scores(fit_sq, eval_sq, eps)
+    for sigma in BLUR_SIGMAS:
+        out[f"blur:{sigma:g}"] = tuple(
+            (blurred(r, sigma) ** 2).reshape(len(r), -1).mean(axis=1) for r in residuals
+        )
+    return out
+
+
+def train_member(
+    name: str,
+    config: dict[str, object],
+    x_fit: np.ndarray,
+    x_eval: np.ndarray,
+    scale: float,
+    member: int,
+) -> dict[str, tuple]:
+    """Train one network (seed ``SEED + member`` for weights and shuffling) on the normal
+    images; return ``member_scores``."""
     import keras
 
     import zoo
 
-    keras.utils.set_random_seed(SEED)
-    build = {key: value for key, value in config.items() if key not in FIT_KEYS}
-    model = zoo.load(name, **build)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
-    epochs = max(1, round(config["epochs"] * scale))
-    model.fit(x_fit, batch_size=config["batch_size"], epochs=epochs, verbose=0, shuffle=True)
-    scores = np.concatenate(
-        [np.asarray(model.anomaly_score(x_eval[i : i + 500])) for i in range(0, len(x_eval), 500)]
+    seed = SEED + member
+    keras.utils.set_random_seed(seed)
+    build = {key: value for key, value in config.items() if key not in BENCH_KEYS}
+    model = zoo.load(name, **build, seed=seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            config["learning_rate"], weight_decay=config.get("weight_decay")
+        )
     )
+    epochs = max(1, round(config["epochs"] * scale))
+    shift = config.get("augment_shift", 0)
+    if shift:  # freshly shifted copies of the normal images every epoch
+        rng = np.random.default_rng(seed)
+        for _ in range(epochs):
+            images = random_shifts(x_fit, shift, rng)
+            model.fit(images, batch_size=config["batch_size"], epochs=1, verbose=0, shuffle=True)
+    else:
+        model.fit(x_fit, batch_size=config["batch_size"], epochs=epochs, verbose=0, shuffle=True)
+    scores = member_scores(model, x_fit, x_eval)
     keras.backend.clear_session()
     return scores
+
+
+def ensemble(members: list[dict[str, tuple]], scoring: str) -> np.ndarray:
+    """Mean over members of each member's evaluation scores divided by the median of its
+    scores on the normal training images (so no member dominates by scale)."""
+    return np.mean([m[scoring][1] / np.median(m[scoring][0]) for m in members], axis=0)
 
 
 def parse_overrides(items: list[str], configs: dict[str, dict[str, object]]) -> list[str]:
@@ -342,6 +506,33 @@ def configs_block(models: list[str], configs: dict[str, dict[str, object]]) -> s
     return "\n".join(lines)
 
 
+def same_score_note(
+    best: str,
+    configs: dict[str, dict[str, object]],
+    sweep: dict[str, dict[int, float]],
+    aurocs: dict[str, dict[int, float]],
+    digits: list[int],
+) -> list[str]:
+    """A report paragraph comparing ``best`` with PCA given the same blurred-residual
+    score, if ``best`` uses one (otherwise nothing)."""
+    scoring = str(configs[best.split(" x")[0]].get("scoring", "model"))
+    label = f"{PCA['variance']:.0%} variance, {scoring} score"
+    if label not in sweep:
+        return []
+    pca = sweep[label]
+    pca_mean = float(np.mean([pca[d] for d in digits]))
+    best_mean = float(np.mean([aurocs[best][d] for d in digits]))
+    wins = sum(aurocs[best][d] > pca[d] for d in digits)
+    return [
+        "",
+        f"The `{scoring}` score is not specific to autoencoders: PCA (same k) scored by the "
+        f"same blurred residual gets {fmt(pca_mean)} (a row of the PCA table below). "
+        f"Against that stronger baseline `{best}` ({fmt(best_mean)}) is "
+        f"{'higher' if best_mean > pca_mean else 'not higher'} on the mean and higher on "
+        f"{wins}/{len(digits)} digits.",
+    ]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -354,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=("test", "validation"), default="test")
     parser.add_argument("--set", action="append", default=[], metavar="MODEL.KEY=VALUE")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--save", metavar="NPZ", help="validation: save every score array")
     args = parser.parse_args(argv)
 
     digits = [int(d) for d in args.digits.split(",")]
@@ -373,9 +565,12 @@ def main(argv: list[str] | None = None) -> None:
     cpu_start = time.process_time()
     start = time.perf_counter()
     data = load_split()
-    aurocs: dict[str, dict[int, float]] = {name: {} for name in [*models, "PCA"]}
-    kept: dict[str, dict[int, np.ndarray]] = {name: {} for name in [*models, "PCA", "labels"]}
-    sweep: dict[float, dict[int, float]] = {rule: {} for rule in PCA_SWEEP}
+    aurocs: dict[str, dict[int, float]] = {"PCA": {}}
+    kept: dict[str, dict[int, np.ndarray]] = {"PCA": {}, "labels": {}}
+    extra: dict[str, dict[int, float]] = {}  # validation only: every scoring
+    raw: dict[str, np.ndarray] = {}
+    rows = pca_rows({name: configs[name] for name in models})
+    sweep: dict[str, dict[int, float]] = {label: {} for label in rows}
     ks: dict[int, int] = {}
     seconds: dict[str, float] = {name: 0.0 for name in models}
     log(f"protocol {args.protocol}, digits {digits}, models {models}, epochs x{scale:g}")
@@ -388,9 +583,9 @@ def main(argv: list[str] | None = None) -> None:
         kept["PCA"][digit] = pca_scores(fit, x_eval, ks[digit])
         kept["labels"][digit] = labels
         aurocs["PCA"][digit] = auroc(kept["PCA"][digit], labels)
-        for rule in PCA_SWEEP:
+        for label, (rule, sigma) in rows.items():
             k = pca_components(fit[2], rule)
-            sweep[rule][digit] = auroc(pca_scores(fit, x_eval, k), labels)
+            sweep[label][digit] = auroc(pca_scores(fit, x_eval, k, sigma), labels)
         log(
             f"[{time.perf_counter() - start:6.0f}s] digit {digit}: fit {len(x_fit)}, eval "
             f"{len(labels)} ({labels.sum()} anomalies); PCA k={ks[digit]} "
@@ -398,27 +593,56 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name in models:
             began = time.perf_counter()
-            scores = train_and_score(name, configs[name], x_fit, x_eval, scale)
+            config = configs[name]
+            members = [
+                train_member(name, config, x_fit, x_eval, scale, m)
+                for m in range(config.get("members", 1))
+            ]
             seconds[name] += time.perf_counter() - began
-            kept[name][digit] = scores
-            aurocs[name][digit] = auroc(scores, labels)
+            scoring = config.get("scoring", "model")
+            columns = {name: members[0][scoring][1]}
+            if len(members) > 1:
+                columns[f"{name} x{len(members)}"] = ensemble(members, scoring)
+            for column, scores in columns.items():
+                kept.setdefault(column, {})[digit] = scores
+                aurocs.setdefault(column, {})[digit] = auroc(scores, labels)
             log(
-                f"[{time.perf_counter() - start:6.0f}s] digit {digit} {name:<15} AUROC "
-                f"{fmt(aurocs[name][digit])} ({time.perf_counter() - began:.1f}s)"
+                f"[{time.perf_counter() - start:6.0f}s] digit {digit} "
+                + ", ".join(f"{c} AUROC {fmt(aurocs[c][digit])}" for c in columns)
+                + f" ({time.perf_counter() - began:.1f}s)"
             )
+            if args.protocol == "validation":  # every scoring, to compare candidates
+                for other in members[0]:
+                    variants = {"": members[0][other][1]}
+                    if len(members) > 1:
+                        variants[f" x{len(members)}"] = ensemble(members, other)
+                    for suffix, scores in variants.items():
+                        key = f"{name}{suffix} [{other}]"
+                        extra.setdefault(key, {})[digit] = auroc(scores, labels)
+                        raw[f"{key}/{digit}"] = scores
+                raw[f"labels/{digit}"] = labels
     total = time.perf_counter() - start
     cpu_total = time.process_time() - cpu_start
     load_after = os.getloadavg()[0]
 
-    table = results_table(digits, models, aurocs, ks)
+    columns = [name for name in aurocs if name != "PCA"]
+    table = results_table(digits, columns, aurocs, ks)
     log("\n" + table)
     means = {name: float(np.mean(list(aurocs[name].values()))) for name in aurocs}
     log("mean: " + ", ".join(f"{k} {fmt(v)}" for k, v in means.items()))
+    for key, values in {**extra, **{f"PCA [{k}]": v for k, v in sweep.items()}}.items():
+        wins = sum(values[d] > aurocs["PCA"][d] for d in digits)
+        log(f"{args.protocol} {key:<32} mean {fmt(float(np.mean(list(values.values()))))}, "
+            f"wins vs PCA {wins}/{len(digits)}, per digit "
+            + " ".join(fmt(values[d]) for d in digits))  # fmt: skip
+    if args.save:
+        np.savez_compressed(args.save, **raw, **{f"PCA/{d}": kept["PCA"][d] for d in digits})
+        log(f"scores saved to {args.save}")
     log(f"total {total:.0f}s wall, {cpu_total:.0f}s CPU")
     if args.protocol != "test" or args.quick or args.no_report:
         return
 
-    best = max(models, key=lambda name: means[name])
+    best = max(columns, key=lambda name: means[name])
     wins = sum(aurocs[best][d] > aurocs["PCA"][d] for d in digits)
     met = means[best] > means["PCA"] and wins > len(digits) / 2
     diffs = {
@@ -448,18 +672,15 @@ def main(argv: list[str] | None = None) -> None:
         "| PCA k rule | " + " | ".join(str(d) for d in digits) + " | mean |",
         "|---|" + "---:|" * (len(digits) + 1),
     ]
-    for rule in PCA_SWEEP:
-        label = f"{rule:.0%} variance" if rule < 1 else f"k = {rule}"
-        values = [sweep[rule][d] for d in digits]
+    for label, values in sweep.items():
         sweep_lines.append(
             f"| {label} | "
-            + " | ".join(fmt(v) for v in values)
-            + f" | {fmt(float(np.mean(values)))} |"
+            + " | ".join(fmt(values[d]) for d in digits)
+            + f" | {fmt(float(np.mean(list(values.values()))))} |"
         )
-    best_key = max(PCA_SWEEP, key=lambda rule: float(np.mean(list(sweep[rule].values()))))
-    best_sweep = float(np.mean(list(sweep[best_key].values())))
-    best_rule = f"{best_key:.0%} variance" if best_key < 1 else f"k = {best_key}"
-    wins_sweep = sum(aurocs[best][d] > sweep[best_key][d] for d in digits)
+    best_rule = max(sweep, key=lambda label: float(np.mean(list(sweep[label].values()))))
+    best_sweep = float(np.mean(list(sweep[best_rule].values())))
+    wins_sweep = sum(aurocs[best][d] > sweep[best_rule][d] for d in digits)
     timing = ", ".join(f"`{name}` {seconds[name]:.0f} s" for name in models)
     body = "\n".join(
         [
@@ -468,10 +689,17 @@ def main(argv: list[str] | None = None) -> None:
             "normal, 1,350 anomalies). Split: `zoo.data.load_sample('train'|'test', "
             f"test_fraction={SPLIT['test_fraction']}, seed={SPLIT['seed']})`, stratified per "
             "class. AUROC x 100 (`zoo.metrics.anomaly.auroc`); bold = best in the row. "
-            "Scores: reconstruction error per pixel for the autoencoders, negative ELBO "
-            "(nats, posterior mean) for `vae`, squared reconstruction error from the top-k "
-            "principal subspace for PCA (k = fewest components explaining "
-            f"{PCA['variance']:.0%} of the normal training images' variance).",
+            "Scores (each model's `scoring`, see Configs): `model` = the zoo's "
+            "`anomaly_score`, i.e. mean squared reconstruction error per pixel for the "
+            "autoencoders and negative ELBO (nats, posterior mean) for `vae`; `blur:<s>` = "
+            "mean squared reconstruction residual after a Gaussian blur of the residual "
+            "image (standard deviation s pixels), which discounts pixel-level stroke jitter "
+            "and keeps structured differences (chosen on validation, see What we tried). "
+            "A column `<model> xN` averages N networks trained with seeds 0..N-1, each "
+            "score divided by the median of that network's scores on its normal training "
+            "images. PCA: squared reconstruction error from the top-k principal subspace "
+            f"(k = fewest components explaining {PCA['variance']:.0%} of the normal "
+            "training images' variance), the baseline fixed before any model was tuned.",
             "",
             table,
             "",
@@ -481,6 +709,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{'yes' if wins > len(digits) / 2 else 'no'}). Best model by mean: `{best}` "
             f"{fmt(means[best])} vs PCA {fmt(means['PCA'])}, higher on {wins}/{len(digits)} "
             "digits.",
+            *same_score_note(best, configs, sweep, aurocs, digits),
             "",
             f"How sure is that? A paired bootstrap of the test set ({BOOTSTRAP} resamples per "
             "digit, normal and anomalous images resampled separately, both methods scored on "
@@ -498,11 +727,12 @@ def main(argv: list[str] | None = None) -> None:
             "time if it had the cores to itself (a lower bound: TensorFlow does not keep "
             "both cores busy all the time).",
             "",
-            "## PCA: choice of k",
+            "## PCA: choice of k (and of the score)",
             "",
             "k is fixed by the 90%-variance rule (the rule suggested in the task, applied to "
             "each digit's normal training images); the sweep below (same run, same split) is "
-            "reported only to show how sensitive the baseline is to that choice. Against the "
+            "reported only to show how sensitive the baseline is to that choice, and to the "
+            "blurred-residual score where an autoencoder uses one. Against the "
             f"best row of the sweep ({best_rule}, mean {fmt(best_sweep)}) `{best}` is "
             f"{fmt(means[best])}, higher on {wins_sweep}/{len(digits)} digits.",
             "",
