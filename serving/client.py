@@ -117,6 +117,13 @@ def _model_path(model: str, version: int | None, label: str | None) -> str:
     return path
 
 
+def _conditioned(inputs: dict[str, Any], labels: Any) -> dict[str, Any]:
+    """``inputs`` plus ``labels`` as int64 class ids, for conditional models."""
+    if labels is None:
+        return inputs
+    return {**inputs, "labels": np.asarray(labels, dtype=np.int64)}
+
+
 class _Convenience(abc.ABC):
     """``generate``, ``score`` and ``score_sequences`` on top of ``predict`` (REST and gRPC)."""
 
@@ -136,9 +143,7 @@ class _Convenience(abc.ABC):
         label: str | None = None,
     ) -> np.ndarray:
         """Images from latent vectors ``z`` (and class ``labels`` for conditional models)."""
-        inputs: dict[str, Any] = {"z": np.asarray(z, dtype=np.float32)}
-        if labels is not None:
-            inputs["labels"] = np.asarray(labels, dtype=np.int64)
+        inputs = _conditioned({"z": np.asarray(z, dtype=np.float32)}, labels)
         out = self.predict(inputs, signature_name, version=version, label=label)
         return out["images"]
 
@@ -153,9 +158,7 @@ class _Convenience(abc.ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores (float32) and verdicts (bool) for a batch of ``images`` (under
         class ``labels`` [N] for a conditional model such as a CVAE)."""
-        inputs: dict[str, Any] = {"images": np.asarray(images, dtype=np.float32)}
-        if labels is not None:
-            inputs["labels"] = np.asarray(labels, dtype=np.int64)
+        inputs = _conditioned({"images": np.asarray(images, dtype=np.float32)}, labels)
         out = self.predict(inputs, signature_name, version=version, label=label)
         return out["anomaly_score"], out["is_anomaly"]
 
