@@ -43,7 +43,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "latent_dim": 16,
         "filters": (32, 64),
         "score_blur": 1.0,
-        "epochs": 60,
+        "epochs": 90,
         "batch_size": 32,
         "learning_rate": 1e-3,
     },
@@ -139,6 +139,9 @@ TRIED_ROWS: list[tuple[str, str, str]] = [
     ("conv_ae", "round 2: blurred-residual score `blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2 "
      "(same trained networks as the chosen l2 row)",
      "60: 96.8 / **97.0** / 96.7 / 95.9; wins vs PCA 7 / **7** / 7 / 4 of 10"),
+    ("conv_ae", "round 3: `score_blur=1` (the zoo's option), latent 24", "60: 96.4, 6/10 wins"),
+    ("conv_ae", "round 3: `score_blur=1`, latent 16, **90 epochs (chosen)**",
+     "**90: 97.2, 8/10 wins** (60: 97.0, 7/10)"),
     ("denoising_ae", "latent 32, gaussian 0.3 (builder default)", "30: 92.8"),
     ("denoising_ae", "latent 16, gaussian 0.2", "40: 92.8, 60: 94.0, 80: 95.0"),
     ("denoising_ae", "latent 16, masking 0.2", "40: 93.8, 60: 94.4, 80: 95.1"),
@@ -197,6 +200,15 @@ before tuning; its `blur:1` version is reported beside it. The other autoencoder
 were then scored the same way (same trained networks, s picked on their validation
 mean): the blur helps each of them by 0.5-0.8 points, pixvar hurts each. The VAE keeps
 its negative ELBO (no residual image to blur).
+
+Round 3 came after the second full test run (`conv_ae` with `blur:1`: 97.0 vs PCA 95.8
+on the mean, higher on 5/10 digits: the four losses within 0.4 points and inside test
+noise, digit 9 a tie at one decimal). The score became the zoo's own `score_blur`
+option (the same definition, checked equal on a validation digit), and two budget
+candidates were compared on validation only: a 24-dimensional code (worse) and 90
+epochs instead of 60 (97.2 vs 97.0, 8 vs 7 wins: chosen). The test protocol was then
+run a third time. Three looks at the test split mean the final per-digit count carries
+some selection: the reader should weigh the bootstrap intervals, not the count alone.
 """
 
 
