@@ -77,6 +77,7 @@ def greedy_layerwise_pretrain(
             epochs=epochs,
             verbose=verbose,
             callbacks=callbacks(depth) if callbacks else None,
+            shuffle=False,  # a dataset: shuffled (or not) by whoever batched it
         )
         histories[depth] = history.history
         below.append(enc)
