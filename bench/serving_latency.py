@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         status = "" if demo[1] == 0 else f" (**failed**, exit code {demo[1]})"
         demo_line = (
             f"`zoo demo` wall time: **{demo[0]:.0f} s**{status} "
-            "(`python -m zoo.cli demo --out <tmp>` as a subprocess: train DCGAN + conv AE, "
-            "export, start `zoo serve`, request, stop)."
+            "(`python -m zoo.cli demo --out <tmp>` as a subprocess: train DCGAN, conv AE, "
+            "denoising AE and LSTM AE, export, start `zoo serve`, request, stop)."
         )
     lines = [
         f"DCGAN {shape[0]}x{shape[1]}x{shape[2]} (latent {latent}) `generate`, exported with "
