@@ -97,3 +97,11 @@ def test_evaluate_samples_with_inception_offline_names_the_offline_choice(
     assert code == 2
     assert "inception_v3" in err and "feature_extractor='mnist_classifier'" in err
     assert not (tmp_path / "e" / "sample_quality.md").exists()
+
+
+def test_sample_of_a_conditional_model_has_one_class_per_column(tmp_path):
+    png = tmp_path / "cgan.png"
+    assert main(["sample", "cgan_tiny", "--n", "20", "--out", str(png)]) == 0
+    grid = np.asarray(Image.open(png))
+    # 20 tiles as 10 columns x 2 rows (a square layout would be 5 x 4)
+    assert grid.shape[1] > 4 * grid.shape[0]

@@ -32,9 +32,12 @@ def model_images(model, n: int, seed: int) -> np.ndarray:
 def sample_grid(
     run: str | os.PathLike, *, n: int = 64, seed: int = 0, out: str | os.PathLike = "samples.png"
 ) -> Path:
-    """Write a PNG grid for a run folder, ``.keras`` file or registered model name."""
+    """Write a PNG grid for a run folder, ``.keras`` file or registered model name
+    (conditional models: one class per column)."""
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")
     model = load_run(run)
-    grid = zdata.image_grid(model_images(model, n, seed))
+    # conditional models sample class i mod num_classes: one class per column
+    ncols = getattr(model, "num_classes", 0) if getattr(model, "conditional", False) else 0
+    grid = zdata.image_grid(model_images(model, n, seed), ncols=ncols or None)
     return Path(zdata.save_png(grid, out))
