@@ -203,7 +203,8 @@ def test_every_signature_runs_through_the_tf1_loader(exported, normal_images, na
 
 
 @pytest.mark.skipif(
-    not (Path(sys.executable).parent / "saved_model_cli").exists(), reason="no saved_model_cli"
+    not (Path(sys.executable).parent / "saved_model_cli").exists(),
+    reason="saved_model_cli is installed with tensorflow beside this Python; it is missing here",
 )
 def test_saved_model_cli_runs_generate(exported, tmp_path):
     model, result = exported["dcgan_tiny"]

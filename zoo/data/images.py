@@ -17,6 +17,20 @@ PAD = 1  # pixels between tiles
 PAD_VALUE = 255  # white separators (visible on MNIST's black background)
 
 
+def as_image_batch(images: Any, what: str = "images") -> np.ndarray:
+    """``images`` as a numpy (N, H, W, C) batch: (N, H, W) gains a channel axis; anything
+    else than a non-empty 3-D or 4-D array is a :class:`DataError` naming ``what``."""
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    if array.ndim != 4 or array.shape[0] == 0:
+        raise DataError(
+            f"{what} must be a non-empty (N,H,W) or (N,H,W,C) batch; got shape "
+            f"{array.shape}: stack the images into one array"
+        )
+    return array
+
+
 def image_grid(images: Any, ncols: int | None = None) -> np.ndarray:
     """Tile ``(N,H,W,C)`` images (floats in [0,1], or uint8) into one uint8 image.
 
@@ -24,14 +38,7 @@ def image_grid(images: Any, ncols: int | None = None) -> np.ndarray:
     ``(rows*(H+1)-1, cols*(W+1)-1, C)``; ``ncols`` defaults to ceil(sqrt(N)) and
     unused cells are white. (N,H,W) input is treated as grayscale.
     """
-    arr = np.asarray(images)
-    if arr.ndim == 3:
-        arr = arr[..., np.newaxis]
-    if arr.ndim != 4 or arr.shape[0] == 0:
-        raise DataError(
-            f"image_grid needs a non-empty (N,H,W,C) batch, got shape {arr.shape}; "
-            "stack the images into one array"
-        )
+    arr = as_image_batch(images, "image_grid's images")
     if arr.dtype != np.uint8:
         arr = np.asarray(arr, dtype=np.float64)
         if not np.all(np.isfinite(arr)):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data.core import DataError, check_image_shape, fit_image, fmt_shape
+from zoo.data.images import as_image_batch
 
 SPLITS = ("all", "train", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -124,14 +125,7 @@ def from_numpy(
     or (N,H,W,C). If ``image_shape`` differs from the arrays' shape, pass
     ``resize=True`` to resize and convert channels.
     """
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise DataError(
-            f"images must be a non-empty array of shape (N,H,W) or (N,H,W,C), got shape "
-            f"{images.shape}; stack your images into one array"
-        )
+    images = as_image_batch(images)
     if images.dtype == np.uint8:
         pass
     elif np.issubdtype(images.dtype, np.floating):

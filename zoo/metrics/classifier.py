@@ -84,13 +84,9 @@ def prepare_images(images: Any, image_shape: tuple[int, int, int] = IMAGE_SHAPE)
     ``(N, H, W, C)``. Values a little outside [0, 1] (round-off) are clipped; anything
     else outside it is an error, as it usually means [-1, 1] or 0-255 floats.
     """
-    array = np.asarray(images)
-    if array.ndim == 3:
-        array = array[..., np.newaxis]
-    if array.ndim != 4 or array.shape[0] == 0:
-        raise ValueError(
-            f"images must be a non-empty (N, H, W) or (N, H, W, C) batch; got shape {array.shape}"
-        )
+    from zoo.data.images import as_image_batch
+
+    array = as_image_batch(images)
     if tuple(array.shape[1:]) != tuple(image_shape):
         raise ValueError(
             f"the MNIST classifier's feature space is for {'x'.join(map(str, image_shape))} "
