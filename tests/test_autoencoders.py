@@ -245,3 +245,77 @@ def test_blurred_score_rejects_bad_settings():
         zoo.load("conv_ae_tiny", score_blur=-1.0)
     with pytest.raises(zoo.ConfigError, match="score_blur"):
         zoo.load("recurrent_ae_tiny", score_blur=1.0)
+
+
+def _memae_reference(codes, memory, threshold):
+    """Gong et al. (2019), eqs. 3-7: softmax addressing, hard shrinkage, L1 re-norm."""
+    logits = codes @ memory.T
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    w = np.maximum(w - threshold, 0) * w / (np.abs(w - threshold) + 1e-12)
+    w /= w.sum(axis=1, keepdims=True)
+    return w, w @ memory
+
+
+def test_memory_addressing_follows_the_memae_equations():
+    from zoo.layers import MemoryAddressing
+
+    rng = np.random.default_rng(0)
+    layer = MemoryAddressing(items=6, shrink_threshold=0.15, entropy_weight=0.0)
+    codes = rng.normal(size=(5, 4)).astype("float32")
+    layer(codes)  # builds the memory
+    memory = rng.normal(size=(6, 4)).astype("float32")
+    layer.memory.assign(memory)
+    want_w, want_out = _memae_reference(codes, memory, 0.15)
+    weights = np.asarray(layer.addressing(codes))
+    np.testing.assert_allclose(weights, want_w, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer(codes)), want_out, atol=1e-5)
+    assert (weights == 0).any() and np.allclose(weights.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_memory_entropy_loss_is_added_in_training_only():
+    from zoo.layers import MemoryAddressing
+
+    codes = np.random.default_rng(1).normal(size=(8, 4)).astype("float32")
+    layer = MemoryAddressing(items=5, shrink_threshold=0.0, entropy_weight=0.5, seed=0)
+    layer(codes, training=False)
+    assert not layer.losses
+    layer(codes, training=True)
+    w = np.asarray(layer.addressing(codes))
+    want = 0.5 * np.mean(-(w * np.log(w + 1e-12)).sum(axis=1))
+    np.testing.assert_allclose(float(layer.losses[0]), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="items must be >= 1"):
+        MemoryAddressing(items=0)
+
+
+def test_memory_ae_decodes_only_what_its_memory_holds(digits):
+    """With every memory row equal, every image is rebuilt from that one row: the
+    reconstructions of different digits are identical; the memory entropy term is part
+    of the training loss."""
+    model = zoo.load("memory_ae_tiny")
+    memory = model.decoder.get_layer("memory").memory
+    memory.assign(np.broadcast_to(np.asarray(memory)[:1], memory.shape))
+    rebuilt = np.asarray(model.reconstruct(digits[:4]))
+    np.testing.assert_allclose(rebuilt, np.broadcast_to(rebuilt[:1], rebuilt.shape), atol=1e-6)
+    model = zoo.load("memory_ae_tiny", entropy_weight=10.0)
+    values = model.step_losses(digits[:8], training=True)
+    assert float(values["loss"]) > float(values["reconstruction"]) + 1e-3
+
+
+def test_convs_per_stage_adds_same_resolution_convolutions(digits):
+    import keras
+
+    plain = zoo.load("conv_ae_tiny")
+    deeper = zoo.load("conv_ae_tiny", convs_per_stage=3)
+
+    def convs(net):
+        return [layer for layer in net.layers if type(layer) is keras.layers.Conv2D]
+
+    # encoder: +2 per stage (two stages); decoder: +2 per stage, the output conv as before
+    assert len(convs(deeper.encoder)) == len(convs(plain.encoder)) + 4
+    assert len(convs(deeper.decoder)) == len(convs(plain.decoder)) + 4
+    extra = [layer for layer in convs(deeper.encoder) if layer.strides == (1, 1)]
+    assert all(layer.kernel_size == (3, 3) for layer in extra) and len(extra) == 4
+    assert np.asarray(deeper.reconstruct(digits[:2])).shape == digits[:2].shape
+    with pytest.raises(ValueError, match="convs_per_stage must be an integer >= 1"):
+        zoo.load("conv_ae_tiny", convs_per_stage=0)

@@ -1,4 +1,5 @@
-"""GAN stabiliser layers: spectral normalisation, minibatch standard deviation, one-hot labels.
+"""Custom layers: GAN stabilisers (spectral normalisation, minibatch standard deviation),
+one-hot labels, and the MemAE memory module.
 
 Every layer is registered for serialisation (``package="zoo"``), returns its
 constructor arguments from ``get_config`` and loads from ``.keras`` in safe mode.
@@ -178,3 +179,75 @@ class OneHot(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MemoryAddressing(layers.Layer):
+    """The memory module of MemAE (Gong et al., 2019, "Memorizing Normality to Detect
+    Anomaly", ICCV): a code z [batch, d] is replaced by a convex combination of ``items``
+    learned memory rows m_i [d], so the decoder can only rebuild what the memory holds
+    (normal patterns) and an anomaly's reconstruction is pulled towards normal ones.
+
+    Addressing weights: w = softmax(z M^T) (eq. 4-5; the similarity is the dot product,
+    as in the authors' code); hard shrinkage (eq. 7) w_i <- max(w_i - lambda, 0) w_i /
+    (|w_i - lambda| + eps) with lambda = ``shrink_threshold``, then L1 re-normalisation;
+    output w M (eq. 3). In training, ``entropy_weight`` times the mean entropy of w
+    (eq. 9) is added to the model's losses, which sharpens the addressing.
+    """
+
+    def __init__(
+        self,
+        items: int = 50,
+        shrink_threshold: float = 0.0025,
+        entropy_weight: float = 2e-4,
+        seed: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if items < 1:
+            raise ValueError(f"items must be >= 1 (memory rows); got {items}")
+        if not 0.0 <= shrink_threshold < 1.0:
+            raise ValueError(f"shrink_threshold must be in [0, 1); got {shrink_threshold}")
+        if entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be >= 0; got {entropy_weight}")
+        self.items = int(items)
+        self.shrink_threshold = float(shrink_threshold)
+        self.entropy_weight = float(entropy_weight)
+        self.seed = seed
+
+    def build(self, input_shape: Any) -> None:
+        dim = int(input_shape[-1])
+        bound = 1.0 / dim**0.5
+        self.memory = self.add_weight(
+            shape=(self.items, dim),
+            initializer=keras.initializers.RandomUniform(-bound, bound, seed=self.seed),
+            name="memory",
+        )
+
+    def addressing(self, codes: Any) -> Any:
+        """The (shrunk, re-normalised) addressing weights w [batch, items]."""
+        weights = ops.softmax(ops.matmul(codes, ops.transpose(self.memory)), axis=-1)
+        if self.shrink_threshold:
+            shifted = weights - self.shrink_threshold
+            weights = ops.relu(shifted) * weights / (ops.abs(shifted) + 1e-12)
+            weights = weights / (ops.sum(weights, axis=-1, keepdims=True) + 1e-12)
+        return weights
+
+    def call(self, codes: Any, training: bool = False) -> Any:
+        weights = self.addressing(codes)
+        if training and self.entropy_weight:
+            entropy = -ops.sum(weights * ops.log(weights + 1e-12), axis=-1)
+            self.add_loss(self.entropy_weight * ops.mean(entropy))
+        return ops.matmul(weights, self.memory)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "items": self.items,
+            "shrink_threshold": self.shrink_threshold,
+            "entropy_weight": self.entropy_weight,
+            "seed": self.seed,
+        }

@@ -81,26 +81,41 @@ def bottom_shape(image_shape: Sequence[int], stages: int) -> tuple[int, int]:
     return height // factor, width // factor
 
 
+def _check_convs_per_stage(convs_per_stage: int) -> None:
+    if not (isinstance(convs_per_stage, int) and convs_per_stage >= 1):
+        raise ValueError(
+            f"convs_per_stage must be an integer >= 1 (1 = one strided convolution per "
+            f"resolution); got {convs_per_stage!r}"
+        )
+
+
 def conv_encoder(
     image_shape: Sequence[int],
     output_dim: int,
     filters: Sequence[int],
     *,
     batch_norm: bool = False,
+    convs_per_stage: int = 1,
     seed: int | None = None,
     name: str = "encoder",
 ) -> keras.Model:
-    """Strided 4x4 convolutions, then a dense layer of ``output_dim`` units (linear)."""
+    """Strided 4x4 convolutions (each followed by ``convs_per_stage - 1`` 3x3 ones at the
+    same resolution), then a dense layer of ``output_dim`` units (linear)."""
     image_shape = check_image_shape(image_shape)
     bottom_shape(image_shape, len(filters))
+    _check_convs_per_stage(convs_per_stage)
     init = Initializers(seed)
     inputs = keras.Input(image_shape, name="images")
     x = inputs
     for i, width in enumerate(filters):
-        x = layers.Conv2D(width, 4, strides=2, padding="same", kernel_initializer=init())(x)
-        if batch_norm and i > 0:
-            x = layers.BatchNormalization()(x)
-        x = layers.LeakyReLU(0.2)(x)
+        for j in range(convs_per_stage):
+            x = layers.Conv2D(
+                width, 4 if j == 0 else 3, strides=2 if j == 0 else 1, padding="same",
+                kernel_initializer=init(),
+            )(x)  # fmt: skip
+            if batch_norm and (i > 0 or j > 0):
+                x = layers.BatchNormalization()(x)
+            x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
     outputs = layers.Dense(output_dim, kernel_initializer=init(), name="code")(x)
     return keras.Model(inputs, outputs, name=name)
@@ -113,16 +128,19 @@ def conv_decoder(
     *,
     output_activation: str | None = "sigmoid",
     batch_norm: bool = False,
+    convs_per_stage: int = 1,
     seed: int | None = None,
     name: str = "decoder",
 ) -> keras.Model:
-    """Dense projection to the bottom feature map, then 4x4 transposed convolutions.
+    """Dense projection to the bottom feature map, then 4x4 transposed convolutions (each
+    followed by ``convs_per_stage - 1`` 3x3 convolutions at the same resolution).
 
     ``filters`` lists widths from the image up (as for the encoder); the decoder
     walks them in reverse. The last layer maps to the image's channels.
     """
     image_shape = check_image_shape(image_shape)
     height, width = bottom_shape(image_shape, len(filters))
+    _check_convs_per_stage(convs_per_stage)
     init = Initializers(seed)
     widths = list(reversed(filters))
     inputs = keras.Input((latent_dim,), name="z")
@@ -136,6 +154,11 @@ def conv_decoder(
         if batch_norm:
             x = layers.BatchNormalization()(x)
         x = layers.LeakyReLU(0.2)(x)
+        for _ in range(convs_per_stage - 1):
+            x = layers.Conv2D(out_width, 3, padding="same", kernel_initializer=init())(x)
+            if batch_norm:
+                x = layers.BatchNormalization()(x)
+            x = layers.LeakyReLU(0.2)(x)
     outputs = layers.Conv2D(
         image_shape[-1],
         3,

@@ -1,13 +1,16 @@
 """Autoencoder family builders: undercomplete, overcomplete, denoising, convolutional,
-sparse, contractive, recurrent and stacked. One trainer (``Autoencoder``) serves them
-all; they differ in networks and regulariser."""
+memory-augmented, sparse, contractive, recurrent and stacked. One trainer
+(``Autoencoder``) serves them all; they differ in networks and regulariser."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
+import keras
+
 from zoo import networks
+from zoo.layers import MemoryAddressing
 from zoo.registry import register
 from zoo.trainers import Autoencoder, SequenceAutoencoder
 
@@ -54,17 +57,22 @@ def _conv(
     filters: Sequence[int] | None,
     seed: int | None,
     batch_norm: bool = False,
+    convs_per_stage: int = 1,
+    memory: dict[str, float] | None = None,
     **trainer: object,
 ) -> Autoencoder:
-    """A convolutional autoencoder named ``name``; ``trainer`` as for :func:`_dense`."""
+    """A convolutional autoencoder named ``name``; ``trainer`` as for :func:`_dense`.
+    ``memory`` (``MemoryAddressing`` arguments) puts a memory module between the
+    encoder's code and the decoder (it is the decoder's first layer)."""
     image_shape = networks.check_image_shape(image_shape)
     filters = tuple(filters or networks.default_filters(image_shape, base=32))
-    encoder = networks.conv_encoder(
-        image_shape, latent_dim, filters, batch_norm=batch_norm, seed=seed
-    )
-    decoder = networks.conv_decoder(
-        latent_dim, image_shape, filters, batch_norm=batch_norm, seed=_seed(seed, 1)
-    )
+    shape = {"batch_norm": batch_norm, "convs_per_stage": convs_per_stage}
+    encoder = networks.conv_encoder(image_shape, latent_dim, filters, **shape, seed=seed)
+    decoder = networks.conv_decoder(latent_dim, image_shape, filters, **shape, seed=_seed(seed, 1))
+    if memory is not None:
+        codes = keras.Input((latent_dim,), name="z")
+        addressed = MemoryAddressing(**memory, seed=_seed(seed, 2), name="memory")(codes)
+        decoder = keras.Model(codes, decoder(addressed), name="decoder")
     model = Autoencoder(encoder, decoder, seed=seed, name=name, **trainer)
     model.build()
     return model
@@ -82,13 +90,47 @@ def conv_ae(
     latent_dim: int = 32,
     filters: Sequence[int] | None = None,
     batch_norm: bool = False,
+    convs_per_stage: int = 1,
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
-    """Strided-conv encoder to a ``latent_dim`` code, transposed-conv decoder, sigmoid output."""
+    """Strided-conv encoder to a ``latent_dim`` code, transposed-conv decoder, sigmoid
+    output; ``convs_per_stage`` > 1 adds 3x3 convolutions at each resolution."""
     return _conv("conv_ae", **locals())
+
+
+@register(
+    "memory_ae",
+    family="autoencoder",
+    description="Memory-augmented convolutional autoencoder (MemAE): the decoder sees only "
+    "a sparse mix of learned normal patterns",
+    paper="Gong et al. (2019), Memorizing Normality to Detect Anomaly (MemAE)",
+    tiny={"latent_dim": 8, "filters": (4, 8), "memory_items": 6},
+)
+def memory_ae(
+    image_shape: Sequence[int] = (28, 28, 1),
+    latent_dim: int = 16,
+    filters: Sequence[int] | None = None,
+    memory_items: int = 50,
+    shrink_threshold: float = 0.0025,
+    entropy_weight: float = 2e-4,
+    reconstruction_loss: str = "mse",
+    score: str = "l2",
+    score_blur: float = 0.0,
+    seed: int | None = 0,
+) -> Autoencoder:
+    """``conv_ae`` with a :class:`~zoo.layers.MemoryAddressing` module of ``memory_items``
+    rows between code and decoder; ``entropy_weight`` x the addressing entropy is added to
+    the loss in training."""
+    arguments = dict(locals())
+    arguments["memory"] = {
+        "items": arguments.pop("memory_items"),
+        "shrink_threshold": arguments.pop("shrink_threshold"),
+        "entropy_weight": arguments.pop("entropy_weight"),
+    }
+    return _conv("memory_ae", **arguments)
 
 
 @register(
