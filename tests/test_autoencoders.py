@@ -247,9 +247,12 @@ def test_blurred_score_rejects_bad_settings():
         zoo.load("recurrent_ae_tiny", score_blur=1.0)
 
 
-def _memae_reference(codes, memory, threshold):
-    """Gong et al. (2019), eqs. 3-7: softmax addressing, hard shrinkage, L1 re-norm."""
-    logits = codes @ memory.T
+def _memae_reference(codes, memory, threshold, sharpness=1.0):
+    """Gong et al. (2019), eqs. 3-7: softmax of cosine similarities, hard shrinkage,
+    L1 re-normalisation."""
+    unit = codes / np.linalg.norm(codes, axis=1, keepdims=True)
+    rows = memory / np.linalg.norm(memory, axis=1, keepdims=True)
+    logits = sharpness * unit @ rows.T
     w = np.exp(logits - logits.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     w = np.maximum(w - threshold, 0) * w / (np.abs(w - threshold) + 1e-12)
@@ -261,12 +264,12 @@ def test_memory_addressing_follows_the_memae_equations():
     from zoo.layers import MemoryAddressing
 
     rng = np.random.default_rng(0)
-    layer = MemoryAddressing(items=6, shrink_threshold=0.15, entropy_weight=0.0)
+    layer = MemoryAddressing(items=6, shrink_threshold=0.15, entropy_weight=0.0, sharpness=3.0)
     codes = rng.normal(size=(5, 4)).astype("float32")
     layer(codes)  # builds the memory
     memory = rng.normal(size=(6, 4)).astype("float32")
     layer.memory.assign(memory)
-    want_w, want_out = _memae_reference(codes, memory, 0.15)
+    want_w, want_out = _memae_reference(codes, memory, 0.15, sharpness=3.0)
     weights = np.asarray(layer.addressing(codes))
     np.testing.assert_allclose(weights, want_w, atol=1e-6)
     np.testing.assert_allclose(np.asarray(layer(codes)), want_out, atol=1e-5)
@@ -286,6 +289,20 @@ def test_memory_entropy_loss_is_added_in_training_only():
     np.testing.assert_allclose(float(layer.losses[0]), want, rtol=1e-5)
     with pytest.raises(ValueError, match="items must be >= 1"):
         MemoryAddressing(items=0)
+    with pytest.raises(ValueError, match="sharpness must be > 0"):
+        MemoryAddressing(sharpness=0.0)
+
+
+def test_memory_addressing_is_scale_free_in_the_code():
+    """Cosine addressing: a code and 1000 x that code read the same memory mix (a dot
+    product would saturate the softmax on one row for large codes)."""
+    from zoo.layers import MemoryAddressing
+
+    layer = MemoryAddressing(items=8, seed=0)
+    codes = np.random.default_rng(2).normal(size=(3, 5)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(layer(1000.0 * codes)), np.asarray(layer(codes)), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_memory_ae_decodes_only_what_its_memory_holds(digits):

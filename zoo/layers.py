@@ -188,11 +188,13 @@ class MemoryAddressing(layers.Layer):
     learned memory rows m_i [d], so the decoder can only rebuild what the memory holds
     (normal patterns) and an anomaly's reconstruction is pulled towards normal ones.
 
-    Addressing weights: w = softmax(z M^T) (eq. 4-5; the similarity is the dot product,
-    as in the authors' code); hard shrinkage (eq. 7) w_i <- max(w_i - lambda, 0) w_i /
-    (|w_i - lambda| + eps) with lambda = ``shrink_threshold``, then L1 re-normalisation;
-    output w M (eq. 3). In training, ``entropy_weight`` times the mean entropy of w
-    (eq. 9) is added to the model's losses, which sharpens the addressing.
+    Addressing weights: w = softmax(s cos(z, m_i)) over the rows (eqs. 4-5: cosine
+    similarity, ``sharpness`` s = 1 in the paper; a plain dot product saturates the
+    softmax on one row when codes are large, and training then collapses). Hard
+    shrinkage (eq. 7): w_i <- max(w_i - lambda, 0) w_i / (|w_i - lambda| + eps), lambda =
+    ``shrink_threshold``, then L1 re-normalisation; the output is w M (eq. 3). In
+    training, ``entropy_weight`` times the mean entropy of w (eq. 9) is added to the
+    model's losses, which sharpens the addressing.
     """
 
     def __init__(
@@ -200,10 +202,15 @@ class MemoryAddressing(layers.Layer):
         items: int = 50,
         shrink_threshold: float = 0.0025,
         entropy_weight: float = 2e-4,
+        sharpness: float = 1.0,
         seed: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        if not sharpness > 0:
+            raise ValueError(
+                f"sharpness must be > 0 (softmax inverse temperature); got {sharpness}"
+            )
         if items < 1:
             raise ValueError(f"items must be >= 1 (memory rows); got {items}")
         if not 0.0 <= shrink_threshold < 1.0:
@@ -213,6 +220,7 @@ class MemoryAddressing(layers.Layer):
         self.items = int(items)
         self.shrink_threshold = float(shrink_threshold)
         self.entropy_weight = float(entropy_weight)
+        self.sharpness = float(sharpness)
         self.seed = seed
 
     def build(self, input_shape: Any) -> None:
@@ -226,7 +234,10 @@ class MemoryAddressing(layers.Layer):
 
     def addressing(self, codes: Any) -> Any:
         """The (shrunk, re-normalised) addressing weights w [batch, items]."""
-        weights = ops.softmax(ops.matmul(codes, ops.transpose(self.memory)), axis=-1)
+        unit_codes = codes / (ops.norm(codes, axis=-1, keepdims=True) + 1e-12)
+        unit_rows = self.memory / (ops.norm(self.memory, axis=-1, keepdims=True) + 1e-12)
+        cosine = ops.matmul(unit_codes, ops.transpose(unit_rows))
+        weights = ops.softmax(self.sharpness * cosine, axis=-1)
         if self.shrink_threshold:
             shifted = weights - self.shrink_threshold
             weights = ops.relu(shifted) * weights / (ops.abs(shifted) + 1e-12)
@@ -249,5 +260,6 @@ class MemoryAddressing(layers.Layer):
             "items": self.items,
             "shrink_threshold": self.shrink_threshold,
             "entropy_weight": self.entropy_weight,
+            "sharpness": self.sharpness,
             "seed": self.seed,
         }

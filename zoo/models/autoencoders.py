@@ -116,19 +116,21 @@ def memory_ae(
     memory_items: int = 50,
     shrink_threshold: float = 0.0025,
     entropy_weight: float = 2e-4,
+    sharpness: float = 1.0,
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """``conv_ae`` with a :class:`~zoo.layers.MemoryAddressing` module of ``memory_items``
-    rows between code and decoder; ``entropy_weight`` x the addressing entropy is added to
-    the loss in training."""
+    rows between code and decoder, addressed by softmax(``sharpness`` x cosine similarity);
+    ``entropy_weight`` x the addressing entropy is added to the loss in training."""
     arguments = dict(locals())
     arguments["memory"] = {
         "items": arguments.pop("memory_items"),
         "shrink_threshold": arguments.pop("shrink_threshold"),
         "entropy_weight": arguments.pop("entropy_weight"),
+        "sharpness": arguments.pop("sharpness"),
     }
     return _conv("memory_ae", **arguments)
 
