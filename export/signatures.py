@@ -171,6 +171,9 @@ def score_definition(model: keras.Model) -> str | None:
                 f"blur(x - reconstruction), blur = Gaussian of sigma {model.score_blur:g} px "
                 "per channel with zero padding",
             )
+        top = getattr(model, "score_top_count", None)
+        if top is not None and top < math.prod(model.image_shape):
+            return f"{words}: the mean of the largest {top} of the {values} values of {term}"
         return f"{words}: the mean over the {values} input values of {term}"
     if family == "sequence_autoencoder":
         words, kind = _PER_STEP[model.score]

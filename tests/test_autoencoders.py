@@ -336,3 +336,40 @@ def test_convs_per_stage_adds_same_resolution_convolutions(digits):
     assert np.asarray(deeper.reconstruct(digits[:2])).shape == digits[:2].shape
     with pytest.raises(ValueError, match="convs_per_stage must be an integer >= 1"):
         zoo.load("conv_ae_tiny", convs_per_stage=0)
+
+
+def test_top_fraction_score_averages_the_largest_errors(digits):
+    model = zoo.load("conv_ae_tiny", score_blur=1.0, score_top_fraction=0.05)
+    residual = digits[:6] - np.asarray(model.reconstruct(digits[:6]))
+    squared = (_blur_reference(residual, 1.0) ** 2).reshape(6, -1)
+    k = round(0.05 * squared.shape[1])
+    want = np.sort(squared, axis=1)[:, -k:].mean(axis=1)
+    np.testing.assert_allclose(np.asarray(model.anomaly_score(digits[:6])), want, rtol=1e-5)
+    assert model.score_top_count == k == 39
+    restored = type(model).from_config(model.get_config())
+    assert restored.score_top_fraction == 0.05
+
+
+def test_top_fraction_ranks_a_local_defect_above_diffuse_error_of_equal_energy():
+    """Mean error cannot tell a missing stroke from faint noise everywhere with the same
+    squared sum; the top-5% score ranks the stroke far higher."""
+    model = zoo.load("conv_ae_tiny", score_top_fraction=0.05)
+    model.decoder.get_layer("pixels").set_weights(
+        [np.zeros_like(w) for w in model.decoder.get_layer("pixels").get_weights()]
+    )  # sigmoid(0) = 0.5 everywhere: the residual is x - 0.5
+    local = np.full((1, 28, 28, 1), 0.5, "float32")
+    local[0, 6:22, 13:15] = 1.5  # a stroke: residual 1 on 32 pixels
+    diffuse = np.full((1, 28, 28, 1), 0.5 + np.sqrt(32 / 784), "float32")
+    plain = zoo.load("conv_ae_tiny")
+    plain.set_weights(model.get_weights())
+    both = np.concatenate([local, diffuse])
+    np.testing.assert_allclose(*np.asarray(plain.anomaly_score(both)), rtol=1e-4)
+    top = np.asarray(model.anomaly_score(both))
+    assert top[0] > 10 * top[1]
+
+
+def test_top_fraction_rejects_bad_settings():
+    with pytest.raises(ValueError, match=r"score_top_fraction must be in \(0, 1\]"):
+        zoo.load("conv_ae_tiny", score_top_fraction=0.0)
+    with pytest.raises(zoo.ConfigError, match="score_top_fraction"):
+        zoo.load("recurrent_ae_tiny", score_top_fraction=0.5)

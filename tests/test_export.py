@@ -630,11 +630,12 @@ def test_every_gan_and_vae_exports_and_runs_in_the_tf1_loader(tmp_path, normal_i
         assert_close(expected, actual, metadata=result.metadata)
 
 
-def test_blurred_residual_score_exports_with_parity(tmp_path, normal_images):
-    model = zoo.load("conv_ae_tiny", score_blur=1.0)
+def test_blurred_top_fraction_score_exports_with_parity(tmp_path, normal_images):
+    model = zoo.load("conv_ae_tiny", score_blur=1.0, score_top_fraction=0.05)
     result = export_model(model, tmp_path, "ae", calibration_images=normal_images[:100])
     assert result.metadata["parity"]["passed"] and "score" in result.onnx_paths
-    assert "Gaussian of sigma 1 px" in result.metadata["score"]["definition"]
+    definition = result.metadata["score"]["definition"]
+    assert "Gaussian of sigma 1 px" in definition and "largest 39 of the 28 x 28 x 1" in definition
     session = ort.InferenceSession(str(result.onnx_paths["score"]))
     (onnx_scores,) = session.run(["anomaly_score"], {"images": normal_images[:5]})
     np.testing.assert_allclose(onnx_scores, model.anomaly_score(normal_images[:5]), rtol=1e-5)

@@ -94,6 +94,7 @@ def conv_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Strided-conv encoder to a ``latent_dim`` code, transposed-conv decoder, sigmoid
@@ -120,6 +121,7 @@ def memory_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """``conv_ae`` with a :class:`~zoo.layers.MemoryAddressing` module of ``memory_items``
@@ -151,6 +153,7 @@ def denoising_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """``corruption``: gaussian (std ``noise_level``), masking or salt_and_pepper
@@ -172,6 +175,7 @@ def dense_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     arguments = dict(locals())
@@ -200,6 +204,7 @@ def overcomplete_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """A single sigmoid code layer wider than the input. Without a regulariser it can
@@ -243,6 +248,7 @@ def sparse_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Sigmoid code; ``penalty`` kl (to ``sparsity_target``) or l1, tracked as ``penalty``."""
@@ -265,6 +271,7 @@ def contractive_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """One sigmoid dense encoder layer, so the Jacobian penalty is computed analytically."""
@@ -285,6 +292,7 @@ def stacked_ae(
     reconstruction_loss: str = "mse",
     score: str = "l2",
     score_blur: float = 0.0,
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> Autoencoder:
     """Pre-train with :func:`zoo.trainers.layerwise.greedy_layerwise_pretrain` (the
