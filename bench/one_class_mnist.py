@@ -43,6 +43,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "latent_dim": 16,
         "filters": (32, 64),
         "score_blur": 1.0,
+        "score_top_fraction": 0.05,
         "epochs": 90,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -62,6 +63,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "corruption": "gaussian",
         "noise_level": 0.1,
         "score_blur": 1.0,
+        "score_top_fraction": 0.05,
         "epochs": 40,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -73,6 +75,7 @@ CONFIGS: dict[str, dict[str, object]] = {
         "penalty_weight": 1.0,
         "sparsity_target": 0.05,
         "score_blur": 1.0,
+        "score_top_fraction": 0.05,
         "epochs": 60,
         "batch_size": 32,
         "learning_rate": 1e-3,
@@ -171,7 +174,7 @@ TRIED_ROWS: list[tuple[str, str, str]] = [
      "90: 88.2 (addressing saturated on one row: every image rebuilt as the same image; 200 rows "
      "the same) -> the layer now uses the paper's cosine addressing"),
     ("memory_ae", "round 4: MemAE, 50 rows, cosine addressing, sharpness 1 / 10, `blur:1`",
-     "90: 95.8 / MEMS10"),
+     "90: 95.8, 4/10 / 93.2 (collapsed on digits 5, 7 and 9)"),
     ("denoising_ae", "latent 32, gaussian 0.3 (builder default)", "30: 92.8"),
     ("denoising_ae", "latent 16, gaussian 0.2", "40: 92.8, 60: 94.0, 80: 95.0"),
     ("denoising_ae", "latent 16, masking 0.2", "40: 93.8, 60: 94.4, 80: 95.1"),
@@ -180,16 +183,23 @@ TRIED_ROWS: list[tuple[str, str, str]] = [
     ("denoising_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
      "`blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2",
      "40: 93.0 / 93.3 / 93.8; 94.9 / **95.1** / 93.9 / 91.7 (l2: 94.3)"),
+    ("denoising_ae", "round 4, chosen network: `top<f>:1`, f = 0.02 / **0.05 (chosen)** / 0.1 / "
+     "0.2 (`blur:1` in this run: 95.1)", "40: 95.7 / **95.9** / 95.7 / 95.3"),
     ("sparse_ae", "builder defaults: hidden 256, code 128, KL to 0.05, weight 1 (chosen network)",
      "30: 93.0, **60: 95.0**, 100: 95.4"),
     ("sparse_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
      "`blur:s`, s = 0.5 / **1 (chosen)** / 1.5 / 2",
      "60: 92.3 / 93.1 / 94.3; 95.4 / **95.5** / 95.0 / 93.9 (l2: 95.0)"),
+    ("sparse_ae", "round 4, chosen network: `top<f>:1`, f = 0.02 / **0.05 (chosen)** / 0.1 / 0.2 "
+     "(`blur:1` in this run: 95.5)", "60: 96.5 / **96.8** / 96.5 / 96.0"),
     ("contractive_ae", "builder defaults: code 128, weight 0.1 (chosen network)",
      "30: 93.2, **60: 94.5**, 100: 95.4"),
     ("contractive_ae", "round 2, chosen network: scores `pixvar:e`, e = 0.01 / 0.1 / 1; "
      "`blur:s`, s = **0.5 (chosen)** / 1 / 1.5 / 2",
      "60: 92.2 / 92.4 / 93.3; **95.1** / 95.0 / 94.0 / 92.3 (l2: 94.5)"),
+    ("contractive_ae", "round 4, chosen network: `top<f>:1`, f = 0.02 / 0.05 / 0.1 / 0.2 "
+     "(kept `blur:0.5`, 95.1 in this run: a gain below 0.3 points is not worth a change)",
+     "60: 94.7 / 95.2 / 95.2 / 95.0"),
     ("vae", "latent 16, continuous Bernoulli, negative ELBO",
      "30: 88.0; 60: 89.8 on digits 0-7 (run cut short), Bernoulli 93.0 on those digits"),
     ("vae", "**latent 16, Bernoulli (chosen)**, negative ELBO", "**30: 89.0**, 60: 91.8"),
@@ -239,6 +249,25 @@ candidates were compared on validation only: a 24-dimensional code (worse) and 9
 epochs instead of 60 (97.2 vs 97.0, 8 vs 7 wins: chosen). The test protocol was then
 run a third time. Three looks at the test split mean the final per-digit count carries
 some selection: the reader should weigh the bootstrap intervals, not the count alone.
+
+Round 4 came after the third full test run (`conv_ae` 96.9 vs PCA 95.8, higher on 4/10
+digits, the six others within test noise). It asked whether a stronger network or a
+better score could move the near-ceiling digits, on validation only. Bigger networks
+did not help at 280-350 training images: batch norm was level (96.9), and wider or
+deeper networks without it sometimes collapsed to a near-constant reconstruction (AUROC
+56-86 on the digits where that happened); MemAE (the zoo's new `memory_ae`) trails
+the plain network (95.8): restricting the decoder to a mix of 50 memory rows also
+restricts how well it rebuilds unusual normal digits. Scores computed from the chosen
+network gave the gain: SSIM, RAPP and sums of scores reached 97.1-97.4, and pooling
+the blurred squared residual over its largest 5% of pixels (39 of 784), the zoo's new
+`score_top_fraction`, gave 97.6 and 9/10 wins, higher than `blur:1` on 8 digits: an
+anomalous digit differs from its reconstruction in a few strokes, and averaging over
+all pixels dilutes them with the small errors that normal digits have everywhere. The
+same pooling does not help PCA (96.2 against 96.7 with its `blur:1` score; both PCA
+rows are in the report's PCA table). `conv_ae` now uses it (chosen on the mean;
+0.1 was a close second); each other autoencoder's score was re-picked on its
+validation mean in the same way (rows above). The test protocol was then run a fourth
+time. Four looks at the test split: the same caution as above applies, more strongly.
 """
 
 
@@ -873,7 +902,10 @@ def main(argv: list[str] | None = None) -> None:
             "blurred by a Gaussian of standard deviation s pixels before squaring "
             "(`zoo.load(..., score_blur=s)`: the score the exported `score` signature "
             "computes), which discounts pixel-level stroke jitter and keeps structured "
-            "differences (chosen on validation, see What we tried). "
+            "differences (chosen on validation, see What we tried); with "
+            "`score_top_fraction=f` as well (written `top<f>:<s>`) only the largest share f "
+            "of the blurred squared residual values is averaged (39 of 784 pixels for "
+            "f = 0.05), so a few wrong strokes are not diluted by small errors everywhere. "
             "A column `<model> xN` averages N networks trained with seeds 0..N-1, each "
             "score divided by the median of that network's scores on its normal training "
             "images. PCA: squared reconstruction error from the top-k principal subspace "
