@@ -696,6 +696,30 @@ def configs_block(models: list[str], configs: dict[str, dict[str, object]]) -> s
     return "\n".join(lines)
 
 
+def others_note(
+    best: str,
+    columns: list[str],
+    means: dict[str, float],
+    aurocs: dict[str, dict[int, float]],
+    digits: list[int],
+) -> str:
+    """A sentence naming the other models that beat PCA on the mean and on most digits
+    (reported, not counted: the target's model is fixed as the best by mean)."""
+    both = [
+        f"`{name}` ({fmt(means[name])}, {count}/{len(digits)})"
+        for name in columns
+        if name != best
+        and means[name] > means["PCA"]
+        and (count := sum(aurocs[name][d] > aurocs["PCA"][d] for d in digits)) > len(digits) / 2
+    ]
+    if not both:
+        return ""
+    return (
+        f" Beating PCA on both counts: {', '.join(both)}; picking one of them after seeing "
+        "the test split would be a post-hoc choice, so the target stays with the best mean."
+    )
+
+
 def same_score_note(
     best: str,
     configs: dict[str, dict[str, object]],
@@ -919,7 +943,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{'yes' if means[best] > means['PCA'] else 'no'}; more than half of the digits: "
             f"{'yes' if wins > len(digits) / 2 else 'no'}). Best model by mean: `{best}` "
             f"{fmt(means[best])} vs PCA {fmt(means['PCA'])}, higher on {wins}/{len(digits)} "
-            "digits.",
+            "digits." + others_note(best, columns, means, aurocs, digits),
             *same_score_note(best, configs, sweep, aurocs, digits),
             "",
             f"How sure is that? A paired bootstrap of the test set ({BOOTSTRAP} resamples per "
