@@ -293,6 +293,35 @@ def tried_section() -> str:
     return "\n".join(lines)
 
 
+#: Other 70/30 splits of the sample with the configs above (``--split-seed 1`` / ``2``,
+#: ``--models conv_ae``), run once after the fourth test run; never used to choose.
+SPLIT_CHECKS = """
+How much of the per-digit count is the split? The same `conv_ae` config (not re-tuned)
+and the same PCA rule on two other stratified 70/30 splits of the sample
+(`python -m bench.one_class_mnist --models conv_ae --split-seed 1`, then `2`; not
+written to this report, figures copied from their logs). Each split's test images
+overlap the other splits' training images, including the validation images the configs
+were chosen on; the configs were chosen on ten-digit means only.
+
+| split seed | `conv_ae` mean | PCA mean | `conv_ae` higher on |
+|---:|---:|---:|---:|
+| 0 (the table above) | 97.3 | 95.8 | 5/10 |
+| 1 | 97.1 | 95.1 | 7/10 (lower on 1, 3, 6) |
+| 2 | 97.5 | 94.9 | 10/10 |
+
+Per digit, averaged over the three splits (AUROC x 100, from the one-decimal tables):
+
+| digit | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 | 9 |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| `conv_ae` | 99.7 | 99.7 | 96.5 | 97.0 | 96.1 | 97.7 | 98.0 | 96.7 | 95.6 | 96.0 |
+| PCA | 99.6 | 99.7 | 91.1 | 95.4 | 94.4 | 96.9 | 98.3 | 96.0 | 85.8 | 95.8 |
+
+Averaged over three splits `conv_ae` is higher on 8 digits, level on 1 and lower on 6
+(by 0.4). The digits it loses move from split to split (3 is a clear win on split 0
+and a loss on split 1): on the near-ceiling digits a single split's count is mostly
+noise. The target above is still judged on split 0, as the issue states it.
+"""
+
 REFERENCES = """
 Published references (from the paper, **not re-run here**): Ruff et al. (2018), "Deep
 One-Class Classification" (Deep SVDD, ICML 2018), Table 1, MNIST one-class protocol on
@@ -316,12 +345,14 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, train labels, test images, test labels), float32 in [0, 1]."""
+def load_split(seed: int = SPLIT["seed"]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train images, train labels, test images, test labels), float32 in [0, 1]; ``seed``
+    picks the stratified 70/30 split (the report's split is ``SPLIT["seed"]``)."""
     from zoo.data import load_sample
 
-    x_train, y_train = load_sample("train", **SPLIT)
-    x_test, y_test = load_sample("test", **SPLIT)
+    split = {**SPLIT, "seed": seed}
+    x_train, y_train = load_sample("train", **split)
+    x_test, y_test = load_sample("test", **split)
     return (
         x_train.astype(np.float32) / 255.0,
         y_train,
@@ -764,6 +795,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--save", metavar="NPZ", help="validation: save every score array")
     parser.add_argument(
+        "--split-seed", type=int, default=SPLIT["seed"], help="another 70/30 split of the "
+        "sample, to see how much the per-digit results move (never written to the report)"
+    )  # fmt: skip
+    parser.add_argument(
         "--extra-scores", action="store_true", help="validation: also the round-4 candidate "
         "scores (SSIM, RAPP, latent Mahalanobis, sums), for the models and PCA"
     )  # fmt: skip
@@ -785,7 +820,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     cpu_start = time.process_time()
     start = time.perf_counter()
-    data = load_split()
+    data = load_split(args.split_seed)
     aurocs: dict[str, dict[int, float]] = {"PCA": {}}
     kept: dict[str, dict[int, np.ndarray]] = {"PCA": {}, "labels": {}}
     extra: dict[str, dict[int, float]] = {}  # validation only: every scoring
@@ -869,7 +904,7 @@ def main(argv: list[str] | None = None) -> None:
         np.savez_compressed(args.save, **raw, **{f"PCA/{d}": kept["PCA"][d] for d in digits})
         log(f"scores saved to {args.save}")
     log(f"total {total:.0f}s wall, {cpu_total:.0f}s CPU")
-    if args.protocol != "test" or args.quick or args.no_report:
+    if args.protocol != "test" or args.quick or args.no_report or args.split_seed != SPLIT["seed"]:
         return
 
     best = max(columns, key=lambda name: means[name])
@@ -984,6 +1019,10 @@ def main(argv: list[str] | None = None) -> None:
             "## What we tried",
             "",
             tried_section(),
+            "",
+            "## Other splits",
+            "",
+            SPLIT_CHECKS.strip(),
             "",
             "## Published references",
             "",
