@@ -106,7 +106,7 @@ def conv_ae(
     "memory_ae",
     family="autoencoder",
     description="Memory-augmented convolutional autoencoder (MemAE): the decoder sees only "
-    "a sparse mix of learned normal patterns",
+    "a mix of learned memory rows (hard-shrunk softmax addressing)",
     paper="Gong et al. (2019), Memorizing Normality to Detect Anomaly (MemAE)",
     tiny={"latent_dim": 8, "filters": (4, 8), "memory_items": 6},
 )
