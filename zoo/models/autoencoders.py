@@ -66,9 +66,9 @@ def _conv(
     encoder's code and the decoder (it is the decoder's first layer)."""
     image_shape = networks.check_image_shape(image_shape)
     filters = tuple(filters or networks.default_filters(image_shape, base=32))
-    shape = {"batch_norm": batch_norm, "convs_per_stage": convs_per_stage}
-    encoder = networks.conv_encoder(image_shape, latent_dim, filters, **shape, seed=seed)
-    decoder = networks.conv_decoder(latent_dim, image_shape, filters, **shape, seed=_seed(seed, 1))
+    layout = {"batch_norm": batch_norm, "convs_per_stage": convs_per_stage}
+    encoder = networks.conv_encoder(image_shape, latent_dim, filters, **layout, seed=seed)
+    decoder = networks.conv_decoder(latent_dim, image_shape, filters, **layout, seed=_seed(seed, 1))
     if memory is not None:
         codes = keras.Input((latent_dim,), name="z")
         addressed = MemoryAddressing(**memory, seed=_seed(seed, 2), name="memory")(codes)
