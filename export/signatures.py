@@ -153,10 +153,7 @@ _PER_VALUE = {
     "l2": ("mean squared reconstruction error per value (l2)", "(x - reconstruction)^2"),
     "l1": ("mean absolute reconstruction error per value (l1)", "|x - reconstruction|"),
 }
-_PER_STEP = {
-    "l2": ("mean squared error per valid timestep, averaged over the sequence (l2)", "squared"),
-    "l1": ("mean absolute error per valid timestep, averaged over the sequence (l1)", "absolute"),
-}
+_PER_STEP = {"l2": "squared", "l1": "absolute"}
 
 
 def score_definition(model: keras.Model) -> str | None:
@@ -176,11 +173,22 @@ def score_definition(model: keras.Model) -> str | None:
             return f"{words}: the mean of the largest {top} of the {values} values of {term}"
         return f"{words}: the mean over the {values} input values of {term}"
     if family == "sequence_autoencoder":
-        words, kind = _PER_STEP[model.score]
+        kind, f = _PER_STEP[model.score], model.score_top_fraction
+        steps = (
+            f"step_scores[t] = mean {kind} error over the {model.sequence_shape[-1]} features "
+            f"at step t (0 at padding steps, whose features all equal mask_value="
+            f"{model.mask_value:g})"
+        )
+        if f < 1.0:
+            return (
+                f"mean {kind} error per valid timestep, averaged over the sequence's largest "
+                f"{f:g} share of valid steps ({model.score}): {steps}; anomaly_score = mean of "
+                "the k largest step_scores, "
+                f"k = max(1, floor({f:g} x number of valid steps + 0.5))"
+            )
         return (
-            f"{words}: step_scores[t] = mean {kind} error over the {model.sequence_shape[-1]} "
-            f"features at step t (0 at padding steps, whose features all equal mask_value="
-            f"{model.mask_value:g}); anomaly_score = sum_t step_scores[t] / number of valid steps"
+            f"mean {kind} error per valid timestep, averaged over the sequence ({model.score}): "
+            f"{steps}; anomaly_score = sum_t step_scores[t] / number of valid steps"
         )
     if family == "vae":
         if num_classes_of(model):
@@ -327,8 +335,7 @@ def build_signatures(
         if not sequences:
             return conditioned(model.anomaly_score, x, i.get("labels")), None
         steps = model.step_scores(x)  # SequenceAutoencoder.anomaly_score, sharing its pass
-        valid = tf.maximum(tf.reduce_sum(model.valid_steps(x), axis=1), 1.0)
-        return tf.reduce_sum(steps, axis=1) / valid, steps
+        return model.sequence_scores(steps, x), steps
 
     def score(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         value, steps = scores(i)

@@ -371,5 +371,42 @@ def test_top_fraction_ranks_a_local_defect_above_diffuse_error_of_equal_energy()
 def test_top_fraction_rejects_bad_settings():
     with pytest.raises(ValueError, match=r"score_top_fraction must be in \(0, 1\]"):
         zoo.load("conv_ae_tiny", score_top_fraction=0.0)
-    with pytest.raises(zoo.ConfigError, match="score_top_fraction"):
-        zoo.load("recurrent_ae_tiny", score_top_fraction=0.5)
+    with pytest.raises(ValueError, match=r"score_top_fraction must be in \(0, 1\]"):
+        zoo.load("recurrent_ae_tiny", score_top_fraction=1.5)
+
+
+def test_sequence_top_fraction_score_averages_the_largest_valid_steps():
+    model = zoo.load("recurrent_ae_tiny", score_top_fraction=0.25)
+    steps, features = model.sequence_shape
+    x = np.random.default_rng(0).normal(size=(3, steps, features)).astype("float32")
+    lengths = np.array([steps, 21, 9])  # k = 8, 5 (5.25 rounds down), 2 (2.25)
+    for i, n in enumerate(lengths):
+        x[i, n:] = model.mask_value
+    step_scores = np.asarray(model.step_scores(x))
+    got = np.asarray(model.anomaly_score(x))
+    np.testing.assert_allclose(
+        got, zoo.data.per_sequence_scores(step_scores, lengths, top_fraction=0.25), rtol=1e-5
+    )
+    for i, (n, k) in enumerate(zip(lengths, [8, 5, 2], strict=True)):
+        assert got[i] == pytest.approx(np.sort(step_scores[i, :n])[-k:].mean(), rel=1e-5)
+    restored = type(model).from_config(model.get_config())
+    assert restored.score_top_fraction == 0.25
+    np.testing.assert_allclose(restored.anomaly_score(x), got, rtol=1e-6)
+
+
+def test_sequence_top_fraction_ranks_a_spike_above_diffuse_error_of_equal_energy():
+    """A two-step spike and small error on every step, with the same squared sum, tie
+    under the mean step score; the top-10% score ranks the spike far higher."""
+    model = zoo.load("recurrent_ae_tiny", score_top_fraction=0.1)
+    values = model.decoder.get_layer("values")
+    values.set_weights([np.zeros_like(w) for w in values.get_weights()])  # rebuilds 0
+    steps, features = model.sequence_shape
+    spike = np.full((1, steps, features), 0.1, "float32")
+    spike[0, 10:12] = np.sqrt(0.01 + (steps * 0.25 - steps * 0.01) / 2)
+    diffuse = np.full((1, steps, features), 0.5, "float32")
+    both = np.concatenate([spike, diffuse])
+    plain = zoo.load("recurrent_ae_tiny")
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(*np.asarray(plain.anomaly_score(both)), rtol=1e-4)
+    top = np.asarray(model.anomaly_score(both))
+    assert top[0] > 5 * top[1]

@@ -316,6 +316,32 @@ def test_sequence_step_scores_are_zero_at_padding(exported, loaded):
     np.testing.assert_allclose(codes, model.encode(batch), atol=1e-5)
 
 
+def test_sequence_top_fraction_score_exports_with_parity(tmp_path):
+    model = zoo.load("recurrent_ae_tiny", score_top_fraction=0.25)
+    normal = calibration_data(model)[0][:200]
+    result = export_model(model, tmp_path, "rae", calibration_images=normal)
+    assert result.metadata["parity"]["passed"]
+    definition = result.metadata["score"]["definition"]
+    assert "mean of the k largest step_scores" in definition
+    assert "k = max(1, floor(0.25 x number of valid steps + 0.5))" in definition
+    batch = _padded(normal, model.mask_value)  # 32, 20 and 27 valid steps: k = 8, 5, 7
+    valid = ~np.all(batch == model.mask_value, axis=-1)
+    counts = zoo.data.top_step_count(valid.sum(axis=1), 0.25)
+    assert counts.tolist() == [8, 5, 7]
+    step_scores = np.asarray(model.step_scores(batch))
+    want = [np.sort(s[v])[-k:].mean() for s, v, k in zip(step_scores, valid, counts, strict=True)]
+    np.testing.assert_allclose(model.anomaly_score(batch), want, rtol=1e-5)
+    served = tf.saved_model.load(str(result.version_dir)).signatures["score"](
+        sequences=tf.constant(batch)
+    )
+    session = ort.InferenceSession(
+        str(result.onnx_paths["score"]), providers=["CPUExecutionProvider"]
+    )
+    (onnx_scores,) = session.run(["anomaly_score"], {"sequences": batch})
+    for scores in (served["anomaly_score"], onnx_scores):
+        np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-7)
+
+
 def test_served_round_trip_of_the_recurrent_model(exported, loaded, tmp_path):
     from zoo.serving.client import ServingClient
     from zoo.serving.server import make_server

@@ -17,6 +17,7 @@ from zoo.data import (
     sliding_windows,
     standardize,
     synthetic_series,
+    top_step_count,
     window_labels,
 )
 
@@ -312,6 +313,27 @@ def test_per_sequence_scores_ignore_padding() -> None:
         per_sequence_scores(high, np.array([1, 1]))
     with pytest.raises(DataError, match=r"err.mean\(-1\)"):
         per_sequence_scores(np.zeros((2, 4, 3)))
+
+
+def test_per_sequence_top_fraction_averages_the_largest_valid_steps() -> None:
+    scores = np.array([[1.0, 5.0, 3.0, 900.0], [4.0, 2.0, 8.0, 6.0]], dtype=np.float32)
+    lengths = np.array([3, 4])
+    # k = max(1, floor(f * valid + 0.5)): f = 0.5 -> 2 of 3 steps (1.5 rounds up), 2 of 4
+    np.testing.assert_allclose(per_sequence_scores(scores, lengths, top_fraction=0.5), [4.0, 7.0])
+    np.testing.assert_array_equal(top_step_count(np.array([3, 4, 1, 64]), 0.5), [2, 2, 1, 32])
+    np.testing.assert_array_equal(top_step_count(np.array([64, 1]), 0.01), [1, 1])
+    # a tiny fraction is the max; the whole fraction is the mean
+    np.testing.assert_allclose(
+        per_sequence_scores(scores, lengths, top_fraction=0.01),
+        per_sequence_scores(scores, lengths, reduction="max"),
+    )
+    np.testing.assert_allclose(
+        per_sequence_scores(scores, lengths, top_fraction=1.0), per_sequence_scores(scores, lengths)
+    )
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        per_sequence_scores(scores, top_fraction=0.0)
+    with pytest.raises(DataError, match="applies to reduction 'mean'"):
+        per_sequence_scores(scores, reduction="max", top_fraction=0.5)
 
 
 # --------------------------------------------------------------------------- datasets / scaling

@@ -26,6 +26,7 @@ from zoo.data.timeseries import (
     sliding_windows,
     standardize,
     synthetic_series,
+    top_step_count,
     window_labels,
 )
 
@@ -50,5 +51,6 @@ __all__ = [
     "standardize",
     "synthetic_series",
     "to_float_images",
+    "top_step_count",
     "window_labels",
 ]

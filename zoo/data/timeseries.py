@@ -382,16 +382,49 @@ def sequence_mask(lengths: np.ndarray, maxlen: int) -> np.ndarray:
     return np.arange(maxlen)[None, :] < arr[:, None]
 
 
+def top_step_count(valid_steps: Any, top_fraction: float) -> np.ndarray:
+    """How many of a sequence's largest step scores a top-fraction score averages:
+    ``max(1, floor(top_fraction * valid_steps + 0.5))`` (round half up), per sequence."""
+    f = check_top_fraction(top_fraction)
+    valid = np.asarray(valid_steps, np.float32)
+    return np.maximum(1, np.floor(np.float32(f) * valid + np.float32(0.5))).astype(np.int64)
+
+
+def check_top_fraction(top_fraction: Any) -> float:
+    """``top_fraction`` as a float in (0, 1], or a clear error."""
+    try:
+        f = float(top_fraction)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not 0.0 < f <= 1.0:
+        raise ValueError(
+            "score_top_fraction must be in (0, 1]: the share of values (of valid steps, for "
+            f"sequences), largest errors first, that the score averages (1 = all); got "
+            f"{top_fraction!r}"
+        )
+    return f
+
+
 def per_sequence_scores(
-    step_scores: np.ndarray, lengths: np.ndarray | None = None, *, reduction: str = "mean"
+    step_scores: np.ndarray,
+    lengths: np.ndarray | None = None,
+    *,
+    reduction: str = "mean",
+    top_fraction: float = 1.0,
 ) -> np.ndarray:
     """Reduce per-step scores ``[N, T]`` to one score per sequence over its valid steps.
 
     ``lengths`` (from :func:`pad_sequences`) excludes the padding; ``reduction``
-    is ``"mean"`` or ``"max"``. Float inputs keep their dtype (others: float32).
+    is ``"mean"`` or ``"max"``. With ``top_fraction`` f < 1 the mean covers only the
+    largest :func:`top_step_count` valid steps, so an anomaly a few steps long is not
+    diluted by the rest of the sequence (f -> 0 tends to ``"max"``). Float inputs keep
+    their dtype (others: float32).
     """
     if reduction not in REDUCTIONS:
         raise DataError(f"unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+    top_fraction = check_top_fraction(top_fraction)
+    if top_fraction < 1.0 and reduction != "mean":
+        raise DataError(f"top_fraction applies to reduction 'mean', not {reduction!r}")
     scores = _array(
         "step_scores",
         step_scores,
@@ -412,6 +445,11 @@ def per_sequence_scores(
         valid = np.arange(steps)[None, :] < lens[:, None]
     if reduction == "max":
         out = np.where(valid, scores, -np.inf).max(axis=1)
+    elif top_fraction < 1.0:
+        largest_first = -np.sort(-np.where(valid, scores, -np.inf), axis=1)
+        count = top_step_count(valid.sum(axis=1), top_fraction)
+        taken = np.arange(steps)[None, :] < count[:, None]
+        out = np.where(taken, largest_first, 0).sum(axis=1, dtype=np.float64) / count
     else:
         out = np.where(valid, scores, 0).sum(axis=1, dtype=np.float64) / valid.sum(axis=1)
     return out.astype(dtype)

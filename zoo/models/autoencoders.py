@@ -315,10 +315,12 @@ def recurrent_ae(
     mask_value: float = 0.0,
     noise_level: float = 0.0,
     score: str = "l2",
+    score_top_fraction: float = 1.0,
     seed: int | None = 0,
 ) -> SequenceAutoencoder:
     """Inputs [T, F]; shorter sequences are padded with ``mask_value`` (all features) and
-    masked. Scores per timestep (``step_scores``) and per sequence (``anomaly_score``)."""
+    masked. Scores per timestep (``step_scores``) and per sequence (``anomaly_score``: the
+    mean step score, or the mean of the largest ``score_top_fraction`` of the valid steps)."""
     if len(sequence_shape) != 2:
         raise ValueError(f"sequence_shape must be (timesteps, features); got {sequence_shape}")
     encoder = networks.recurrent_encoder(
@@ -329,6 +331,7 @@ def recurrent_ae(
     )
     model = SequenceAutoencoder(
         encoder, decoder, mask_value=mask_value, score=score, seed=seed, name="recurrent_ae",
+        score_top_fraction=score_top_fraction,
         corruption="gaussian" if noise_level else None, noise_level=noise_level,
     )  # fmt: skip
     model.build()

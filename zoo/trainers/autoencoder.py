@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import losses
+from zoo.data.timeseries import check_top_fraction
 from zoo.trainers.base import Trainer
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
@@ -96,9 +97,9 @@ class Autoencoder(Trainer):
       ``l1`` (mean absolute error per value); ``score_blur`` = sigma > 0 (image models)
       scores the residual x - x_hat after a Gaussian blur of sigma pixels, so that a
       stroke reconstructed a pixel off costs less than a stroke missing or added;
-      ``score_top_fraction`` = f < 1 (image models) averages only the largest
-      round(f x values) errors, so a localised defect (a missing stroke) is not diluted
-      by the many values every normal input also gets slightly wrong.
+      ``score_top_fraction`` = f < 1 averages only the largest round(f x values)
+      errors, so a localised defect (a missing stroke) is not diluted by the many values
+      every normal input also gets slightly wrong.
     """
 
     NETWORKS = ("encoder", "decoder")
@@ -150,17 +151,7 @@ class Autoencoder(Trainer):
                 "score_blur blurs image residuals; this model's inputs have shape "
                 f"{self.image_shape}, not (height, width, channels)"
             )
-        self.score_top_fraction = float(score_top_fraction)
-        if not 0.0 < self.score_top_fraction <= 1.0:
-            raise ValueError(
-                "score_top_fraction must be in (0, 1]: the share of input values, largest "
-                f"errors first, that the score averages (1 = all); got {score_top_fraction}"
-            )
-        if self.score_top_fraction < 1.0 and len(self.image_shape) != 3:
-            raise ValueError(
-                "score_top_fraction pools image errors; this model's inputs have shape "
-                f"{self.image_shape}, not (height, width, channels)"
-            )
+        self.score_top_fraction = check_top_fraction(score_top_fraction)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -267,7 +258,10 @@ class SequenceAutoencoder(Autoencoder):
 
     ``step_scores`` gives per-timestep errors [N, T] (mean over features, 0 at padding);
     ``anomaly_score`` is their mean over each sequence's valid steps (Malhotra et al.,
-    2016, "LSTM-based encoder-decoder for multi-sensor anomaly detection").
+    2016, "LSTM-based encoder-decoder for multi-sensor anomaly detection"), or with
+    ``score_top_fraction`` = f < 1 the mean of its largest
+    :func:`zoo.data.top_step_count` steps, so that a spike a few steps long is not
+    averaged away by the rest of the sequence.
     """
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, *, mask_value: float = 0.0,
@@ -297,8 +291,23 @@ class SequenceAutoencoder(Autoencoder):
         return self.step_errors(sequences, self.reconstruct(sequences))
 
     def anomaly_score(self, sequences: tf.Tensor) -> tf.Tensor:
-        steps = ops.maximum(ops.sum(self.valid_steps(sequences), axis=1), 1.0)
-        return ops.sum(self.step_scores(sequences), axis=1) / steps
+        sequences = ops.convert_to_tensor(sequences, "float32")
+        return self.sequence_scores(self.step_scores(sequences), sequences)
+
+    def sequence_scores(self, step_scores: tf.Tensor, sequences: tf.Tensor) -> tf.Tensor:
+        """Per-sequence scores [N] from ``step_scores`` [N, T] of ``sequences``: the mean
+        over the valid steps, or over the largest ``score_top_fraction`` of them."""
+        valid = ops.sum(self.valid_steps(sequences), axis=1)
+        if self.score_top_fraction >= 1.0:
+            return ops.sum(step_scores, axis=1) / ops.maximum(valid, 1.0)
+        # errors are >= 0 and padding scores 0, so sorting puts the valid steps' largest first
+        largest_first = ops.top_k(step_scores, self.sequence_shape[0], sorted=True)[0]
+        count = ops.maximum(1.0, ops.floor(self.score_top_fraction * valid + 0.5))
+        taken = ops.cast(
+            ops.arange(self.sequence_shape[0], dtype="float32")[None, :] < count[:, None],
+            "float32",
+        )
+        return ops.sum(largest_first * taken, axis=1) / count
 
     def step_losses(self, sequences: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
         inputs = sequences
