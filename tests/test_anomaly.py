@@ -82,6 +82,8 @@ def test_sequence_protocol_uses_injected_anomalies():
     assert data.test.shape[1:] == model.sequence_shape
     assert data.labels.mean() == pytest.approx(0.3)
     assert AnomalyDetector(model).score(data.test).shape == (300,)
+    assert sorted(set(data.groups[data.labels == 1])) == ["level_shift", "pattern_change", "spike"]
+    assert set(data.groups[data.labels == 0]) == {"normal"}
 
 
 def test_zoo_evaluate_command(tiny_recipe, tmp_path, capsys):
@@ -93,6 +95,9 @@ def test_zoo_evaluate_command(tiny_recipe, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "AUROC" in out or "auroc" in out
     assert "normal digits [1]" in out  # the recipe's one-class setting is picked up
+    assert "digit 0" in out and "digit 1 " not in out  # recall and AUROC per anomalous digit
+    report = json.loads((run / "evaluation" / "report.json").read_text())
+    assert [g["group"] for g in report["groups"]] == [f"digit {d}" for d in range(10) if d != 1]
     assert (run / "evaluation" / "report.md").is_file()
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "evaluation").iterdir())
     assert main(["evaluate", "dcgan_tiny", "--task", "anomaly"]) == 2

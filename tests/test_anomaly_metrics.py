@@ -18,6 +18,7 @@ from zoo.metrics import (
     auroc,
     average_precision,
     confusion_matrix,
+    evaluate_groups,
     evaluate_scores,
     f1_score,
     plot_scores,
@@ -258,7 +259,9 @@ def test_report_serialisations(mixed_data):
         "threshold_method",
         "n_normal",
         "n_anomalous",
+        "groups",
     }
+    assert data["groups"] == []
     (tn, fp), (fn, tp) = report.confusion.tolist()
     markdown = report.to_markdown()
     assert f"| AUROC | {report.auroc:.4f} |" in markdown
@@ -268,6 +271,26 @@ def test_report_serialisations(mixed_data):
     assert len(text.splitlines()) >= 5
     assert f"AUROC {report.auroc:.4f}" in text and "1.5 (given)" in text
     assert f"{tn}" in text and f"{tp}" in text
+
+
+def test_groups_contrast_each_kind_with_all_normal_examples():
+    scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 0.5, 2.5])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    groups = np.array(["normal"] * 4 + ["spike", "spike", "shift", "shift"])
+    shift, spike = evaluate_groups(scores, labels, groups, 4.5)  # sorted by name
+    assert (spike.group, spike.n, spike.auroc, spike.recall) == ("spike", 2, 1.0, 0.5)
+    # Mann-Whitney: 0.5 beats 1 of 4 normal scores, 2.5 beats 3 of 4 -> 4 / 8
+    assert (shift.group, shift.n, shift.auroc, shift.recall) == ("shift", 2, 0.5, 0.0)
+    assert shift.auroc == auroc(scores[[0, 1, 2, 3, 6, 7]], labels[[0, 1, 2, 3, 6, 7]])
+    report = evaluate_scores(scores, labels, 4.5, groups=groups)
+    assert report.groups == (shift, spike)
+    data = report.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["groups"][1] == {"group": "spike", "n": 2, "auroc": 1.0, "recall": 0.5}
+    assert "| spike | 2 | 1.0000 | 0.5000 |" in report.to_markdown()
+    assert "shift" in str(report) and "recall 0.0000" in str(report)
+    with pytest.raises(ValueError, match=r"one kind per example: got shape \(3,\) for 8"):
+        evaluate_groups(scores, labels, groups[:3], 4.5)
 
 
 # --------------------------------------------------------------------------- plot

@@ -108,14 +108,22 @@ class AnomalyDetector:
         return self.score(x) > self.threshold.value
 
     def evaluate(
-        self, x: Any, labels: Any, *, out_dir: str | os.PathLike | None = None, title: str = ""
+        self,
+        x: Any,
+        labels: Any,
+        *,
+        groups: Any = None,
+        out_dir: str | os.PathLike | None = None,
+        title: str = "",
     ) -> AnomalyReport:
-        """AUROC, AUPR, F1 at the threshold and the confusion matrix; with ``out_dir``,
-        also ``report.json``, ``report.md`` and ``scores.png`` (histograms and ROC)."""
+        """AUROC, AUPR, F1 at the threshold and the confusion matrix (and, with ``groups``
+        naming each example's kind, AUROC and recall per kind of anomaly); with
+        ``out_dir``, also ``report.json``, ``report.md`` and ``scores.png`` (histograms
+        and ROC)."""
         if self.threshold is None:
             raise ValueError("no threshold yet: call calibrate(...) or calibrate_f1(...) first")
         scores = self.score(x)
-        report = evaluate_scores(scores, labels, self.threshold)
+        report = evaluate_scores(scores, labels, self.threshold, groups=groups)
         if out_dir is not None:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
@@ -130,12 +138,14 @@ class AnomalyDetector:
 
 @dataclass
 class EvaluationData:
-    """Held-out normal data to calibrate on, and a labelled test set (1 = anomaly)."""
+    """Held-out normal data to calibrate on, and a labelled test set (1 = anomaly) with
+    each test example's kind in ``groups`` when the protocol knows it."""
 
     calibration: np.ndarray
     test: np.ndarray
     labels: np.ndarray
     description: str
+    groups: np.ndarray | None = None
 
 
 def anomaly_evaluation_data(
@@ -166,6 +176,7 @@ def anomaly_evaluation_data(
             normal.series, test.series, test.labels.astype(int),
             "synthetic series: 200 normal to calibrate; 300 to test, 30% with one injected "
             "spike, level shift or pattern change",
+            groups=np.array([kind or "normal" for kind in test.kinds]),
         )  # fmt: skip
     images, digit_labels = zdata.load_sample("test")
     shape = tuple(model.image_shape)
@@ -181,6 +192,7 @@ def anomaly_evaluation_data(
             calibration, x[test_idx], (~is_normal[test_idx]).astype(int),
             f"bundled MNIST test split: normal digits {sorted(normal_classes)} (half calibrate, "
             "half test); every other digit is an anomaly",
+            groups=np.array([f"digit {d}" for d in digit_labels[test_idx]]),
         )  # fmt: skip
     order = rng.permutation(len(x))
     half = len(order) // 2
@@ -225,11 +237,16 @@ def evaluate_run(
         else (target / "evaluation" if target.is_dir() else Path("evaluation"))
     )
     report = detector.evaluate(
-        data.test, data.labels, out_dir=out, title=f"{model.name}: {data.description}"
-    )
+        data.test, data.labels, groups=data.groups, out_dir=out,
+        title=f"{model.name}: {data.description}",
+    )  # fmt: skip
     with tf.summary.create_file_writer(str(out)).as_default():
         for key in ("auroc", "aupr", "f1", "precision", "recall", "fpr"):
             tf.summary.scalar(f"anomaly/{key}", getattr(report, key), step=0)
+        for group in report.groups:
+            name = group.group.replace(" ", "_")
+            tf.summary.scalar(f"anomaly_by_kind/auroc_{name}", group.auroc, step=0)
+            tf.summary.scalar(f"anomaly_by_kind/recall_{name}", group.recall, step=0)
         from PIL import Image
 
         plot = np.asarray(Image.open(out / "scores.png").convert("RGB"), "float32") / 255.0

@@ -10,9 +10,11 @@
 
 from zoo.metrics.anomaly import (
     AnomalyReport,
+    GroupResult,
     auroc,
     average_precision,
     confusion_matrix,
+    evaluate_groups,
     evaluate_scores,
     f1_score,
     plot_scores,
@@ -44,6 +46,7 @@ __all__ = [
     "FEATURE_EXTRACTORS",
     "AnomalyReport",
     "FeatureExtractorUnavailableError",
+    "GroupResult",
     "InceptionV3Features",
     "QualityMetrics",
     "SampleQualityEvaluator",
@@ -54,6 +57,7 @@ __all__ = [
     "class_kl_to_uniform",
     "confusion_matrix",
     "density_coverage",
+    "evaluate_groups",
     "evaluate_scores",
     "f1_score",
     "frechet_distance",

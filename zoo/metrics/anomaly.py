@@ -271,6 +271,44 @@ def f1_score(labels: Any, predictions: Any) -> float:
 # --------------------------------------------------------------------------- report
 
 
+@dataclass(frozen=True)
+class GroupResult:
+    """One kind of anomaly (e.g. an injected spike, or a digit) against all the normal
+    examples: how many there are, the AUROC of that contrast, and the share flagged."""
+
+    group: str
+    n: int
+    auroc: float
+    recall: float
+
+
+def evaluate_groups(
+    scores: Any, labels: Any, groups: Any, threshold: float | Threshold
+) -> tuple[GroupResult, ...]:
+    """Per group of anomalies (``groups[i]`` names example i's kind; normal examples'
+    entries are ignored): AUROC of that group's anomalies against *all* normal examples,
+    and recall at ``threshold`` (``score > threshold``). Groups in sorted order."""
+    value, _ = _threshold_value(threshold)
+    scores, positive = _check(scores, labels)
+    names = np.asarray(groups).astype(str)
+    if names.shape != scores.shape:
+        raise ValueError(
+            f"groups must name one kind per example: got shape {names.shape} for "
+            f"{scores.size} scores"
+        )
+    _need_both_classes(positive, "evaluate_groups")
+    normal = scores[~positive]
+    out = []
+    for name in sorted(set(names[positive].tolist())):
+        mine = scores[positive & (names == name)]
+        both = np.concatenate([normal, mine])
+        flags = np.concatenate([np.zeros(normal.size, bool), np.ones(mine.size, bool)])
+        out.append(
+            GroupResult(name, int(mine.size), auroc(both, flags), float(np.mean(mine > value)))
+        )
+    return tuple(out)
+
+
 @dataclass(eq=False)
 class AnomalyReport:
     """Threshold-free (AUROC, AUPR) and thresholded metrics of one set of scores.
@@ -292,13 +330,19 @@ class AnomalyReport:
     threshold_method: str
     n_normal: int
     n_anomalous: int
+    groups: tuple[GroupResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain floats, ints, strings and a nested list: ``json.dumps`` takes it as is."""
         out: dict[str, Any] = {}
         for field in fields(self):
             value = getattr(self, field.name)
-            if field.name == "confusion":
+            if field.name == "groups":
+                out[field.name] = [
+                    {"group": g.group, "n": g.n, "auroc": float(g.auroc), "recall": float(g.recall)}
+                    for g in value
+                ]
+            elif field.name == "confusion":
                 out[field.name] = np.asarray(value).astype(int).tolist()
             elif isinstance(value, str):
                 out[field.name] = value
@@ -330,6 +374,15 @@ class AnomalyReport:
             f"| **actual normal** | {tn} | {fp} |",
             f"| **actual anomalous** | {fn} | {tp} |",
         ]
+        if self.groups:
+            lines += [
+                "",
+                "| anomaly kind | examples | AUROC (against all normal) | recall at threshold |",
+                "|---|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {g.group} | {g.n} | {g.auroc:.4f} | {g.recall:.4f} |" for g in self.groups
+            ]
         return "\n".join(lines) + "\n"
 
     def __str__(self) -> str:
@@ -346,12 +399,20 @@ class AnomalyReport:
                 f"  {'':<18}{'normal':>{width}}  {'anomalous':>{width}}   <- predicted",
                 f"  {'actual normal':<18}{tn:>{width}}  {fp:>{width}}",
                 f"  {'actual anomalous':<18}{fn:>{width}}  {tp:>{width}}",
+                *(
+                    f"  {g.group:<18}{g.n:>5} anomalies  AUROC {g.auroc:.4f}  recall {g.recall:.4f}"
+                    for g in self.groups
+                ),
             ]
         )
 
 
-def evaluate_scores(scores: Any, labels: Any, threshold: float | Threshold) -> AnomalyReport:
-    """Evaluate anomaly ``scores`` against ``labels`` at ``threshold``.
+def evaluate_scores(
+    scores: Any, labels: Any, threshold: float | Threshold, groups: Any = None
+) -> AnomalyReport:
+    """Evaluate anomaly ``scores`` against ``labels`` at ``threshold``; with ``groups``
+    (the kind of each example, e.g. of injected anomaly) also per kind
+    (:func:`evaluate_groups`).
 
     ``threshold`` is a number (reported as method ``"given"``) or a ``Threshold`` from
     :func:`zoo.export.calibration.calibrate_threshold` (a quantile of held-out normal
@@ -377,6 +438,7 @@ def evaluate_scores(scores: Any, labels: Any, threshold: float | Threshold) -> A
         threshold_method=method,
         n_normal=n_normal,
         n_anomalous=n_anomalous,
+        groups=() if groups is None else evaluate_groups(scores, positive, groups, value),
     )
 
 
