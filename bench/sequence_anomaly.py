@@ -3,8 +3,10 @@ autoencoders beside a plain-Keras LSTM autoencoder and a PCA baseline, same data
 
 Protocol (every method, every training seed):
 
-- train on ``TRAIN`` normal series of ``zoo.data.synthetic_series`` (the
-  ``recurrent_ae_synthetic`` recipe's data: 64 steps, 3 features, seed 0);
+- train on the normal series of ``zoo.data.synthetic_series`` that the
+  ``recurrent_ae_synthetic`` recipe draws (its shape, count and seed; the recipe holds
+  10% of them out for its validation loss, the benchmark trains on all), with the
+  recipe's network, optimizer and epochs (``--set`` overrides them);
 - choose the per-sequence score on a validation set (its own generator seed): the mean
   step error, or the mean of the largest share f of the steps
   (``score_top_fraction``, :func:`zoo.data.per_sequence_scores`);
@@ -19,7 +21,7 @@ principal subspace of the normal training series (k: 90% of the variance), avera
 per step and reduced the same way.
 
     python -m bench.sequence_anomaly                 # writes bench/reports/sequence_anomaly.md
-    python -m bench.sequence_anomaly --seeds 1 --epochs 3 --no-report   # smoke run
+    python -m bench.sequence_anomaly --seeds 1 --set epochs=3 --no-report   # smoke run
 """
 
 from __future__ import annotations
@@ -34,15 +36,54 @@ import numpy as np
 
 from bench.common import write_report
 
-TRAIN = {"n_series": 512, "seed": 0}
 VALIDATION = {"n_series": 600, "anomaly_fraction": 0.5, "seed": 3000}
 TEST = {"n_series": 1200, "anomaly_fraction": 0.5, "seed": 4000}
-SHAPE = {"length": 64, "n_features": 3}
-NETWORK = {"units": 64, "latent_dim": 16}
-TRAINING = {"epochs": 30, "batch_size": 32, "learning_rate": 2e-3}
 FRACTIONS = (1.0, 0.25, 0.1, 0.05)
 PCA_VARIANCE = 0.9
 KINDS = ("spike", "level_shift", "pattern_change")
+
+
+RECIPE = "recurrent_ae_synthetic"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Network and training budget shared by every neural method (defaults: the recipe's)."""
+
+    sequence_shape: tuple[int, int]
+    n_series: int
+    seed: int
+    units: int
+    latent_dim: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    noise_level: float
+
+    @classmethod
+    def from_recipe(cls, overrides: list[str] | None = None) -> Setup:
+        from zoo.recipes import load_recipe
+
+        recipe = load_recipe(RECIPE, overrides)
+        model = recipe.model_config
+        steps, features = model["sequence_shape"]
+        return cls(
+            sequence_shape=(steps, features), n_series=recipe.data["n_series"], seed=recipe.seed,
+            units=model["units"], latent_dim=model["latent_dim"], epochs=recipe.epochs,
+            batch_size=recipe.data["batch_size"], learning_rate=recipe.optimizer["learning_rate"],
+            noise_level=model.get("noise_level", 0.0),
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        return (
+            f"{self.units} units, code {self.latent_dim}, Adam {self.learning_rate:g}, batch "
+            f"{self.batch_size}, {self.epochs} epochs"
+            + (
+                f", Gaussian input noise {self.noise_level:g} (`recurrent_ae` only)"
+                if self.noise_level
+                else ""
+            )
+        )
 
 
 @dataclass
@@ -52,10 +93,11 @@ class Data:
     kinds: np.ndarray  # [N] str: "normal" or the anomaly's kind
 
 
-def make_data(spec: dict) -> Data:
+def make_data(setup: Setup, spec: dict) -> Data:
     from zoo import data as zdata
 
-    made = zdata.synthetic_series(**SHAPE, **spec)
+    steps, features = setup.sequence_shape
+    made = zdata.synthetic_series(length=steps, n_features=features, **spec)
     kinds = np.array([k or "normal" for k in made.kinds])
     return Data(made.series, made.labels, kinds)
 
@@ -78,29 +120,33 @@ def sequence_scores(step_errors: np.ndarray, fraction: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- methods
-# Each method: train(x_train, seed) -> step_errors(x) -> [N, T] per-step squared error.
+# Each method: train(x_train, seed, setup) -> step_errors(x) -> [N, T] per-step squared error.
 
 StepErrors = Callable[[np.ndarray], np.ndarray]
 
 
-def train_zoo(cell: str) -> Callable[[np.ndarray, int, int], StepErrors]:
-    def train(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
+Train = Callable[[np.ndarray, int, Setup], StepErrors]
+
+
+def train_zoo(cell: str) -> Train:
+    def train(x: np.ndarray, seed: int, setup: Setup) -> StepErrors:
         import keras
 
         import zoo
 
         keras.utils.set_random_seed(seed)
         model = zoo.load(
-            "recurrent_ae", sequence_shape=x.shape[1:], cell=cell, seed=seed, **NETWORK
-        )
-        model.compile(optimizer=keras.optimizers.Adam(TRAINING["learning_rate"]))
-        model.fit(x, epochs=epochs, batch_size=TRAINING["batch_size"], shuffle=True, verbose=0)
+            "recurrent_ae", sequence_shape=x.shape[1:], cell=cell, seed=seed,
+            units=setup.units, latent_dim=setup.latent_dim, noise_level=setup.noise_level,
+        )  # fmt: skip
+        model.compile(optimizer=keras.optimizers.Adam(setup.learning_rate))
+        model.fit(x, epochs=setup.epochs, batch_size=setup.batch_size, shuffle=True, verbose=0)
         return lambda s: np.asarray(model.step_scores(s), np.float64)
 
     return train
 
 
-def train_keras_reference(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
+def train_keras_reference(x: np.ndarray, seed: int, setup: Setup) -> StepErrors:
     """The same LSTM autoencoder in plain Keras: Sequential, mse, fit(x, x)."""
     import keras
 
@@ -109,15 +155,15 @@ def train_keras_reference(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
     model = keras.Sequential(
         [
             keras.Input((steps, features)),
-            keras.layers.LSTM(NETWORK["units"]),
-            keras.layers.Dense(NETWORK["latent_dim"]),
+            keras.layers.LSTM(setup.units),
+            keras.layers.Dense(setup.latent_dim),
             keras.layers.RepeatVector(steps),
-            keras.layers.LSTM(NETWORK["units"], return_sequences=True),
+            keras.layers.LSTM(setup.units, return_sequences=True),
             keras.layers.TimeDistributed(keras.layers.Dense(features)),
         ]
     )
-    model.compile(optimizer=keras.optimizers.Adam(TRAINING["learning_rate"]), loss="mse")
-    model.fit(x, x, epochs=epochs, batch_size=TRAINING["batch_size"], shuffle=True, verbose=0)
+    model.compile(optimizer=keras.optimizers.Adam(setup.learning_rate), loss="mse")
+    model.fit(x, x, epochs=setup.epochs, batch_size=setup.batch_size, shuffle=True, verbose=0)
 
     def step_errors(s: np.ndarray) -> np.ndarray:
         rebuilt = model.predict(s, batch_size=256, verbose=0)
@@ -126,9 +172,9 @@ def train_keras_reference(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
     return step_errors
 
 
-def train_pca(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
+def train_pca(x: np.ndarray, seed: int, setup: Setup) -> StepErrors:
     """Projection onto the principal subspace holding ``PCA_VARIANCE`` of the variance
-    (deterministic: ``seed`` and ``epochs`` are unused)."""
+    (deterministic: ``seed`` and ``setup`` are unused)."""
     flat = x.reshape(len(x), -1).astype(np.float64)
     mean = flat.mean(axis=0)
     _, singular, directions = np.linalg.svd(flat - mean, full_matrices=False)
@@ -144,7 +190,7 @@ def train_pca(x: np.ndarray, seed: int, epochs: int) -> StepErrors:
     return step_errors
 
 
-METHODS: dict[str, tuple[str, Callable[[np.ndarray, int, int], StepErrors]]] = {
+METHODS: dict[str, tuple[str, Train]] = {
     "lstm": ("`recurrent_ae` (LSTM)", train_zoo("lstm")),
     "gru": ("`recurrent_ae` (GRU)", train_zoo("gru")),
     "keras": ("plain-Keras LSTM AE", train_keras_reference),
@@ -152,6 +198,8 @@ METHODS: dict[str, tuple[str, Callable[[np.ndarray, int, int], StepErrors]]] = {
 }
 DETERMINISTIC = {"pca"}
 BASELINE = "pca"
+REFERENCE = "keras"
+ZOO_METHODS = ("lstm", "gru")
 
 
 # --------------------------------------------------------------------------- run
@@ -177,15 +225,18 @@ class MethodResult:
         return max(FRACTIONS, key=lambda f: (round(self.mean("validation", f), 6), f))
 
 
-def run(seeds: list[int], epochs: int, methods: list[str]) -> dict[str, MethodResult]:
-    train, validation, test = make_data(TRAIN), make_data(VALIDATION), make_data(TEST)
+def run(seeds: list[int], setup: Setup, methods: list[str]) -> dict[str, MethodResult]:
+    train = make_data(
+        setup, {"n_series": setup.n_series, "anomaly_fraction": 0.0, "seed": setup.seed}
+    )
+    validation, test = make_data(setup, VALIDATION), make_data(setup, TEST)
     results = {}
     for name in methods:
         label, train_method = METHODS[name]
         result = MethodResult([], {f: [] for f in FRACTIONS}, {f: [] for f in FRACTIONS})
         for seed in seeds[:1] if name in DETERMINISTIC else seeds:
             start = time.perf_counter()
-            step_errors = train_method(train.series, seed, epochs)
+            step_errors = train_method(train.series, seed, setup)
             result.seconds.append(time.perf_counter() - start)
             errors = {
                 "validation": step_errors(validation.series),
@@ -216,12 +267,13 @@ def cell(result: MethodResult, split: str, f: float, key: str = "all") -> str:
     return text + (f" ± {result.spread(split, f, key):.1f}" if len(result.test[f]) > 1 else "")
 
 
-def report_body(results: dict[str, MethodResult], seeds: list[int], epochs: int) -> str:
+def report_body(results: dict[str, MethodResult], seeds: list[int], setup: Setup) -> str:
     n_seeds = len(seeds)
     lines = [
         "Protocol: train on "
-        f"{TRAIN['n_series']} normal series of `zoo.data.synthetic_series` (64 steps, 3 "
-        f"features, seed {TRAIN['seed']}: the `recurrent_ae_synthetic` recipe's data); "
+        f"{setup.n_series} normal series of `zoo.data.synthetic_series` "
+        f"({setup.sequence_shape[0]} steps, {setup.sequence_shape[1]} features, seed "
+        f"{setup.seed}: the `{RECIPE}` recipe's data); "
         f"choose the per-sequence score on a validation set ({VALIDATION['n_series']} series, "
         f"half with one injected anomaly, seed {VALIDATION['seed']}); report AUROC x 100 on a "
         f"test set ({TEST['n_series']} series, half anomalous, seed {TEST['seed']}, never used "
@@ -229,8 +281,7 @@ def report_body(results: dict[str, MethodResult], seeds: list[int], epochs: int)
         "normal ones. Scores: per-step squared error (mean over features), reduced per "
         "series to the mean of all steps or of the largest share f of the steps "
         "(`score_top_fraction`; `zoo.data.per_sequence_scores`). Networks: "
-        f"{NETWORK['units']} units, code {NETWORK['latent_dim']}, Adam "
-        f"{TRAINING['learning_rate']:g}, batch {TRAINING['batch_size']}, {epochs} epochs; "
+        f"{setup.describe()}; "
         f"neural rows are mean ± sd over {n_seeds} training seeds ({', '.join(map(str, seeds))}"
         "). PCA: 90% of the variance of the flattened normal training series.",
         "",
@@ -247,11 +298,7 @@ def report_body(results: dict[str, MethodResult], seeds: list[int], epochs: int)
             f"| {METHODS[name][0]} | {fraction_label(f)} | {cell(r, 'test', f)} | {kinds} | "
             f"{np.mean(r.seconds):.0f} |"
         )
-    neural = [n for n in results if n != BASELINE]
-    if neural:
-        best = max(neural, key=lambda n: results[n].mean("validation", results[n].chosen))
-        lines += ["", summary(METHODS[best][0], results[best], results.get(BASELINE))]
-    lines.append("")
+    lines += ["", summary(results), ""]
     for split, title in (("validation", "Validation"), ("test", "Test")):
         lines += [
             f"## {title} AUROC (all anomalies) for every score",
@@ -276,6 +323,7 @@ def report_body(results: dict[str, MethodResult], seeds: list[int], epochs: int)
             lines.append(f"| {METHODS[name][0]} | {fraction_label(f)} | {kinds} |")
     notes = [f"{METHODS[n][0]}: {r.note}" for n, r in results.items() if r.note]
     lines += ["", "Notes: " + "; ".join(notes) + "." if notes else ""]
+    lines += ["", TRIED]
     lines += [
         "",
         "What this does and does not say: the series are synthetic (a shared slow sinusoid "
@@ -286,40 +334,71 @@ def report_body(results: dict[str, MethodResult], seeds: list[int], epochs: int)
     return "\n".join(lines)
 
 
-def summary(best: str, r: MethodResult, pca: MethodResult | None) -> str:
-    f = r.chosen
+TRIED = """\
+## What we tried (validation set only, `recurrent_ae` LSTM, training seed 0)
+
+Validation AUROC x 100 of the top-0.05 score unless said (the best fraction in every
+row). With the recipe's first data size, 512 training series: 30 epochs 96.7 (mean of
+all steps 89.5); 100 epochs 96.4; Gaussian input noise 0.05 96.7; learning rate 1e-3
+96.1; code 8 96.1; code 32 96.6; batch 16 96.7; the plain-Keras reference 97.1 (30
+epochs) and 96.5 (100). More data was the lever: 2,048 series 98.1, 4,096 series 97.7
+(30 epochs), so the recipe now trains on 2,048 (PCA: 98.0 with 512, 98.6 with 2,048 or
+4,096). On the 2,048-series model, other step scores gave nothing: the Mahalanobis
+distance of each step's error vector under a Gaussian fitted to normal errors (the score
+of Malhotra et al., 2016) 98.0, errors z-scored per time step 98.1; so the plain squared
+error stays. Two earlier runs of this script trained on series with 20% injected
+anomalies (the generator's default `anomaly_fraction`, since fixed to 0) and printed
+their test tables; no choice above rests on them.
+"""
+
+
+def summary(results: dict[str, MethodResult]) -> str:
+    """The zoo's best model by validation AUROC against PCA and the plain-Keras reference
+    (each at its own validation-chosen score), on the test set."""
+    zoo_methods = [n for n in results if n in ZOO_METHODS]
+    if not zoo_methods:
+        return ""
+    best = max(zoo_methods, key=lambda n: results[n].mean("validation", results[n].chosen))
+    r, f = results[best], results[best].chosen
+    plain = r.mean("test", 1.0)
     text = (
-        f"Best neural method on validation: {best} with the {fraction_label(f)} score, test "
-        f"AUROC {r.mean('test', f):.1f}"
+        f"Best zoo model on validation: {METHODS[best][0]} with the {fraction_label(f)} score, "
+        f"test AUROC {cell(r, 'test', f)} (with the mean of all steps: {plain:.1f})."
     )
-    if pca is None:
-        return text + "."
-    g = pca.chosen
-    diff = r.mean("test", f) - pca.mean("test", g)
-    kinds = [k for k in KINDS if r.mean("test", f, k) > pca.mean("test", g, k)]
-    return (
-        f"{text} against PCA's {pca.mean('test', g):.1f} ({fraction_label(g)}): "
-        f"{diff:+.1f} points; higher on {len(kinds)} of {len(KINDS)} kinds"
-        f"{' (' + ', '.join(kinds) + ')' if kinds else ''}."
-    )
+    for other, what in ((BASELINE, "PCA"), (REFERENCE, "the plain-Keras reference")):
+        if other not in results:
+            continue
+        o = results[other]
+        g = o.chosen
+        higher = [k for k in KINDS if r.mean("test", f, k) > o.mean("test", g, k)]
+        text += (
+            f" Against {what} ({cell(o, 'test', g)}, {fraction_label(g)}): "
+            f"{r.mean('test', f) - o.mean('test', g):+.1f} points, higher on {len(higher)} of "
+            f"{len(KINDS)} kinds{' (' + ', '.join(higher) + ')' if higher else ''}."
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"])
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override a key of the {RECIPE} recipe (e.g. epochs=100, model_config.units=128)",
+    )  # fmt: skip
     parser.add_argument(
         "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
         help="which methods to run (default: all)",
     )  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1:
-        parser.error("--seeds and --epochs must be at least 1")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    setup = Setup.from_recipe(args.set)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    results = run(seeds, args.epochs, args.methods)
-    body = report_body(results, seeds, args.epochs)
+    results = run(seeds, setup, args.methods)
+    body = report_body(results, seeds, setup)
     body += f"\n\nTotal time {time.perf_counter() - start:.0f} s."
     print(body)
     if not args.no_report:
