@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -74,3 +78,37 @@ def test_loaded_model_is_plain_keras():
     )
     assert isinstance(model.discriminator_optimizer, keras.optimizers.RMSprop)
     assert float(model.generator_optimizer.learning_rate) == pytest.approx(1e-4)
+
+
+def test_a_saved_model_loads_in_a_fresh_process_the_two_documented_ways(tmp_path):
+    """README: zoo.runs.load_run(path), or keras.saving.load_model after
+    zoo.registry.load_model_modules(); memory_ae has a custom layer as well as a trainer."""
+    model = zoo.load("memory_ae_tiny")
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
+    path = tmp_path / "ae.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        x = np.load({str(tmp_path / "x.npy")!r})
+        if sys.argv[1] == "runs":
+            import zoo.runs
+            model = zoo.runs.load_run({str(path)!r})
+        else:
+            import keras
+            import zoo.registry
+            zoo.registry.load_model_modules()
+            model = keras.saving.load_model({str(path)!r})
+        print(" ".join(repr(float(v)) for v in np.asarray(model.anomaly_score(x))))
+        """
+    )
+    want = np.asarray(model.anomaly_score(x))
+    for way in ("runs", "keras"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, way], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = np.array([float(v) for v in done.stdout.split()])
+        np.testing.assert_allclose(got, want, rtol=1e-6)

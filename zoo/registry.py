@@ -94,7 +94,10 @@ def register(
     return decorator
 
 
-def _ensure_loaded() -> None:
+def load_model_modules() -> None:
+    """Import every model family module (once): this registers the zoo's models, and
+    through their imports its trainers and layers with Keras, so that
+    ``keras.saving.load_model`` can rebuild a saved zoo model."""
     global _LOADED
     if not _LOADED:
         _LOADED = True
@@ -104,7 +107,7 @@ def _ensure_loaded() -> None:
 
 def get_spec(name: str) -> ModelSpec:
     """Look up a registered model; unknown names raise with close matches."""
-    _ensure_loaded()
+    load_model_modules()
     if name in _REGISTRY:
         return _REGISTRY[name]
     close = difflib.get_close_matches(name, _REGISTRY, n=4, cutoff=0.5)
@@ -117,7 +120,7 @@ def get_spec(name: str) -> ModelSpec:
 
 def list_models(pattern: str | None = None, *, include_tiny: bool = True) -> list[str]:
     """Registered names, sorted; ``pattern`` is a shell-style wildcard such as ``"*gan*"``."""
-    _ensure_loaded()
+    load_model_modules()
     names = sorted(_REGISTRY)
     if not include_tiny:
         names = [n for n in names if not n.endswith("_tiny")]

@@ -14,6 +14,7 @@ def load_run(path: str | os.PathLike) -> keras.Model:
     """A trained model from a run folder (``model.keras``, else the latest checkpoint
     rebuilt from ``recipe.toml``), a ``.keras`` file, or a registered model name."""
     path = Path(path)
+    registry.load_model_modules()  # Keras must know the zoo's classes to rebuild them
     if path.suffix == ".keras" and path.is_file():
         return keras.saving.load_model(path, safe_mode=True)
     if path.is_dir():
