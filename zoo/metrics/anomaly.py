@@ -399,6 +399,7 @@ class AnomalyReport:
                 f"  {'':<18}{'normal':>{width}}  {'anomalous':>{width}}   <- predicted",
                 f"  {'actual normal':<18}{tn:>{width}}  {fp:>{width}}",
                 f"  {'actual anomalous':<18}{fn:>{width}}  {tp:>{width}}",
+                *(["  per kind of anomaly, against all normal examples:"] if self.groups else []),
                 *(
                     f"  {g.group:<18}{g.n:>5} anomalies  AUROC {g.auroc:.4f}  recall {g.recall:.4f}"
                     for g in self.groups
