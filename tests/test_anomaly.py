@@ -81,7 +81,8 @@ def test_sequence_protocol_uses_injected_anomalies():
     data = anomaly_evaluation_data(model)
     assert data.test.shape[1:] == model.sequence_shape
     assert data.labels.mean() == pytest.approx(0.3)
-    assert AnomalyDetector(model).score(data.test).shape == (300,)
+    assert data.calibration.shape == (1000, *model.sequence_shape)
+    assert AnomalyDetector(model).score(data.test).shape == (1000,)
     assert sorted(set(data.groups[data.labels == 1])) == ["level_shift", "pattern_change", "spike"]
     assert set(data.groups[data.labels == 0]) == {"normal"}
 
