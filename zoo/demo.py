@@ -19,6 +19,7 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,14 @@ class LocalServer:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def threshold_line(threshold: Any, held_out: str) -> str:
+    """How an exported model's threshold was chosen, in one line."""
+    return (
+        f"  score (threshold {threshold.value:.5f}: {threshold.method}, target FPR "
+        f"{threshold.target_fpr:.0%} on {threshold.n} {held_out})"
+    )
 
 
 def run_demo(
@@ -126,9 +135,7 @@ def run_demo(
         corrupted = corrupt_images(normal)
         normal_scores, normal_verdicts = conv_ae.score(normal)
         bad_scores, bad_verdicts = conv_ae.score(corrupted)
-        threshold = exports["conv_ae"].threshold
-        print(f"  score (threshold {threshold.value:.5f}: {threshold.method}, target FPR "
-              f"{threshold.target_fpr:.0%} on {threshold.n} held-out digits)")  # fmt: skip
+        print(threshold_line(exports["conv_ae"].threshold, "held-out digits"))
         print(f"  {'input':<11}{'anomaly_score':>15}  is_anomaly")
         for kind, scores, verdicts in (
             ("normal", normal_scores, normal_verdicts),
@@ -148,6 +155,7 @@ def run_demo(
         series = zdata.synthetic_series(n_series=40, length=64, n_features=3,
                                         anomaly_fraction=0.5, seed=7)  # fmt: skip
         seq_scores, seq_verdicts, _ = sequences.score_sequences(series.series)
+        print(threshold_line(exports["recurrent_ae"].threshold, "normal synthetic series"))
         print(f"  {'series':<16}{'anomaly_score':>15}  is_anomaly")
         for i in [*np.flatnonzero(~series.labels)[:4], *np.flatnonzero(series.labels)[:4]]:
             kind = series.kinds[i] or "normal"
