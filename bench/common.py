@@ -10,7 +10,28 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 REPORTS = Path(__file__).parent / "reports"
+
+
+# --------------------------------------------------------------------------- PCA baseline
+
+
+def pca_fit(examples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, principal directions (rows) and explained-variance ratios, by SVD."""
+    flat = examples.reshape(len(examples), -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    _, singular, directions = np.linalg.svd(flat - mean, full_matrices=False)
+    variance = singular**2
+    return mean, directions, variance / variance.sum()
+
+
+def pca_components(ratios: np.ndarray, rule: float) -> int:
+    """k for a rule: a share of variance (< 1) or a fixed number of components."""
+    if rule < 1:
+        return int(np.searchsorted(np.cumsum(ratios), rule) + 1)
+    return int(rule)
 
 
 def machine() -> str:

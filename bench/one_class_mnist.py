@@ -41,6 +41,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+from bench.common import pca_components, pca_fit
+
 #: One config per model, used for every digit. Keys in ``BENCH_KEYS`` (training and
 #: scoring) are read here; everything else goes to ``zoo.load``.
 CONFIGS: dict[str, dict[str, object]] = {
@@ -363,22 +365,6 @@ def protocol_data(
 
 
 # --------------------------------------------------------------------------- PCA
-
-
-def pca_fit(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean, principal directions (rows) and explained-variance ratios, by SVD."""
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    mean = flat.mean(axis=0)
-    _, singular, directions = np.linalg.svd(flat - mean, full_matrices=False)
-    variance = singular**2
-    return mean, directions, variance / variance.sum()
-
-
-def pca_components(ratios: np.ndarray, rule: float) -> int:
-    """k for a rule: a share of variance (< 1) or a fixed number of components."""
-    if rule < 1:
-        return int(np.searchsorted(np.cumsum(ratios), rule) + 1)
-    return int(rule)
 
 
 def pca_reconstruction(fit: tuple[np.ndarray, ...], images: np.ndarray, k: int) -> np.ndarray:

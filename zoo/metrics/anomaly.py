@@ -19,7 +19,7 @@ import numbers
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -338,10 +338,7 @@ class AnomalyReport:
         for field in fields(self):
             value = getattr(self, field.name)
             if field.name == "groups":
-                out[field.name] = [
-                    {"group": g.group, "n": g.n, "auroc": float(g.auroc), "recall": float(g.recall)}
-                    for g in value
-                ]
+                out[field.name] = [asdict(g) for g in value]
             elif field.name == "confusion":
                 out[field.name] = np.asarray(value).astype(int).tolist()
             elif isinstance(value, str):
