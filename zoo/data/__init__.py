@@ -5,7 +5,7 @@ Every source returns an unbatched ``tf.data.Dataset`` of float32 images in
 with ``with_labels=True``); :func:`batch` turns it into training batches.
 """
 
-from zoo.data.core import DataError, to_float_images
+from zoo.data.core import DataError, DataWarning, to_float_images
 from zoo.data.images import image_grid, save_png
 from zoo.data.pipeline import batch
 from zoo.data.sources import (
@@ -33,6 +33,7 @@ from zoo.data.timeseries import (
 __all__ = [
     "ANOMALY_KINDS",
     "DataError",
+    "DataWarning",
     "SyntheticSeries",
     "batch",
     "from_folder",

@@ -13,6 +13,10 @@ class DataError(ValueError):
     """Bad input to a ``zoo.data`` function; the message names the problem and the fix."""
 
 
+class DataWarning(UserWarning):
+    """Input a ``zoo.data`` function could partly use (e.g. undecodable files it skipped)."""
+
+
 def fmt_shape(shape: Sequence[int | None]) -> str:
     """Format a shape as ``HxWxC`` (``?`` for unknown sizes)."""
     return "x".join("?" if d is None else str(d) for d in shape)

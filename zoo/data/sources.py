@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from zoo.data.core import DataError, check_image_shape, fit_image, fmt_shape
+from zoo.data.core import DataError, DataWarning, check_image_shape, fit_image, fmt_shape
 from zoo.data.images import as_image_batch
 
 SPLITS = ("all", "train", "test")
@@ -173,16 +174,57 @@ def _list_images(root: Path, recursive: bool) -> list[str]:
     return [str(p) for p in sorted(found, key=lambda p: p.relative_to(root).as_posix())]
 
 
+def _decode_file(file: tf.Tensor) -> tf.Tensor:
+    """Decode one image file to uint8 (H, W, 3): the first frame of an animated GIF."""
+    image = tf.io.decode_image(
+        tf.io.read_file(file), channels=3, dtype=tf.uint8, expand_animations=False
+    )
+    image.set_shape((None, None, 3))
+    return image
+
+
+def _undecodable(paths: Sequence[str]) -> list[str]:
+    """The files among ``paths`` that ``_decode_file`` fails on (empty, truncated, not an
+    image), found in one parallel tf.data pass that drops the failing elements."""
+
+    def probe(index: tf.Tensor, file: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        # The decode fails for an undecodable file, and ignore_errors() drops its element;
+        # its shape is returned so that the decode is not pruned from the graph.
+        return index, tf.shape(_decode_file(file))
+
+    probe_fn = tf.autograph.experimental.do_not_convert(probe)
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(paths), dtype=tf.int64), list(paths)))
+    ds = ds.map(probe_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    decoded = set()
+    for indices, _ in ds.ignore_errors().batch(1024):
+        decoded.update(indices.numpy().tolist())
+    return [path for i, path in enumerate(paths) if i not in decoded]
+
+
+def _names(paths: Sequence[str], root: Path, limit: int = 10) -> str:
+    names = [Path(p).relative_to(root).as_posix() for p in paths[:limit]]
+    more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+    return ", ".join(names) + more
+
+
 def from_folder(
     path: str | os.PathLike[str],
     *,
     image_shape: Sequence[int] = (64, 64, 3),
     recursive: bool = True,
+    check_files: bool = True,
 ) -> tf.data.Dataset:
     """Dataset of the image files (png/jpg/jpeg/bmp/gif, any size) under ``path``.
 
     Files are sorted by relative path, decoded (first frame of animated GIFs),
     converted to ``image_shape``'s channel count and resized with antialiasing.
+
+    With ``check_files`` (the default) every file is decoded once up front (about as
+    long as one pass over the data; 2,000 small PNG/JPEG files take about half a
+    second) and files that cannot be decoded (empty, truncated, not an image) are
+    skipped with one :class:`DataWarning` giving their count and the first names; if
+    none can be decoded, or the folder holds no image files, it raises
+    :class:`DataError`. With ``check_files=False`` a bad file fails training instead.
     """
     target = check_image_shape(image_shape)
     root = Path(path).expanduser()
@@ -199,13 +241,27 @@ def from_folder(
             f"{', '.join(IMAGE_EXTENSIONS)} (any case) - add images there or point path= "
             "at another folder"
         )
+    bad = _undecodable(paths) if check_files else []
+    if len(bad) == len(paths):
+        raise DataError(
+            f"none of the {len(paths)} image files in {str(root)!r} can be decoded "
+            f"(empty, truncated or not PNG/JPEG/BMP/GIF data): {_names(bad, root)}; "
+            "replace them with valid images or point path= at another folder"
+        )
+    if bad:
+        skipped = set(bad)
+        paths = [p for p in paths if p not in skipped]
+        warnings.warn(
+            DataWarning(
+                f"skipping {len(bad)} of {len(bad) + len(paths)} image files in "
+                f"{str(root)!r} that cannot be decoded (empty, truncated or not image "
+                f"data): {_names(bad, root)}; training uses the other {len(paths)}"
+            ),
+            stacklevel=2,
+        )
 
     def load(file: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(
-            tf.io.read_file(file), channels=3, dtype=tf.uint8, expand_animations=False
-        )
-        image.set_shape((None, None, 3))
-        return fit_image(image, target)
+        return fit_image(_decode_file(file), target)
 
     ds = tf.data.Dataset.from_tensor_slices(paths)
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

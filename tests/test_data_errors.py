@@ -1,0 +1,162 @@
+"""Bad data a user meets first: undecodable files in an image folder, empty folders, and
+TFDS datasets that cannot be downloaded (offline)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BAD_FILES = ("empty.jpg", "half.png", "notes.jpg")
+
+
+def _image_bytes(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _fill_folder(folder: Path, n_good: int = 24) -> list[np.ndarray]:
+    """``n_good`` decodable digits (PNG and JPEG, some in a subfolder) plus a zero-byte
+    .jpg, a truncated .png and a text file named .jpg; returns the good images in the
+    order from_folder reads them (sorted by relative path)."""
+    from zoo.data import load_sample
+
+    images, _ = load_sample("test")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sub").mkdir()
+    good = {}
+    for i in range(n_good):
+        fmt = "PNG" if i % 2 else "JPEG"
+        name = f"{'sub/' if i % 3 == 0 else ''}digit{i:02d}.{'png' if fmt == 'PNG' else 'jpg'}"
+        data = _image_bytes(images[i, ..., 0], fmt)
+        (folder / name).write_bytes(data)
+        good[name] = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    (folder / "empty.jpg").write_bytes(b"")
+    png = _image_bytes(images[100, ..., 0], "PNG")
+    (folder / "half.png").write_bytes(png[: len(png) // 2])
+    (folder / "notes.jpg").write_text("not an image\n")
+    return [good[name] for name in sorted(good)]
+
+
+def test_folder_skips_undecodable_files_with_one_warning_naming_them(tmp_path: Path) -> None:
+    from zoo.data import DataWarning, from_folder
+
+    expected = _fill_folder(tmp_path / "digits")
+    with pytest.warns(DataWarning) as record:
+        ds = from_folder(tmp_path / "digits", image_shape=(28, 28, 1))
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "skipping 3 of 27 image files" in message
+    for name in BAD_FILES:
+        assert name in message
+    assert ".jpg, half" in message and "digit0" not in message  # only the bad files
+    assert int(ds.cardinality()) == len(expected)
+    got = np.stack([x.numpy() for x in ds])
+    assert got.shape == (len(expected), 28, 28, 1)
+    # the same images in the same order (JPEG decoders and the luma weights differ slightly)
+    np.testing.assert_allclose(got[..., 0], np.stack(expected) / 255.0, atol=0.02)
+
+
+def test_folder_warning_lists_at_most_ten_names(tmp_path: Path) -> None:
+    from zoo.data import DataWarning, from_folder
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes(_image_bytes(np.zeros((8, 8), np.uint8), "PNG"))
+    for i in range(13):
+        (folder / f"bad{i:02d}.png").write_bytes(b"")
+    with pytest.warns(DataWarning, match=r"skipping 13 of 14 .*bad09\.png and 3 more"):
+        ds = from_folder(folder, image_shape=(8, 8, 1))
+    assert int(ds.cardinality()) == 1
+
+
+def test_folder_without_bad_files_gives_no_warning(tmp_path: Path) -> None:
+    from zoo.data import from_folder
+
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(_image_bytes(np.full((5, 7, 3), i, np.uint8), "PNG"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = from_folder(folder, image_shape=(5, 7, 3))
+    assert int(ds.cardinality()) == 3
+
+
+def test_folder_check_files_false_leaves_bad_files_to_fail_later(tmp_path: Path) -> None:
+    from zoo.data import from_folder
+
+    _fill_folder(tmp_path / "digits", n_good=2)
+    ds = from_folder(tmp_path / "digits", image_shape=(28, 28, 1), check_files=False)
+    assert int(ds.cardinality()) == 5
+
+
+def test_folder_of_only_undecodable_files_is_refused_naming_them(tmp_path: Path) -> None:
+    from zoo.data import DataError, make_dataset
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    (folder / "b.png").write_text("text")
+    with pytest.raises(DataError, match=r"none of the 2 image files .*broken.*a\.jpg, b\.png"):
+        make_dataset("folder", path=folder, image_shape=(28, 28, 1))
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_empty_folder_is_refused_naming_folder_and_extensions(
+    tmp_path: Path, recursive: bool
+) -> None:
+    from zoo.data import DataError, from_folder
+
+    folder = tmp_path / "nothing_here"
+    (folder / "deeper").mkdir(parents=True)
+    (folder / "readme.txt").write_text("no images")
+    with pytest.raises(DataError) as info:
+        from_folder(folder, image_shape=(28, 28, 1), recursive=recursive)
+    message = str(info.value)
+    assert str(folder) in message and "no image files found" in message
+    assert ".png, .jpg, .jpeg, .bmp, .gif" in message
+
+
+def test_recipe_trains_on_a_folder_with_bad_files(tmp_path: Path) -> None:
+    from zoo.recipes import train
+
+    from zoo.data import DataWarning
+
+    folder = tmp_path / "digits"
+    _fill_folder(folder, n_good=20)
+    recipe = tmp_path / "folder_tiny.toml"
+    recipe.write_text(
+        f"""
+name = "folder_tiny"
+model = "conv_ae_tiny"
+seed = 1
+epochs = 1
+
+[model_config]
+image_shape = [28, 28, 1]
+
+[data]
+source = "folder"
+path = "{folder.as_posix()}"
+validation_fraction = 0.2
+batch_size = 8
+
+[training]
+steps_per_epoch = 2
+verbose = 0
+
+[logging]
+num_samples = 4
+"""
+    )
+    with pytest.warns(DataWarning, match="skipping 3 of 23 image files") as record:
+        result = train(recipe, logdir=tmp_path / "runs")
+    assert all(name in str(record[0].message) for name in BAD_FILES)
+    assert (result.run_dir / "model.keras").is_file()
+    assert any((result.run_dir / "checkpoints").iterdir())
