@@ -4,14 +4,18 @@ A run folder holds ``recipe.toml`` (the resolved recipe), TensorBoard logs
 (``train/``, ``validation/``: per-step and per-epoch scalars, image grids,
 hyper-parameters), ``samples/*.png``, ``checkpoints/`` (every epoch: networks,
 optimizers, epoch, RNG state) and ``model.keras`` at the end.
+
+A run stops at the first non-finite loss or weight (``TrainingDivergedError``, the last
+good checkpoint kept); a run that fails before its first checkpoint removes the folder
+it created, so a rerun needs neither ``--resume`` nor ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 
 from zoo import data as zdata
 from zoo import registry
-from zoo.checkpoints import CheckpointEveryEpoch, TrainingState
+from zoo.checkpoints import CheckpointEveryEpoch, TrainingState, latest_checkpoint
 from zoo.trainers.base import Trainer
 
 SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
@@ -79,7 +83,8 @@ def build_optimizers(model: Trainer, spec: dict[str, Any], total_steps: int) -> 
     short = {role.removesuffix("_optimizer"): role for role in roles}
     if not spec:
         return {}
-    nested = all(isinstance(v, dict) for v in spec.values())
+    # a flat table's learning_rate may itself be a table (a schedule)
+    nested = all(isinstance(v, dict) for v in spec.values()) and "learning_rate" not in spec
     if len(roles) == 1 and not nested:
         return {roles[0]: build_optimizer(spec, total_steps, "optimizer")}
     unknown = [k for k in spec if k not in short]
@@ -168,6 +173,54 @@ def build_data(
 
 
 # -- callbacks ------------------------------------------------------------------------
+class ZooTensorBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` whose ``update_freq = N`` thins only the per-batch
+    summaries: everything written outside a training batch (``epoch_*`` and validation
+    scalars, and every other callback's ``on_epoch_end`` images and metrics) is recorded.
+
+    Keras 3 keeps ``tf.summary.record_if(step % N == 0)`` of the last batch active until
+    the next batch, so when the steps per epoch are not a multiple of N the epoch-end
+    summaries of every callback are silently dropped. Between batches this callback
+    enters ``record_if(True)``; :meth:`close` unwinds the summary contexts and closes the
+    writers after a failed ``fit`` (Keras calls ``on_train_end`` only on success).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._between_batches: Any = None
+
+    def _record_between_batches(self, on: bool) -> None:
+        if on and self._between_batches is None and self.update_freq != "epoch":
+            self._between_batches = tf.summary.record_if(True)
+            self._between_batches.__enter__()
+        elif not on and self._between_batches is not None:
+            self._between_batches.__exit__(None, None, None)
+            self._between_batches = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._record_between_batches(False)
+        super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        super().on_train_batch_end(batch, logs)
+        self._record_between_batches(True)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        with tf.summary.record_if(True):
+            super().on_test_end(logs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._record_between_batches(False)
+        super().on_train_end(logs)
+
+    def close(self) -> None:
+        """Undo every summary context this callback entered and close its writers."""
+        self._record_between_batches(False)
+        while self._prev_summary_state:
+            self._pop_writer()
+        self._close_writers()
+
+
 class ImageGrids(keras.callbacks.Callback):
     """Every N epochs: a grid of samples from fixed latent points and a grid of
     reconstructions of fixed validation images, as PNG files and TensorBoard images.
@@ -355,9 +408,7 @@ def pretrain_layerwise(
         model,
         batches,
         epochs=recipe.training["pretrain_epochs"],
-        callbacks=lambda depth: [
-            keras.callbacks.TensorBoard(str(run_dir / f"pretrain_layer_{depth}"))
-        ],
+        callbacks=lambda depth: [ZooTensorBoard(str(run_dir / f"pretrain_layer_{depth}"))],
         verbose=recipe.training["verbose"],
     )
     atomic_write_text(run_dir / "pretrain_history.json", json.dumps(histories, indent=1))
@@ -387,14 +438,41 @@ def write_hparams(run_dir: Path, recipe: Recipe) -> None:
 def check_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool) -> Path:
     """The run folder's path, after checking that it may be used (nothing is created)."""
     run_dir = Path(logdir) / name
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "--logdir" if folder == Path(logdir) else "the run folder's path"
+                raise RecipeError(
+                    f"{what}: {folder} is a file, not a folder; pass --logdir a folder "
+                    "(it is created if missing)"
+                )
+            break
     if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
         raise RecipeError(
             f"run folder {run_dir} already exists; pass --resume to continue it, "
             "--run-name NAME to start another, or --overwrite to replace it"
         )
-    if resume and not (run_dir / "checkpoints").is_dir():
-        raise RecipeError(f"--resume: {run_dir} has no checkpoints to resume from")
+    if resume and latest_checkpoint(run_dir / "checkpoints") is None:
+        raise RecipeError(
+            f"--resume: {run_dir} has no checkpoint to resume from (no epoch finished); "
+            "rerun without --resume" + (" and with --overwrite" if run_dir.exists() else "")
+        )
     return run_dir
+
+
+def make_run_dir(run_dir: Path, replace: bool) -> bool:
+    """Create the run folder (emptied first when ``replace``); True if this call made it."""
+    try:
+        if replace and run_dir.exists():
+            shutil.rmtree(run_dir)
+        created = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RecipeError(
+            f"cannot create the run folder {run_dir}: {error.strerror or error}; pass --logdir "
+            "a folder you can write to"
+        ) from None
+    return created
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -457,16 +535,43 @@ def train(
     model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
 
     # Everything is validated: only now is the run folder touched.
-    if overwrite and not resume and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = make_run_dir(run_dir, replace=overwrite and not resume)
     state = TrainingState(model, run_dir / "checkpoints")
+    try:
+        return _run(recipe, model, state, train_ds, val_ds, extractor, steps, resume, callbacks)
+    except BaseException:
+        if created and state.latest is None:  # nothing worth keeping: let a rerun start clean
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(
+                f"removed {run_dir}: the run stopped before its first checkpoint", file=sys.stderr
+            )
+        raise
+
+
+def _run(
+    recipe: Recipe,
+    model: Trainer,
+    state: TrainingState,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    extractor: Any,
+    steps: int,
+    resume: bool,
+    callbacks: list[keras.callbacks.Callback] | None,
+) -> RunResult:
+    """``train`` once its run folder exists: restore, log, fit, save ``model.keras``."""
+    run_dir = Path(state.manager.directory).parent
     initial_epoch = state.restore_latest() if resume else 0
-    if initial_epoch >= recipe.epochs:
+    if resume and initial_epoch >= recipe.epochs:
         print(f"{run_dir}: already trained for {initial_epoch} epochs; nothing to resume")
+    elif resume:
+        print(
+            f"resuming {run_dir} from epoch {initial_epoch + 1} of {recipe.epochs} "
+            f"(checkpoint {state.latest})"
+        )
     atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
 
-    d = recipe.data
+    d, batch_size = recipe.data, recipe.data["batch_size"]
     train_batches = zdata.batch(
         train_ds,
         batch_size,
@@ -487,27 +592,28 @@ def train(
     if pretrain_epochs and not resume:
         pretrain_layerwise(model, train_ds, recipe, run_dir)
     history_file = HistoryFile(run_dir / "history.json", initial_epoch)
+    tensorboard = ZooTensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"])
     all_callbacks = [
-        keras.callbacks.TensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"]),
-        CheckpointEveryEpoch(state),
+        tensorboard,
+        CheckpointEveryEpoch(state),  # before the others: nothing runs on diverged weights
         history_file,
         *logging_callbacks(model, recipe, run_dir, train_ds, val_ds, extractor),
         *(callbacks or []),
     ]
-    model.fit(
-        train_batches,
-        epochs=recipe.epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        validation_data=val_batches,
-        callbacks=all_callbacks,
-        verbose=recipe.training["verbose"],
-        shuffle=False,  # the dataset is shuffled per epoch, seeded, by zoo.data.batch
-    )
-    merged = history_file.history
+    try:
+        model.fit(
+            train_batches,
+            epochs=recipe.epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            validation_data=val_batches,
+            callbacks=all_callbacks,
+            verbose=recipe.training["verbose"],
+            shuffle=False,  # the dataset is shuffled per epoch, seeded, by zoo.data.batch
+            check_inputs=False,  # zoo.data sources give finite float32, images in [0, 1]
+        )
+    finally:
+        tensorboard.close()
     if int(state.epoch.numpy()) >= recipe.epochs:
         save_model_atomically(model, run_dir / "model.keras")
-    finite = all(math.isfinite(v) for vals in merged.values() for v in vals)
-    if not finite:
-        print(f"warning: non-finite losses in {run_dir}/history.json")
-    return RunResult(run_dir, model, merged, initial_epoch)
+    return RunResult(run_dir, model, history_file.history, initial_epoch)

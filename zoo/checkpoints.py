@@ -2,20 +2,37 @@
 
 A run's checkpoints are TensorFlow checkpoints (``<run>/checkpoints/ckpt-<n>``),
 written atomically by ``tf.train.CheckpointManager`` (the index is replaced
-only once the data files are complete).
+only once the data files are complete). A checkpoint is never written from
+non-finite weights: training that diverges stops with :class:`TrainingDivergedError`
+and the last good checkpoint stays the newest.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo.trainers.base import Trainer
 
 CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss or a weight became NaN or infinite; nothing was saved after that point."""
+
+    def __init__(self, epoch: int, step: int | str, what: str, last_good: str | None):
+        self.epoch, self.step, self.last_good = epoch, step, last_good
+        super().__init__(
+            f"training diverged at epoch {epoch} step {step} ({what}); last good checkpoint: "
+            f"{last_good or 'none'}; lower the learning rate (optimizer.learning_rate) or "
+            "check the data for NaN/inf values"
+        )
 
 
 class TrainingState:
@@ -49,25 +66,70 @@ class TrainingState:
         return int(self.epoch.numpy())
 
 
+def first_non_finite_weight(model: keras.Model) -> str | None:
+    """The path of the first model variable holding a NaN or infinity (None if all finite)."""
+    for variable in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable.value))):
+            return variable.path
+    return None
+
+
 class CheckpointEveryEpoch(keras.callbacks.Callback):
-    """Writes a :class:`TrainingState` checkpoint at the end of every epoch."""
+    """Writes a :class:`TrainingState` checkpoint at the end of every epoch, and stops
+    training at the first non-finite loss (checked after every batch) or weight (checked
+    before every save) with :class:`TrainingDivergedError`, so no checkpoint ever holds
+    non-finite weights and the previous one is kept as the last good one.
+
+    Batch logs hold each tracker's running mean over the epoch: a NaN there means a NaN
+    loss at this step or earlier in the epoch, and the error names the first such step.
+    """
 
     def __init__(self, state: TrainingState):
         super().__init__()
         self.state = state
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            number = _as_float(value)
+            if number is not None and not math.isfinite(number):
+                raise TrainingDivergedError(
+                    self.epoch + 1, batch + 1, f"{name} = {number}", self.state.latest
+                )
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        bad = first_non_finite_weight(self.model)
+        if bad is not None:
+            raise TrainingDivergedError(
+                epoch + 1, "end", f"non-finite weights in {bad}", self.state.latest
+            )
         self.state.save(epoch + 1)
+
+
+def _as_float(value: Any) -> float | None:
+    """A scalar log value as a float (None for anything that is not a number)."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return float(array) if array.ndim == 0 else None
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> str | None:
+    """The newest checkpoint prefix in a checkpoint folder (None if it has none)."""
+    return tf.train.latest_checkpoint(str(directory)) if Path(directory).is_dir() else None
 
 
 def find_checkpoint(path: str | os.PathLike) -> str:
     """A checkpoint prefix from a prefix, a checkpoint folder, or a run folder."""
     path = Path(path)
     for folder in (path / CHECKPOINT_DIR, path):
-        if folder.is_dir():
-            latest = tf.train.latest_checkpoint(str(folder))
-            if latest:
-                return latest
+        latest = latest_checkpoint(folder)
+        if latest:
+            return latest
     if Path(f"{path}.index").exists():
         return str(path)
     raise FileNotFoundError(

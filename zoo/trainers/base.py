@@ -1,5 +1,6 @@
 """What every trainer shares: seeded randomness, loss trackers, optimizers per role,
-config round trips and ``.keras`` save/load of the whole trainer."""
+config round trips, ``.keras`` save/load of the whole trainer and a check of the
+inputs ``fit`` is given."""
 
 from __future__ import annotations
 
@@ -7,12 +8,34 @@ import copy
 from typing import Any, ClassVar
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from zoo.data.core import DataError
+
+# How far outside [0, 1] image values may stray (float rounding) before fit refuses them.
+RANGE_TOLERANCE = 1e-3
 
 
 def images_of(data: Any) -> tf.Tensor:
     """The images in a batch given as ``images`` or ``(images, labels, ...)``."""
     return data[0] if isinstance(data, (tuple, list)) else data
+
+
+def first_batch(data: Any) -> np.ndarray | None:
+    """The inputs of the first batch of ``fit``'s ``x`` (an array, a tensor, a tuple of
+    them or a ``tf.data.Dataset``), or None for what cannot be read without consuming it
+    (Python generators, ``PyDataset``)."""
+    if isinstance(data, tf.data.Dataset):
+        data = next(iter(data.take(1)), None)
+    elif isinstance(images_of(data), np.ndarray) or tf.is_tensor(images_of(data)):
+        data = images_of(data)[:256]
+    else:
+        return None
+    batch = None if data is None else images_of(data)
+    if isinstance(batch, np.ndarray) or tf.is_tensor(batch):
+        return np.asarray(batch)
+    return None  # dicts and other structures: not checked
 
 
 class Trainer(keras.Model):
@@ -115,6 +138,48 @@ class Trainer(keras.Model):
         return model
 
     # -- training: one objective, one optimizer (adversarial trainers override) --------
+    def fit(self, x: Any = None, *args: Any, check_inputs: bool = True, **kwargs: Any) -> Any:
+        """``keras.Model.fit``, after checking the first batch of ``x`` (and of
+        ``validation_data``) with :meth:`check_inputs` unless ``check_inputs=False``.
+
+        Image models take float images in [0, 1]: uint8 or 0-255 images are refused with
+        a :class:`zoo.data.DataError` saying how to convert them (``images / 255``, or
+        ``zoo.data.from_numpy``, which scales uint8), not converted silently.
+        """
+        if check_inputs:
+            for what, data in (("x", x), ("validation_data", kwargs.get("validation_data"))):
+                batch = first_batch(data) if data is not None else None
+                if batch is not None:
+                    self.check_inputs(batch, f"fit({what}=...)")
+        return super().fit(x, *args, **kwargs)
+
+    def check_inputs(self, inputs: np.ndarray, where: str = "inputs") -> None:
+        """Raise :class:`zoo.data.DataError` unless ``inputs`` are finite floats, and for
+        image models (``image_shape`` of rank 3) in [0, 1]."""
+        images = len(getattr(self, "image_shape", ())) == 3
+        if not np.issubdtype(inputs.dtype, np.floating):
+            fix = (
+                "pass images.astype('float32') / 255 for 0-255 images, or build the dataset "
+                "with zoo.data.from_numpy(images), which scales uint8 to [0, 1]"
+                if images
+                else "pass them as float32"
+            )
+            raise DataError(
+                f"{where}: {self.name} takes float32 {'images in [0, 1]' if images else 'inputs'}"
+                f", got {inputs.dtype}; {fix}"
+            )
+        if not np.all(np.isfinite(inputs)):
+            raise DataError(
+                f"{where}: the first batch holds NaN or infinite values; clean the data first"
+            )
+        low, high = float(inputs.min()), float(inputs.max())
+        if images and (low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE):
+            fix = "divide by 255" if high > 1 + RANGE_TOLERANCE and low >= 0 else "rescale"
+            raise DataError(
+                f"{where}: {self.name} takes images in [0, 1], but the first batch spans "
+                f"[{low:g}, {high:g}]; {fix} (zoo.data.from_numpy scales uint8 images)"
+            )
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One gradient step on ``self.step_losses(images, training=True)["loss"]``.
 
