@@ -9,10 +9,43 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPORTS = Path(__file__).parent / "reports"
+
+
+# --------------------------------------------------------------------------- recipes
+
+#: The training settings a benchmark reads from a recipe besides its ``model_config``.
+TRAINING_KEYS = ("epochs", "batch_size", "learning_rate")
+
+
+def recipe_settings(name: str) -> dict[str, Any]:
+    """A bundled recipe's configuration as a benchmark uses it: the ``model_config``
+    (lists as tuples, without ``image_shape``: the benchmarks use the bundled 28x28 digits)
+    plus ``epochs``, ``batch_size`` and ``learning_rate`` (constant-rate Adam, the only
+    optimizer the benchmarks build). The recipes hold the settings the benchmarks chose,
+    so a benchmark and ``zoo train`` train the same model; ``tests/test_recipe_benchmarks.py``
+    checks it."""
+    from zoo.recipes import load_recipe
+
+    recipe = load_recipe(name)
+    optimizer = dict(recipe.optimizer)
+    rate = optimizer.pop("learning_rate", None)
+    if optimizer.pop("name", "adam") != "adam" or optimizer or not isinstance(rate, float | int):
+        raise ValueError(
+            f"recipe {name!r}: a benchmark trains with constant-rate Adam; the recipe's "
+            f"optimizer is {recipe.optimizer}"
+        )
+    config = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in recipe.model_config.items()
+        if key != "image_shape"
+    }
+    training = (recipe.epochs, recipe.data["batch_size"], float(rate))
+    return {**config, **dict(zip(TRAINING_KEYS, training, strict=True))}
 
 
 # --------------------------------------------------------------------------- PCA baseline

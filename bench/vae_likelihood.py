@@ -1,20 +1,22 @@
 """Test log-likelihood of the zoo's VAEs on the bundled MNIST sample, beside Burda et al.
 
 Trains three Bernoulli models on the 4,000-image train split of the bundled MNIST sample
-(dynamically binarised: every pass draws x ~ Bernoulli(pixel intensity)):
+(dynamically binarised: every pass draws x ~ Bernoulli(pixel intensity)), each with the
+settings of its recipe (``RECIPES``; the command-line flags override them):
 
-- ``mlp_vae``: Burda et al.'s one-stochastic-layer architecture (784-200-200-50, tanh),
-  ELBO with k = 1;
-- ``iwae``: the same architecture trained on the k = 5 importance-weighted bound;
-- ``vae``: the convolutional VAE (strided 4x4 convolutions, ``--conv-filters``).
+- ``mlp_vae`` (``mlp_vae_mnist``): Burda et al.'s one-stochastic-layer architecture
+  (784-200-200-50, tanh), ELBO with k = 1;
+- ``iwae`` (``iwae_mnist``): the same architecture trained on the k = 5
+  importance-weighted bound;
+- ``vae`` (``vae_mnist``): the convolutional VAE (strided 4x4 convolutions).
 
 Then estimates log p(x) on the 1,000-image test split, binarised once with a fixed seed,
 by importance sampling with k = 5000 posterior samples (``zoo.likelihood``), and writes
 ``bench/reports/vae_likelihood.md`` with sample and interpolation grids in
 ``bench/reports/vae_likelihood/``.
 
-    python -m bench.vae_likelihood [--epochs 100] [--conv-epochs 30] [--k 5000]
-        [--n-test 1000] [--conv-n-test 300] [--quick]
+    python -m bench.vae_likelihood [--epochs N] [--conv-epochs N] [--batch N] [--k 5000]
+        [--n-test 1000] [--conv-n-test 300] [--conv-filters 16,32] [--quick]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import keras
 import numpy as np
 
 import zoo
-from bench.common import REPORTS, write_report
+from bench.common import REPORTS, TRAINING_KEYS, recipe_settings, write_report
 from zoo.data import load_sample
 from zoo.latent import interpolation_grid, latent_scatter, sample_prior, save_figure, save_grid
 from zoo.likelihood import evaluate_likelihood
@@ -50,47 +52,82 @@ BURDA_TABLE_1 = {
 }
 
 
-def output_bias_init(model: keras.Model, train: np.ndarray) -> None:
-    """Burda et al.'s initialisation: the decoder's output bias = logit of the mean
-    training pixel (per pixel for the dense decoder, one value for the convolutional)."""
-    last = [layer for layer in model.decoder.layers if layer.weights][-1]
-    kernel, bias = last.get_weights()
-    if bias.shape == (int(np.prod(train.shape[1:])),):
-        p = np.clip(train.mean(axis=0).ravel(), 1e-3, 1 - 1e-3)
+#: Model -> the bundled recipe its settings come from (one source of truth: ``zoo train``
+#: of the recipe trains what this benchmark measures).
+RECIPES = {"mlp_vae": "mlp_vae_mnist", "iwae": "iwae_mnist", "vae": "vae_mnist"}
+#: Report labels.
+LABELS = {"mlp_vae": "mlp_vae", "iwae": "iwae", "vae": "vae (conv)"}
+
+
+def model_configs(
+    epochs: int | None = None,
+    conv_epochs: int | None = None,
+    batch: int | None = None,
+    conv_filters: tuple[int, ...] | None = None,
+) -> dict[str, dict]:
+    """Model -> its recipe's settings (``bench.common.recipe_settings``), with the
+    command line's overrides (None keeps the recipe's value)."""
+    configs = {name: recipe_settings(recipe) for name, recipe in RECIPES.items()}
+    for name, config in configs.items():
+        conv = "filters" in config or name == "vae"
+        given = conv_epochs if conv else epochs
+        config["epochs"] = given if given is not None else config["epochs"]
+        config["batch_size"] = batch if batch is not None else config["batch_size"]
+        if conv and conv_filters is not None:
+            config["filters"] = tuple(conv_filters)
+    return configs
+
+
+def describe(name: str, config: dict) -> str:
+    """The report's architecture column, from a config."""
+    objective = config.get("objective", "iwae" if name == "iwae" else "elbo")
+    bound = "IWAE bound" if objective == "iwae" else "ELBO"
+    if "filters" in config:
+        net = f"conv {tuple(config['filters'])} 4x4 stride 2, latent {config['latent_dim']}"
     else:
-        p = np.full(bias.shape, np.clip(train.mean(), 1e-3, 1 - 1e-3))
-    last.set_weights([kernel, np.log(p / (1 - p)).astype(bias.dtype)])
+        widths = "-".join(str(w) for w in (784, *config["hidden"], config["latent_dim"]))
+        net = f"{widths} ({config['activation']})"
+    return f"{net}, {bound}, k = {config.get('k', 1)}"
 
 
-def train_model(name: str, config: dict, train: np.ndarray, epochs: int, batch: int, seed: int):
+def train_model(name: str, config: dict, train: np.ndarray, seed: int):
+    """Build ``name`` from its config and fit it (Adam, the config's rate, batch, epochs)."""
     keras.utils.set_random_seed(seed)
-    model = zoo.load(name, binarize=True, likelihood="bernoulli", seed=seed, **config)
-    output_bias_init(model, train)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    build = {key: value for key, value in config.items() if key not in TRAINING_KEYS}
+    model = zoo.load(name, seed=seed, **build)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
     start = time.perf_counter()
-    history = model.fit(train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0)
+    history = model.fit(
+        train, batch_size=config["batch_size"], epochs=config["epochs"], shuffle=True, verbose=0
+    )
     seconds = time.perf_counter() - start
     return model, history.history, seconds, int(model.optimizer.iterations)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=100, help="MLP VAE and IWAE epochs")
-    parser.add_argument("--conv-epochs", type=int, default=30, help="conv VAE epochs")
-    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--epochs", type=int, help="MLP VAE and IWAE epochs (recipe's: 100)")
+    parser.add_argument("--conv-epochs", type=int, help="conv VAE epochs (recipe's: 30)")
+    parser.add_argument("--batch", type=int, help="batch size (recipes': 50)")
     parser.add_argument("--k", type=int, default=5000, help="importance samples per image")
     parser.add_argument("--n-test", type=int, default=1000, help="test images (MLP models)")
     parser.add_argument(
         "--conv-n-test", type=int, default=300, help="test images (conv VAE), evenly spread"
     )
-    parser.add_argument("--conv-filters", default="16,32", help="conv VAE widths, e.g. 32,64")
+    parser.add_argument("--conv-filters", help="conv VAE widths, e.g. 32,64 (recipe's: 16,32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, k = 50")
     args = parser.parse_args()
     if args.quick:
         args.epochs = args.conv_epochs = 1
         args.k, args.n_test, args.conv_n_test = 50, 100, 50
-    filters = tuple(int(f) for f in args.conv_filters.split(","))
+    filters = tuple(int(f) for f in args.conv_filters.split(",")) if args.conv_filters else None
+    configs = model_configs(args.epochs, args.conv_epochs, args.batch, filters)
+    # the values used, for the report
+    args.epochs, args.batch = configs["mlp_vae"]["epochs"], configs["mlp_vae"]["batch_size"]
+    args.conv_epochs = configs["vae"]["epochs"]
+    args.conv_filters = ",".join(str(f) for f in configs["vae"]["filters"])
+    args.output_bias = {configs[name].get("output_bias", "zeros") for name in configs}
     wall = time.perf_counter()
     cpu = time.process_time()
     load_start = os.getloadavg()[0]
@@ -104,23 +141,15 @@ def main() -> None:
         """n test indices evenly spread over the split (the file's order is not random)."""
         return np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))
 
-    runs = {
-        "mlp_vae": ("mlp_vae", {}, args.epochs, args.n_test,
-                    "784-200-200-50 (tanh), ELBO, k = 1"),
-        "iwae": ("iwae", {"k": 5}, args.epochs, args.n_test,
-                 "784-200-200-50 (tanh), IWAE bound, k = 5"),
-        "vae (conv)": ("vae", {"filters": filters}, args.conv_epochs, args.conv_n_test,
-                       f"conv {filters} 4x4 stride 2, latent 16, ELBO, k = 1"),
-    }  # fmt: skip
     FIGURES.mkdir(parents=True, exist_ok=True)
     # interpolation end points: the first test digit of each class in PAIRS (the split is
     # ordered by class, so its first images are all zeros)
     ends = [int(np.flatnonzero(test_labels == digit)[0]) for pair in PAIRS for digit in pair]
     results = {}
-    for label, (name, config, epochs, n_test, what) in runs.items():
-        model, history, train_s, steps = train_model(
-            name, config, train, epochs, args.batch, args.seed
-        )
+    for name, config in configs.items():
+        label, epochs, what = LABELS[name], config["epochs"], describe(name, config)
+        n_test = args.conv_n_test if name == "vae" else args.n_test
+        model, history, train_s, steps = train_model(name, config, train, args.seed)
         index = spread(n_test)
         # binarise the whole split once (the same binary digits for every model), then select
         binary = (np.random.default_rng(args.seed).random(test.shape) < test).astype("float32")
@@ -272,18 +301,21 @@ def report(results: dict, args: argparse.Namespace, wall: float) -> str:
   p(x|z_i) p(z_i) / q(z_i|x) with **k = {args.k}** samples z_i ~ q(z|x) per image
   (Burda et al. used k = 5000 too), chunked, stable log-sum-exp. ELBO = analytic-KL ELBO
   over the same samples; gap = log p(x) - ELBO; active units: Cov_x(E_q[z_j]) > 0.01.
-- **Training budget**: Adam, learning rate 1e-3, batch {args.batch}; MLP VAE and IWAE
-  {args.epochs} epochs, conv VAE {args.conv_epochs} epochs (steps and seconds below);
-  decoder output bias initialised to the logit of the mean training pixel (as in Burda et
-  al.'s code). Seed {args.seed}. Whole benchmark: **{wall / 60:.1f} min** wall time,
+- **Training budget**: the recipes' settings (`mlp_vae_mnist`, `iwae_mnist`,
+  `vae_mnist`; `zoo train` of each trains the same model): Adam, learning rate 1e-3, batch
+  {args.batch}; MLP VAE and IWAE {args.epochs} epochs, conv VAE {args.conv_epochs} epochs
+  (steps and seconds below); output bias {" / ".join(sorted(args.output_bias))}
+  (`data_mean`: the decoder's output bias starts at the logit of the mean pixel of the
+  first training batch, as Burda et al.'s code starts it at the training mean).
+  Seed {args.seed}. Whole benchmark: **{wall / 60:.1f} min** wall time,
   {args.cpu_minutes:.1f} min of CPU time over the 2 cores (load average
   {args.load[0]:.1f} at the start and {args.load[1]:.1f} at the end: other jobs shared
   the machine when the load exceeds 2).
 - **Conv VAE**: its k = 5000 estimate runs on {n_sub} of the 1,000 test images (evenly
   spread over the split), because its decoder is about 10x slower per sample than the MLP's
   on these 2 CPU cores and 1,000 x 5,000 decodes would not fit the 15-minute budget; its
-  widths are {args.conv_filters} instead of the registered default (32, 64) for the same
-  reason. The second table compares all three models on those same images.
+  widths are {args.conv_filters} (the recipe's) instead of the registered default (32, 64)
+  for the same reason. The second table compares all three models on those same images.
 
 ## Results (test split, k = {args.k})
 

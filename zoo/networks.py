@@ -344,3 +344,17 @@ def recurrent_decoder(
         layers.Dense(features, kernel_initializer=init()), name="values"
     )(x)
     return keras.Model(inputs, outputs, name="decoder")
+
+
+def output_layer(network: keras.Model) -> keras.layers.Layer:
+    """The last layer with a bias in ``network``, looking inside nested models (a
+    conditional decoder wraps its trunk): the layer whose bias sets the output's offset."""
+    for layer in reversed(network.layers):
+        if isinstance(layer, keras.Model):
+            try:
+                return output_layer(layer)
+            except ValueError:
+                continue
+        if getattr(layer, "bias", None) is not None:
+            return layer
+    raise ValueError(f"network {network.name!r} has no layer with a bias")

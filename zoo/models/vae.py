@@ -3,7 +3,9 @@
 Every builder returns a trainer (:class:`zoo.trainers.VAE` or :class:`CVAE`) whose
 decoder outputs likelihood logits; the likelihood (Bernoulli, continuous Bernoulli,
 Gaussian with fixed or learned scale), the objective (ELBO or IWAE with k samples),
-beta and the KL warm-up are config values of all of them.
+beta and the KL warm-up are config values of all of them, and so is ``output_bias``: "data_mean"
+starts the decoder's output at the mean training pixel (Burda et al., 2015; the default of
+the MLP builders, whose Burda et al. architecture it belongs to), "zeros" at 0.5.
 """
 
 from __future__ import annotations
@@ -190,6 +192,7 @@ def vae(
     warmup_steps: int = 0,
     objective: str = "elbo",
     k: int = 1,
+    output_bias: str = "zeros",
     seed: int | None = 0,
 ) -> VAE:
     """Strided-conv encoder to [mean, log-variance]; the decoder outputs likelihood logits."""
@@ -218,6 +221,7 @@ def beta_vae(
     binarize: bool = False,
     gaussian_scale: float = 0.1,
     min_scale: float = 1e-3,
+    output_bias: str = "zeros",
     seed: int | None = 0,
 ) -> VAE:
     """The convolutional VAE with beta = 4 by default (Higgins et al., 2017)."""
@@ -248,6 +252,7 @@ def mlp_vae(
     warmup_steps: int = 0,
     objective: str = "elbo",
     k: int = 1,
+    output_bias: str = "data_mean",
     seed: int | None = 0,
 ) -> VAE:
     """Dense encoder/decoder with ``hidden`` widths (the decoder mirrors the encoder)."""
@@ -275,6 +280,7 @@ def iwae(
     binarize: bool = False,
     gaussian_scale: float = 0.1,
     min_scale: float = 1e-3,
+    output_bias: str = "data_mean",
     seed: int | None = 0,
 ) -> VAE:
     """The MLP VAE with ``objective="iwae"`` (Burda et al.'s 1-layer architecture)."""
@@ -308,6 +314,7 @@ def cvae(
     min_scale: float = 1e-3,
     warmup_steps: int = 0,
     label_dropout: float = 0.0,
+    output_bias: str = "zeros",
     seed: int | None = 0,
 ) -> CVAE:
     """``architecture`` "conv" (strided convolutions, ``filters``) or "mlp" (``hidden``).

@@ -31,13 +31,16 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from keras import ops
 
-from zoo import losses
+from zoo import losses, networks
 from zoo.trainers.base import Trainer
 
 tfd = tfp.distributions
 
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
 OBJECTIVES = ("elbo", "iwae")
+#: ``output_bias``: "zeros" (Keras' initialiser) or "data_mean" (Burda et al., 2015: the
+#: decoder's output bias starts at the logit of the mean training pixel).
+OUTPUT_BIASES = ("zeros", "data_mean")
 
 
 def check_likelihood(name: str) -> str:
@@ -53,6 +56,34 @@ def check_objective(name: str) -> str:
             "(iwae: Burda et al., 2015, with k importance samples)"
         )
     return name
+
+
+def check_output_bias(name: str) -> str:
+    if name not in OUTPUT_BIASES:
+        raise ValueError(
+            f"unknown output_bias {name!r}; choose one of {', '.join(OUTPUT_BIASES)} "
+            "(data_mean: the decoder's output starts at the mean training pixel)"
+        )
+    return name
+
+
+def mean_pixel_logits(images: Any, bias_shape: tuple[int, ...]) -> tf.Tensor:
+    """logit of the mean pixel of ``images`` [N, ...], shaped like the decoder's output
+    bias: per pixel for a dense decoder (bias of H*W*C values), per channel for a
+    convolutional one (bias of C values). Means are clipped to [1e-3, 1 - 1e-3]."""
+    images = ops.cast(ops.convert_to_tensor(images), "float32")
+    size = int(np.prod(bias_shape))
+    if size == int(np.prod(images.shape[1:])):
+        mean = ops.reshape(ops.mean(images, axis=0), bias_shape)
+    elif size == int(images.shape[-1]):
+        mean = ops.reshape(ops.mean(images, axis=tuple(range(len(images.shape) - 1))), bias_shape)
+    else:
+        raise ValueError(
+            f"the decoder's output bias has shape {tuple(bias_shape)}: neither one value per "
+            f"pixel nor one per channel of images shaped {tuple(images.shape[1:])}"
+        )
+    mean = ops.clip(mean, 1e-3, 1.0 - 1e-3)
+    return ops.log(mean) - ops.log1p(-mean)
 
 
 def likelihood(
@@ -123,6 +154,12 @@ class VAE(Trainer):
     samples (the "VAE, k samples" of Burda et al.); ``objective="iwae"`` optimises the
     k-sample importance-weighted bound. ``warmup_steps > 0`` anneals the KL weight
     linearly from 0 to ``beta`` over that many optimizer steps.
+
+    ``output_bias="data_mean"`` starts the decoder's output bias at the logit of the
+    mean training pixel (Burda et al., 2015), so p(x|z) starts at the data mean instead of
+    0.5 everywhere: :meth:`init_output_bias` does it, and the first training batch calls
+    it once unless it already ran (a saved flag, so resumed and loaded models keep the
+    trained bias).
     """
 
     NETWORKS = ("encoder", "decoder")
@@ -143,6 +180,7 @@ class VAE(Trainer):
         warmup_steps: int = 0,
         objective: str = "elbo",
         k: int = 1,
+        output_bias: str = "zeros",
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -169,6 +207,13 @@ class VAE(Trainer):
             raise ValueError(
                 f"the encoder must output 2 x latent_dim = {2 * self.latent_dim} values "
                 f"(mean and log-variance); it outputs {code}"
+            )
+        self.output_bias = check_output_bias(output_bias)
+        self.output_bias_ready = None
+        if self.output_bias == "data_mean":
+            networks.output_layer(decoder)  # fails now if the decoder has no output bias
+            self.output_bias_ready = self.add_weight(
+                shape=(), initializer="zeros", trainable=False, name="output_bias_ready"
             )
         self.log_scale = None
         if self._likelihood == "gaussian_learned":
@@ -314,6 +359,26 @@ class VAE(Trainer):
         """n images decoded from prior draws (moves the trainer's seed generator)."""
         return self.generate(self.normal((n, self.latent_dim)), labels)
 
+    # -- initialisation ----------------------------------------------------------------
+    def init_output_bias(self, images: Any) -> None:
+        """Set the decoder's output bias to the logit of the mean pixel of ``images``
+        (training images in [0, 1], before binarisation): Burda et al. (2015)'s
+        initialisation. With ``output_bias="data_mean"`` training does this on its first
+        batch; call it with the whole training set before ``fit`` to use every image."""
+        bias = networks.output_layer(self.decoder).bias
+        bias.assign(mean_pixel_logits(images, tuple(bias.shape)))
+        if self.output_bias_ready is not None:
+            self.output_bias_ready.assign(1.0)
+
+    def _init_output_bias_once(self, images: tf.Tensor) -> None:
+        """:meth:`init_output_bias` on these images if it has not run yet (graph-safe)."""
+
+        def init() -> tf.Tensor:
+            self.init_output_bias(images)
+            return tf.constant(True)
+
+        tf.cond(self.output_bias_ready < 0.5, init, lambda: tf.constant(False))
+
     # -- the bound ---------------------------------------------------------------------
     def prepare(self, images: tf.Tensor) -> tf.Tensor:
         """Dynamic binarisation (each pass draws x ~ Bernoulli(pixel)) when enabled."""
@@ -415,6 +480,8 @@ class VAE(Trainer):
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = images_and_labels(data)
         labels = labels if self.conditional else None
+        if self.output_bias_ready is not None:
+            self._init_output_bias_once(images)
         with tf.GradientTape() as tape:
             values = self.step_losses(images, training=True, labels=labels)
         grads = tape.gradient(values["loss"], self.trainable_variables)
@@ -442,6 +509,7 @@ class VAE(Trainer):
             "warmup_steps": self.warmup_steps,
             "objective": self.objective,
             "k": self.k,
+            "output_bias": self.output_bias,
         }
 
 
