@@ -160,3 +160,140 @@ num_samples = 4
     assert all(name in str(record[0].message) for name in BAD_FILES)
     assert (result.run_dir / "model.keras").is_file()
     assert any((result.run_dir / "checkpoints").iterdir())
+
+
+# --------------------------------------------------------------------------- TFDS offline
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every DNS lookup fail at once, as on a machine without network; returns the
+    hosts looked up."""
+    import socket
+
+    asked: list[str] = []
+
+    def no_dns(host: str, *args: object, **kwargs: object) -> None:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    return asked
+
+
+def test_tfds_offline_names_the_network_and_alternatives_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from zoo.data import DataError, make_dataset
+
+    asked = _offline(monkeypatch)
+    data_dir = tmp_path / "tfds"
+    start = time.perf_counter()
+    with pytest.raises(DataError) as info:
+        make_dataset("tfds", name="mnist", image_shape=(28, 28, 1), data_dir=data_dir)
+    elapsed = time.perf_counter() - start
+    message = str(info.value)
+    assert "'mnist'" in message and str(data_dir) in message
+    assert "cannot be downloaded: no network" in message and "does not resolve" in message
+    assert 'source="sample"' in message and 'source="folder"' in message
+    assert "importlib_resources" not in message
+    assert asked, "the download hosts were not checked"
+    assert elapsed < 30  # TFDS alone retries for about 3.5 minutes offline
+    assert not data_dir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _failing_download(root: Path, error: BaseException):
+    """A stand-in for tfds.load that writes what a real download writes before the network
+    fails (dataset and download folders), then raises ``error``."""
+
+    def load(name: str, **kwargs: object) -> None:
+        assert Path(str(kwargs["data_dir"])) == root
+        (root / "mnist" / "3.0.1.incompleteABC").mkdir(parents=True)
+        (root / "mnist" / "3.0.1.incompleteABC" / "part.tfrecord").write_bytes(b"x")
+        (root / "downloads" / "mnist").mkdir(parents=True)
+        (root / "downloads" / "mnist" / "train-images.tmp.123").write_bytes(b"partial")
+        (root / "downloads" / "extracted").mkdir(exist_ok=True)
+        raise error
+
+    return load
+
+
+def _network_error() -> BaseException:
+    import socket
+
+    import requests
+
+    try:
+        try:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        except socket.gaierror as lookup:
+            raise requests.exceptions.ConnectionError(
+                "Max retries exceeded (Failed to resolve 'storage.googleapis.com')"
+            ) from lookup
+    except requests.exceptions.ConnectionError as error:
+        return error
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_tfds_failed_download_removes_only_what_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existed: bool
+) -> None:
+    import tensorflow_datasets as tfds
+
+    from zoo.data import DataError, from_tfds, sources
+
+    root = tmp_path / "tfds"
+    if existed:  # a data dir in use: another dataset, a download folder with a file
+        (root / "other" / "1.0.0").mkdir(parents=True)
+        (root / "other" / "1.0.0" / "keep.json").write_text("{}")
+        (root / "downloads").mkdir()
+        (root / "downloads" / "keep.zip").write_bytes(b"zip")
+        (root / "mnist").mkdir()
+        (root / "mnist" / "notes.txt").write_text("mine")
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    monkeypatch.setattr(sources, "unreachable_host", lambda urls: None)  # "online"
+    monkeypatch.setattr(tfds, "load", _failing_download(root, _network_error()))
+    with pytest.raises(DataError) as info:
+        from_tfds("mnist", data_dir=root, image_shape=(28, 28, 1))
+    message = str(info.value)
+    assert "could not be downloaded into" in message and "a network error" in message
+    assert "ConnectionError" in message and 'source="sample"' in message
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after == before
+
+
+def test_tfds_missing_module_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tensorflow_datasets as tfds
+
+    from zoo.data import DataError, from_tfds, sources
+
+    missing = ModuleNotFoundError("No module named 'importlib_resources'")
+    missing.name = "importlib_resources"
+    monkeypatch.setattr(sources, "unreachable_host", lambda urls: None)
+    monkeypatch.setattr(tfds, "load", _failing_download(tmp_path / "tfds", missing))
+    with pytest.raises(DataError, match=r"needs the Python module 'importlib_resources'.*"
+                       r"pip install importlib_resources"):  # fmt: skip
+        from_tfds("mnist", data_dir=tmp_path / "tfds")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_host_checks_each_download_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from zoo.data.downloads import FALLBACK_HOST, unreachable_host
+
+    def only_example(host: str, *args: object, **kwargs: object) -> object:
+        if host != "example.org":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 443))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", only_example)
+    assert unreachable_host(["https://example.org/a.gz", "https://example.org/b.gz"]) is None
+    assert unreachable_host(["https://example.org/a", "http://drive.google.com/x"]) == (
+        "drive.google.com"
+    )
+    assert unreachable_host([]) == FALLBACK_HOST

@@ -12,6 +12,7 @@ import functools
 import inspect
 import os
 import re
+import socket
 import warnings
 from collections.abc import Callable, Sequence
 from importlib.resources import files
@@ -22,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data.core import DataError, DataWarning, check_image_shape, fit_image, fmt_shape
+from zoo.data.downloads import removed_on_failure, unreachable_host
 from zoo.data.images import as_image_batch
 
 SPLITS = ("all", "train", "test")
@@ -283,6 +285,69 @@ def _unknown_tfds_name(name: str, known: Sequence[str]) -> DataError:
     )
 
 
+def _tfds_folders(builder: Any, root: Path, base: str) -> tuple[list[Path], list[Path]]:
+    """The folders a download of ``builder`` into ``root`` writes to, as (owned, shared)
+    for :func:`removed_on_failure`: the dataset's own folders, and the common ones."""
+    owned = [root / base, root / "downloads" / base, root / "downloads" / "extracted"]
+    try:
+        relative = Path(builder.data_dir).relative_to(root)
+        owned += [root.joinpath(*relative.parts[:i]) for i in range(2, len(relative.parts) + 1)]
+    except (AttributeError, TypeError, ValueError):
+        pass
+    missing_ancestors = []
+    for folder in (root, *root.parents):
+        if folder.exists():
+            break
+        missing_ancestors.append(folder)
+    shared = [*missing_ancestors, root / "downloads", root / "downloads" / "manual"]
+    return sorted(set(owned)), shared
+
+
+def _download_urls(builder: Any) -> list[str]:
+    """The URLs a builder downloads from (empty when TFDS cannot tell)."""
+    try:
+        return list(builder.url_infos or {})
+    except Exception:  # e.g. TFDS's own optional imports missing
+        return []
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """A failed connection or name lookup (builtin, or from requests/urllib3)."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True
+    return type(exc).__module__.split(".")[0] in ("requests", "urllib3", "urllib")
+
+
+def _tfds_failure(name: str, split: str, root: Path, download: bool, exc: BaseException) -> str:
+    """One-line description of why ``tfds.load`` failed, and what to do instead."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    missing = next((e for e in chain if isinstance(e, ModuleNotFoundError)), None)
+    if missing is not None and missing.name:
+        return (
+            f"TFDS cannot prepare {name!r}: it needs the Python module {missing.name!r}, "
+            f"which is not installed; run `pip install {missing.name}` and retry. "
+            f"Meanwhile, {_ALTERNATIVES}"
+        )
+    first = exc
+    network = next((e for e in chain if _is_network_error(e)), None)
+    if download and network is not None:
+        first = network
+        what = f"could not be downloaded into {str(root)!r} (a network error)"
+    elif download:
+        what = f"could not be downloaded and prepared in {str(root)!r}"
+    else:
+        what = f"was not found in {str(root)!r} (download=False)"
+    detail = str(first).splitlines()[0] if str(first) else ""
+    return (
+        f"TFDS dataset {name!r} (split {split!r}) {what}: {type(first).__name__}: {detail}. "
+        f"Instead, {_ALTERNATIVES}"
+    )
+
+
 def from_tfds(
     name: str,
     split: str = "train",
@@ -294,8 +359,11 @@ def from_tfds(
 ) -> tf.data.Dataset:
     """Dataset from TensorFlow Datasets (feature "image", and "label" if asked for).
 
-    Any failure to find or download the data raises :class:`DataError` naming
-    the offline alternatives.
+    Any failure to find or download the data raises :class:`DataError` naming the
+    cause and the offline alternatives. Before downloading, the download hosts are
+    looked up, so an offline machine fails in seconds (TFDS itself would retry for
+    minutes); a failed download removes the folders and files it created under the
+    data directory (``data_dir``, default ``~/tensorflow_datasets``) and nothing else.
     """
     import tensorflow_datasets as tfds  # heavy; imported only when used
 
@@ -307,23 +375,31 @@ def from_tfds(
         known = tfds.list_builders()
         if base not in known:
             raise _unknown_tfds_name(base, known)
+    data_dir = None if data_dir is None else os.fspath(Path(data_dir).expanduser())
+    root = Path(data_dir or tfds.core.constants.DATA_DIR).expanduser()
     try:
-        ds = tfds.load(
-            name,
-            split=split,
-            data_dir=None if data_dir is None else os.fspath(data_dir),
-            download=download,
-            as_supervised=False,
-        )
+        builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as exc:
         raise _unknown_tfds_name(base, tfds.list_builders()) from exc
-    except Exception as exc:  # offline, missing data, bad split, ...
-        how = "downloaded" if download else "found (download=False)"
-        raise DataError(
-            f"TFDS dataset {name!r} (split {split!r}) could not be {how}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
-            f"Instead, {_ALTERNATIVES}"
-        ) from exc
+    except Exception:  # e.g. a bad config name: tfds.load below reports it
+        builder = None
+    if download and builder is not None and not builder.is_prepared():
+        host = unreachable_host(_download_urls(builder))
+        if host is not None:
+            raise DataError(
+                f"TFDS dataset {name!r} is not in {str(root)!r} and cannot be downloaded: "
+                f"no network ({host} does not resolve). Offline, {_ALTERNATIVES}"
+            )
+    owned, shared = _tfds_folders(builder, root, base)
+    with removed_on_failure(owned, shared):
+        try:
+            ds = tfds.load(
+                name, split=split, data_dir=data_dir, download=download, as_supervised=False
+            )
+        except tfds.core.registered.DatasetNotFoundError as exc:
+            raise _unknown_tfds_name(base, tfds.list_builders()) from exc
+        except Exception as exc:  # offline, missing data, bad split, ...
+            raise DataError(_tfds_failure(name, split, root, download, exc)) from exc
 
     spec = ds.element_spec
     if not isinstance(spec, dict) or "image" not in spec:
