@@ -76,6 +76,11 @@ class Recipe:
         except KeyError:
             raise AttributeError(key) from None
 
+    def build_config(self) -> dict[str, Any]:
+        """The model's config as a run builds it: ``[model_config]``, with the recipe's
+        ``seed`` unless the table sets its own."""
+        return {**self.model_config, "seed": self.model_config.get("seed", self.seed)}
+
     def to_toml(self) -> str:
         """The resolved recipe as TOML (written into each run for reproducibility)."""
         return dump_toml(self.values)
@@ -140,7 +145,23 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
             "logging.quality_samples must be an integer >= 6 (metrics need a few samples); "
             f"got {out['logging']['quality_samples']!r}"
         )
+    check_model_config(out["model"], out["model_config"], source)
     return out
+
+
+def check_model_config(model: str, config: Any, source: str = "<dict>") -> None:
+    """The model exists and takes ``[model_config]`` (keys and values), checked by the
+    registry without TensorFlow, so ``zoo train`` refuses a bad recipe in a moment."""
+    from zoo import registry  # imported here: the registry reads run folders' recipes
+
+    if not isinstance(config, dict):
+        raise RecipeError(f"recipe key 'model_config' must be a table; got {config!r}")
+    try:
+        registry.resolve_config(model, config)
+    except registry.UnknownModelError as error:
+        raise RecipeError(f"recipe {source}: {error}") from None
+    except registry.ConfigError as error:
+        raise RecipeError(f"[model_config]: {error}") from None
 
 
 def parse_value(text: str) -> Any:

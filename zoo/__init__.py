@@ -5,12 +5,15 @@
 >>> model.compile()
 >>> model.fit(dataset, epochs=5)
 
-The public names are imported on first use, so ``import zoo`` stays cheap and free
+The public names and the submodules (``zoo.registry``, ``zoo.data``, ``zoo.runs``,
+``zoo.export``, ...) are imported on first use, so ``import zoo`` stays cheap and free
 of side effects (TensorFlow loads with the first model).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -26,4 +29,6 @@ def __getattr__(name: str) -> Any:
         from zoo import registry
 
         return getattr(registry, name)
+    if not name.startswith("_") and importlib.util.find_spec(f"zoo.{name}") is not None:
+        return importlib.import_module(f"zoo.{name}")  # zoo.registry, zoo.data, ...
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import sys
+import tempfile
 from collections.abc import Sequence
 
 DESCRIPTION = """The generative model zoo.
@@ -21,8 +24,55 @@ DESCRIPTION = """The generative model zoo.
 """
 
 
+#: stderr lines TensorFlow's native libraries print while loading, before its log level
+#: (TF_CPP_MIN_LOG_LEVEL) applies: absl's pre-initialisation banner, INFO/WARNING lines,
+#: and the CUDA probe's error on a machine without a GPU.
+NATIVE_NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|[IW]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "
+    r"|E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] failed call to cuInit"
+)
+
+
 def _quiet_tensorflow() -> None:
+    """TensorFlow's C++ INFO/WARNING lines off (unless TF_CPP_MIN_LOG_LEVEL is set), and
+    its Python deprecation notices and tf2onnx's warnings (the export checks the ONNX
+    itself) out of the zoo's output. Only those loggers are touched."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").addFilter(
+        lambda record: "is deprecated and will be removed" not in record.getMessage()
+    )
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+
+
+def _load_tensorflow() -> None:
+    """Import TensorFlow (and probe its devices) with stderr captured, then print back
+    every line except :data:`NATIVE_NOISE` (kept when TF_CPP_MIN_LOG_LEVEL=0)."""
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not NATIVE_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows in columns as wide as their longest entry (the last column is free text)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*padded, row[-1]]))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -30,28 +80,33 @@ def cmd_list(args: argparse.Namespace) -> int:
     from zoo.recipes import list_recipes, load_recipe
 
     if args.recipes:
+        rows = [("recipe", "model", "description")]
         for name in list_recipes():
             recipe = load_recipe(name)
-            print(f"{name:<18} {recipe.model:<10} {recipe.description}")
+            rows.append((name, recipe.model, recipe.description))
+        _print_table(rows)
         return 0
     names = registry.list_models(args.pattern, include_tiny=args.tiny)
     if not names:
         print(f"no model matches {args.pattern!r}; `zoo list` shows them all", file=sys.stderr)
         return 1
-    print(f"{'name':<16} {'family':<12} description")
-    for name in names:
-        spec = registry.get_spec(name)
-        print(f"{name:<16} {spec.family:<12} {spec.description}")
+    specs = [registry.get_spec(name) for name in names]
+    _print_table(
+        [("name", "family", "description")] + [(s.name, s.family, s.description) for s in specs]
+    )
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from zoo.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)  # checked before TensorFlow loads
+    _load_tensorflow()
     from zoo.recipes import train
 
     result = train(
-        args.recipe,
+        recipe,
         logdir=args.logdir,
-        overrides=args.set,
         resume=args.resume,
         run_name=args.run_name,
         overwrite=args.overwrite,
@@ -263,28 +318,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:  # flags named like tensorflow_model_server's
+        _load_tensorflow()
         from zoo.serving.server import main as serve
 
         return serve(argv[1:])
     args = build_parser().parse_args(argv)
-    from zoo.data import DataError
-    from zoo.export import OnnxConversionError, ParityError
-    from zoo.recipes import RecipeError
-    from zoo.registry import ConfigError, UnknownModelError
-
+    if args.command not in ("list", "train"):  # train loads it once its recipe is checked
+        _load_tensorflow()
     try:
         return args.func(args)
-    except (
-        RecipeError,
-        DataError,
-        UnknownModelError,
-        ConfigError,
-        FileNotFoundError,
-        ParityError,
-        OnnxConversionError,
-    ) as error:
+    except _user_errors() as error:
         print(f"zoo {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+#: Errors whose message is the whole story (printed as one line, exit status 2), by the
+#: module defining them. Only modules already imported are looked in: an error class
+#: cannot have been raised otherwise, and `zoo list` must not import TensorFlow.
+USER_ERRORS: dict[str, tuple[str, ...]] = {
+    "builtins": ("FileNotFoundError",),
+    "zoo.checkpoints": ("TrainingDivergedError",),
+    "zoo.data": ("DataError",),
+    "zoo.export": ("OnnxConversionError", "ParityError"),
+    "zoo.export.exporter": ("CalibrationError", "ExportPathError"),
+    "zoo.recipes.recipe": ("RecipeError",),
+    "zoo.registry": ("ConfigError", "UnknownModelError"),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    modules = [sys.modules[name] for name in USER_ERRORS if name in sys.modules]
+    found = (getattr(m, name, None) for m in modules for name in USER_ERRORS[m.__name__])
+    return tuple(error for error in found if isinstance(error, type))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-ImageShape = tuple[int, int, int]
+# The shape arithmetic has no Keras in it (the registry checks configs with it before
+# TensorFlow loads); it is re-exported here for the builders.
+from zoo.shapes import (  # noqa: F401
+    ImageShape,
+    bottom_shape,
+    check_image_shape,
+    default_filters,
+    default_stages,
+)
 
 
 class Initializers:
@@ -36,49 +44,6 @@ class Initializers:
     def orthogonal(self) -> keras.initializers.Initializer:
         """For recurrent kernels (Keras' default kind), seeded like the others."""
         return keras.initializers.Orthogonal(seed=self.next_seed())
-
-
-def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
-    """Validate an (height, width, channels) triple."""
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(
-            f"image_shape must be (height, width, channels), e.g. (28, 28, 1) or (64, 64, 3); "
-            f"got {tuple(image_shape)}"
-        )
-    return shape  # type: ignore[return-value]
-
-
-def default_stages(image_shape: Sequence[int], max_stages: int = 4, min_size: int = 4) -> int:
-    """How many times the image can be halved while staying at least ``min_size`` wide."""
-    height, width, _ = check_image_shape(image_shape)
-    stages = 0
-    while (
-        stages < max_stages
-        and height % 2 ** (stages + 1) == 0
-        and width % 2 ** (stages + 1) == 0
-        and min(height, width) // 2 ** (stages + 1) >= min_size
-    ):
-        stages += 1
-    return stages
-
-
-def default_filters(image_shape: Sequence[int], base: int) -> tuple[int, ...]:
-    """Doubling widths, one per halving: 28x28 -> (base, 2 base); 64x64 -> (base, ..., 8 base)."""
-    return tuple(base * 2**i for i in range(max(default_stages(image_shape), 1)))
-
-
-def bottom_shape(image_shape: Sequence[int], stages: int) -> tuple[int, int]:
-    """Spatial size after ``stages`` halvings; a clear error if the size does not divide."""
-    height, width, _ = check_image_shape(image_shape)
-    factor = 2**stages
-    if height % factor or width % factor:
-        raise ValueError(
-            f"image size {height}x{width} cannot be halved {stages} times (one per entry of "
-            f"filters); use sizes divisible by {factor} such as 28 or 64, resize the images, "
-            f"or pass fewer filters (e.g. filters with {default_stages(image_shape)} entries)"
-        )
-    return height // factor, width // factor
 
 
 def _check_convs_per_stage(convs_per_stage: int) -> None:
