@@ -39,10 +39,12 @@ def _quiet_tensorflow() -> None:
     its Python deprecation notices and tf2onnx's warnings (the export checks the ONNX
     itself) out of the zoo's output. Only those loggers are touched."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").addFilter(
-        lambda record: "is deprecated and will be removed" not in record.getMessage()
-    )
+    logging.getLogger("tensorflow").addFilter(_not_a_deprecation)  # once: same filter
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+
+
+def _not_a_deprecation(record: logging.LogRecord) -> bool:
+    return "is deprecated and will be removed" not in record.getMessage()
 
 
 def _load_tensorflow() -> None:
