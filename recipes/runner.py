@@ -440,22 +440,24 @@ def check_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite:
     run_dir = Path(logdir) / name
     for folder in (run_dir, *run_dir.parents):
         if folder.exists():
+            if folder == run_dir and not folder.is_dir():
+                raise RecipeError(f"run folder {run_dir} is a file; pass --run-name NAME")
             if not folder.is_dir():
-                what = "--logdir" if folder == Path(logdir) else "the run folder's path"
                 raise RecipeError(
-                    f"{what}: {folder} is a file, not a folder; pass --logdir a folder "
+                    f"--logdir: {folder} is a file, not a folder; pass --logdir a folder "
                     "(it is created if missing)"
                 )
             break
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume and not overwrite:
+    kept = run_dir.exists() and any(run_dir.iterdir())
+    if kept and not resume and not overwrite:
         raise RecipeError(
             f"run folder {run_dir} already exists; pass --resume to continue it, "
             "--run-name NAME to start another, or --overwrite to replace it"
         )
     if resume and latest_checkpoint(run_dir / "checkpoints") is None:
         raise RecipeError(
-            f"--resume: {run_dir} has no checkpoint to resume from (no epoch finished); "
-            "rerun without --resume" + (" and with --overwrite" if run_dir.exists() else "")
+            f"--resume: {run_dir} has no checkpoints to resume from (no epoch finished); "
+            "rerun without --resume" + (" and with --overwrite" if kept else "")
         )
     return run_dir
 

@@ -113,11 +113,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         overwrite=args.overwrite,
     )
-    print(f"\nrun folder:   {result.run_dir}")
-    print(f"model:        {result.run_dir / 'model.keras'}")
-    print(f"checkpoints:  {result.run_dir / 'checkpoints'}")
-    print(f"sample grids: {result.run_dir / 'samples'}")
-    print(f"TensorBoard:  tensorboard --logdir {result.run_dir.parent}")
+    run = result.run_dir
+    print(f"\nrun folder:   {run}")
+    for label, path in (
+        ("model", run / "model.keras"),
+        ("checkpoints", run / "checkpoints"),
+        ("sample grids", run / "samples"),
+        ("latent plots", run / "latent"),
+    ):
+        if path.exists():  # only what this run wrote (e.g. no grids with num_samples = 0)
+            print(f"{label + ':':<13} {path}")
+    if (run / "train").is_dir():
+        print(f"TensorBoard:  tensorboard --logdir {run.parent}")
     return 0
 
 
