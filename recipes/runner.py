@@ -275,7 +275,7 @@ class ImageGrids(keras.callbacks.Callback):
             path = self.folder / f"{kind}_epoch{epoch + 1:03d}.png"
             zdata.save_png(grid, path)
             self.written.append(path)
-            with self.writer.as_default():
+            with self.writer.as_default(), tf.summary.record_if(True):  # see ZooTensorBoard
                 tf.summary.image(kind, grid[None].astype("float32") / 255.0, step=epoch + 1)
         self.writer.flush()
 

@@ -95,6 +95,32 @@ def test_vae_run_records_latent_plots_and_reconstructions_every_epoch(tmp_path):
     assert ("train", "_hparams_/session_start_info") in steps
 
 
+def test_zoo_callbacks_record_beside_a_plain_keras_tensorboard(tmp_path, digits):
+    """In a user's own fit with keras.callbacks.TensorBoard(update_freq=N), the zoo's
+    image, latent and quality callbacks still record at epoch end."""
+    from zoo.recipes.runner import ImageGrids
+
+    from zoo.latent import LatentSpaceLogger
+    from zoo.metrics.sample_quality import SampleQualityCallback
+
+    model = zoo.load("vae_tiny")
+    model.compile()
+    callbacks = [
+        keras.callbacks.TensorBoard(str(tmp_path), update_freq=3),  # 4 steps per epoch
+        ImageGrids(tmp_path, digits[:4], num_samples=4, every=1, seed=0),
+        LatentSpaceLogger(tmp_path, digits[:8], every=1, traverse_dims=2),
+        SampleQualityCallback(
+            tmp_path / "train", every_n_epochs=1, n_samples=16, real_reference=digits[:16],
+            real_heldout=digits[16:32],
+        ),
+    ]  # fmt: skip
+    model.fit(digits, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+    steps = summary_steps(tmp_path)
+    for tag in ("samples", "reconstructions", "latent/interpolation", "latent/scatter",
+                "quality/fid"):  # fmt: skip
+        assert steps[("train", tag)] == {1}, tag
+
+
 # -- item 10: divergence stops the run, keeps the last good checkpoint ------------------
 EXPLODING_LR = """
 [optimizer]

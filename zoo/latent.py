@@ -283,7 +283,7 @@ def log_grid(writer: Any, tag: str, images: Any, step: int, ncols: int | None = 
     if isinstance(writer, (str, os.PathLike)):
         writer = tf.summary.create_file_writer(str(writer))
     grid = zdata.image_grid(images, ncols=ncols)
-    with writer.as_default():
+    with writer.as_default(), tf.summary.record_if(True):  # whatever a TensorBoard callback set
         tf.summary.image(tag, grid[None].astype("float32") / 255.0, step=step)
     writer.flush()
 
@@ -382,6 +382,6 @@ class LatentSpaceLogger(keras.callbacks.Callback):
             fig = latent_scatter(self.model, self.images, self.labels)
             path = save_figure(fig, self.folder / f"scatter_epoch{step:03d}.png")
             self.written.append(path)
-            with self.writer.as_default():
+            with self.writer.as_default(), tf.summary.record_if(True):
                 tf.summary.image("latent/scatter", figure_array(fig)[None] / 255.0, step=step)
             self.writer.flush()

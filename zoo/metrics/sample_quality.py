@@ -848,7 +848,7 @@ def log_report(report: SampleQualityReport, log_dir: str | os.PathLike[str], ste
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(log_dir))
-    with writer.as_default():
+    with writer.as_default(), tf.summary.record_if(True):  # whatever a TensorBoard callback set
         for tag, value in report.scalars().items():
             tf.summary.scalar(tag, value, step=int(step))
     writer.flush()
