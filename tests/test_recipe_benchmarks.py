@@ -158,6 +158,9 @@ def test_resumed_run_keeps_the_trained_output_bias(tmp_path) -> None:
         "training.steps_per_epoch=2",
         "training.verbose=0",
         "logging.num_samples=4",
+        "logging.sample_every_epochs=0",
+        "logging.latent_every_epochs=0",
+        'data.validation_split=""',
     ]
     first = train("mlp_vae_mnist", logdir=tmp_path, overrides=[*tiny, "epochs=1"])
     trained = np.asarray(output_layer(first.model.decoder).bias).copy()
