@@ -144,3 +144,16 @@ def test_a_tensorflow_command_prints_no_native_noise(tmp_path):
     for marker in ("absl::InitializeLog", "cudart_stub", "cuInit", "is deprecated"):
         assert marker not in done.stderr, done.stderr
     assert done.stderr.strip() == ""
+
+
+def test_the_zoos_own_warnings_print_as_one_line(monkeypatch):
+    import warnings
+
+    from zoo.data import DataWarning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after
+    cli._quiet_tensorflow()
+    text = warnings.formatwarning(DataWarning("3 files skipped"), DataWarning, "/x/sources.py", 9)
+    assert text == "zoo: warning: 3 files skipped\n"
+    other = warnings.formatwarning(UserWarning("keras says"), UserWarning, "/x/keras.py", 9)
+    assert other.startswith("/x/keras.py:9: UserWarning: keras says")

@@ -41,10 +41,28 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").addFilter(_not_a_deprecation)  # once: same filter
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    warnings.formatwarning = _format_warning
 
 
 def _not_a_deprecation(record: logging.LogRecord) -> bool:
     return "is deprecated and will be removed" not in record.getMessage()
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """The zoo's own warnings as one line, ``zoo: warning: ...`` (not the file, line
+    number and source line Python adds); other warnings as Python formats them."""
+    if category.__module__.partition(".")[0] == "zoo":
+        return f"zoo: warning: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
 def _load_tensorflow() -> None:
