@@ -8,6 +8,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 
 DESCRIPTION = """The generative model zoo.
