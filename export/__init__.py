@@ -16,11 +16,21 @@ from zoo.export.calibration import (
     calibrate_threshold,
     calibrate_threshold_f1,
 )
-from zoo.export.exporter import ExportResult, calibration_data, export_cli, export_model
+from zoo.export.exporter import (
+    CalibrationError,
+    ExportPathError,
+    ExportResult,
+    calibration_data,
+    export_cli,
+    export_model,
+    synthetic_calibration,
+)
 from zoo.export.onnx_export import OnnxConversionError
 from zoo.export.parity import ParityError
 
 __all__ = [
+    "CalibrationError",
+    "ExportPathError",
     "ExportResult",
     "OnnxConversionError",
     "ParityError",
@@ -31,4 +41,5 @@ __all__ = [
     "calibration_data",
     "export_cli",
     "export_model",
+    "synthetic_calibration",
 ]

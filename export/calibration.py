@@ -9,12 +9,78 @@ adaptive thresholds); the F1 rule is the classic precision/recall trade-off.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ScoreNormalization", "Threshold", "calibrate_threshold", "calibrate_threshold_f1"]
+from zoo.progress import Progress
+
+__all__ = [
+    "MIN_SCORES_ABOVE_THRESHOLD",
+    "CalibrationSizeWarning",
+    "ScoreNormalization",
+    "Threshold",
+    "anomaly_scores",
+    "calibrate_threshold",
+    "calibrate_threshold_f1",
+    "calibration_size_warning",
+    "min_calibration_size",
+    "warn_if_calibration_too_small",
+]
+
+#: The size rule for a quantile threshold: at least this many calibration scores must
+#: lie above it (see :func:`min_calibration_size`).
+MIN_SCORES_ABOVE_THRESHOLD = 10
+
+
+class CalibrationSizeWarning(UserWarning):
+    """The calibration set is too small for the target false-positive rate."""
+
+
+def min_calibration_size(target_fpr: float) -> int:
+    """The fewest normal examples that calibrate a threshold at ``target_fpr`` reliably:
+    ``ceil(10 / target_fpr)`` (1,000 at 1%, 200 at 5%; none needed at 0).
+
+    The quantile threshold from ``n`` scores leaves ``m = floor(target_fpr * n)`` of them
+    above it, and the false-positive rate it achieves on new normal data is estimated
+    from those ``m`` alone: its relative standard error is about ``1 / sqrt(m)``
+    (binomial). Asking for ``m >= 10`` keeps that below about 32%; with ``m = 0``
+    (fewer than ``1 / target_fpr`` examples) the "quantile" is just the largest score.
+    """
+    target_fpr = float(target_fpr)
+    if target_fpr <= 0.0:
+        return 0
+    return math.ceil(MIN_SCORES_ABOVE_THRESHOLD / target_fpr - 1e-9)
+
+
+def calibration_size_warning(n: int, target_fpr: float) -> str | None:
+    """One line saying why ``n`` calibration examples are too few for ``target_fpr``
+    (the rule of :func:`min_calibration_size`), or None when they are enough."""
+    needed = min_calibration_size(target_fpr)
+    if int(n) >= needed:
+        return None
+    above = math.floor(float(target_fpr) * int(n) + 1e-9)
+    where = (
+        "the threshold is simply the largest score"
+        if above == 0
+        else f"only {above} {'scores lie' if above > 1 else 'score lies'} above the threshold"
+    )
+    return (
+        f"the calibration set has {int(n)} normal examples, too few for a target FPR of "
+        f"{float(target_fpr):g}: {where}, so the false-positive rate on new data is uncertain "
+        f"(rule: at least 10 / target_fpr = {needed} examples); calibrate on more held-out "
+        "normal data or raise the target FPR"
+    )
+
+
+def warn_if_calibration_too_small(n: int, target_fpr: float) -> str | None:
+    """:func:`calibration_size_warning`, also issued as a :class:`CalibrationSizeWarning`."""
+    message = calibration_size_warning(n, target_fpr)
+    if message is not None:
+        warnings.warn(message, CalibrationSizeWarning, stacklevel=3)
+    return message
 
 
 @dataclass(frozen=True)
@@ -151,3 +217,41 @@ def calibrate_threshold_f1(scores: Any, labels: Any) -> Threshold:
         precision=float(tp[best] / flagged) if flagged else 0.0,
         recall=float(tp[best] / pos_sorted.size),
     )
+
+
+SCORE_BATCH = 256
+
+
+def anomaly_scores(
+    model: Any,
+    x: Any,
+    labels: Any = None,
+    *,
+    batch_size: int = SCORE_BATCH,
+    label: str = "anomaly scores",
+) -> np.ndarray:
+    """``model.anomaly_score`` (float64 numpy [N]) over an array of inputs, in batches of
+    ``batch_size``, or over a dataset of batches, with a progress bar on stderr; a
+    conditional model scores each example under its ``labels``."""
+    if hasattr(x, "as_numpy_iterator"):
+        batches = ((b, None) for b in x.as_numpy_iterator())
+        total = int(x.cardinality()) if int(x.cardinality()) >= 0 else 0
+    else:
+        x = np.asarray(x, "float32")
+        y = None if labels is None else np.asarray(labels)
+        starts = range(0, len(x), batch_size)
+        batches = (
+            (x[i : i + batch_size], None if y is None else y[i : i + batch_size]) for i in starts
+        )
+        total = len(starts)
+    parts = []
+    with Progress(total, label, unit="batches") as bar:
+        for batch, batch_labels in batches:
+            out = (
+                model.anomaly_score(batch)
+                if batch_labels is None
+                else model.anomaly_score(batch, labels=batch_labels)
+            )
+            parts.append(np.asarray(out, np.float64).reshape(-1))
+            bar.update()
+    return np.concatenate(parts) if parts else np.zeros(0, np.float64)

@@ -9,7 +9,8 @@ Layout written (TF Serving's: integer version folders under the model's base pat
             assets.extra/MODEL_CARD.md      the same for people: score, threshold, limits
             assets.extra/tf_serving_warmup_requests
         onnx/1/<signature>.onnx             one ONNX file per ONNX-able signature
-        .tmp-<uuid>/                        only while an export is running
+        .tmp-<uuid>/                        only while an export is running (its owner in
+                                            .owner.json; a dead export's is removed by the next)
 
 Each export is staged in ``.tmp-<uuid>`` (ignored by TF Serving: not an integer), checked
 (ONNX checker + onnxruntime, parity Keras vs SavedModel vs TF1 session vs ONNX), and
@@ -45,17 +46,21 @@ from zoo.export import (
     versioning,
 )
 from zoo.export import warmup as warmup_records
-from zoo.export.calibration import ScoreNormalization, Threshold
+from zoo.export.calibration import ScoreNormalization, Threshold, anomaly_scores
+from zoo.export.versioning import ExportPathError
 
 __all__ = [
     "FORMATS",
     "METADATA_FILE",
     "MODEL_CARD_FILE",
     "CalibrationData",
+    "CalibrationError",
+    "ExportPathError",
     "ExportResult",
     "calibration_data",
     "export_cli",
     "export_model",
+    "synthetic_calibration",
 ]
 
 FORMATS = ("savedmodel", "onnx")
@@ -64,7 +69,6 @@ MODEL_CARD_FILE = model_card.MODEL_CARD_FILE
 METADATA_FORMAT = "zoo-export/1"
 PARITY_BATCH = 4
 WARMUP_BATCH = 2
-SCORE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -177,26 +181,6 @@ def as_examples(data: Any, model: keras.Model, family: str) -> np.ndarray:
     return as_images(data, model.image_shape)
 
 
-def anomaly_scores(
-    model: keras.Model,
-    images: np.ndarray,
-    labels: np.ndarray | None = None,
-    batch_size: int = SCORE_BATCH,
-) -> np.ndarray:
-    """``model.anomaly_score`` over ``images`` (or sequences) in batches (float64 numpy);
-    a conditional model scores each example under its ``labels``."""
-
-    def one(i: int) -> np.ndarray:
-        batch = tf.constant(images[i : i + batch_size])
-        if labels is None:
-            return np.asarray(model.anomaly_score(batch), np.float64)
-        return np.asarray(
-            model.anomaly_score(batch, labels=tf.constant(labels[i : i + batch_size])), np.float64
-        )
-
-    return np.concatenate([one(i) for i in range(0, len(images), batch_size)]).reshape(-1)
-
-
 def as_labels(labels: Any, model: keras.Model, n: int | None) -> np.ndarray | None:
     """Calibration labels for a conditional model: int64 class ids [n] in [0, num_classes).
     Unconditional models take none; a conditional anomaly model scores each example under
@@ -240,7 +224,11 @@ def _resolve_threshold(
         if threshold is not None:
             raise ValueError(f"{type(model).__name__} is a generator: it has no anomaly threshold")
         return None, None
-    scores = anomaly_scores(model, images, labels) if images is not None else None
+    scores = (
+        anomaly_scores(model, images, labels, label="calibration scores")
+        if images is not None
+        else None
+    )
     if isinstance(threshold, Threshold):
         return threshold, scores
     if threshold is not None:
@@ -266,6 +254,7 @@ def _resolve_threshold(
             f"calibrate one at target_fpr={target_fpr}, or threshold=<float> "
             "(or a zoo.export.Threshold) to set it yourself"
         )
+    calibration.warn_if_calibration_too_small(scores.size, target_fpr)
     return calibration.calibrate_threshold(scores, target_fpr=target_fpr), scores
 
 
@@ -324,7 +313,8 @@ def _parity_inputs(
         given = use_data and labels is not None
         values["labels"] = labels[:n] if given else np.arange(n, dtype=np.int64) % num_classes
     if "score_with_threshold" in signature_set.signatures:
-        median = float(np.median(anomaly_scores(model, batch, values.get("labels"))))
+        scores = anomaly_scores(model, batch, values.get("labels"), label="parity batch scores")
+        median = float(np.median(scores))
         values["threshold"] = np.full([n], median, np.float32)
     return {
         name: {k: values[k] for k in signature_set.resolve(name).input_names}
@@ -510,6 +500,7 @@ def export_model(
     """
     formats = _check_formats(formats)
     name = _check_name(str(name))
+    versioning.check_writable_dir(out_dir)
     family = signatures.family_of(model)
     examples = (
         as_examples(calibration_images, model, family)
@@ -537,6 +528,13 @@ def export_model(
                 else None
             ),
         }
+        warning = (
+            calibration.calibration_size_warning(chosen.n, target_fpr)
+            if chosen.method == "quantile"
+            else None
+        )
+        if warning:
+            calibration_info["warning"] = warning
 
     base = Path(out_dir) / name
     if version is None:
@@ -601,12 +599,165 @@ def export_model(
 
 # ----------------------------------------------------------------------------- zoo export
 
-SAMPLE_CALIBRATION = (
-    "bundled MNIST sample, test split: zoo.data.from_sample('test', image_shape=model.image_shape)"
-    " (every digit counts as normal; resized/recoloured to the model's image shape)"
+#: At most this many held-out examples are scored to calibrate (spread over the split).
+MAX_CALIBRATION_EXAMPLES = 10_000
+CALIBRATION_HELP = (
+    "pass --calibration PATH (held-out normal examples: an .npz with `images`, or "
+    "`sequences` for sequence models, plus `labels` for conditional models; or a folder of "
+    "normal images) or --threshold VALUE"
 )
-#: Seed of the synthetic calibration series: not a seed the recipes train with (they use
-#: the recipe seed, 0 by default), so the calibration series are held out.
+
+
+class CalibrationError(ValueError):
+    """No held-out normal data to calibrate an anomaly threshold on (``zoo export``)."""
+
+
+class CalibrationData(NamedTuple):
+    """Held-out normal examples for calibration, their labels (conditional models only)
+    and a sentence saying what they are (for the CLI, the metadata and the model card)."""
+
+    examples: np.ndarray
+    labels: np.ndarray | None
+    description: str
+
+
+def run_folder_of(target: str | os.PathLike) -> Path | None:
+    """The run folder behind ``target`` (a run folder, or the ``model.keras`` in one):
+    the folder holding ``recipe.toml``; None for a bare ``.keras`` file or a model name."""
+    path = Path(target)
+    folder = path if path.is_dir() else path.parent if path.is_file() else None
+    return folder if folder is not None and (folder / "recipe.toml").is_file() else None
+
+
+def _collect(dataset: tf.data.Dataset, conditional: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Examples (and labels, for ``conditional``) of an unbatched dataset, at most
+    :data:`MAX_CALIBRATION_EXAMPLES` of them, evenly spread over it."""
+    count = int(dataset.cardinality())
+    if count > MAX_CALIBRATION_EXAMPLES:
+        stride = math.ceil(count / MAX_CALIBRATION_EXAMPLES)
+        dataset = dataset.enumerate().filter(lambda i, _: i % stride == 0).map(lambda _, e: e)
+    examples, labels = [], []
+    for element in dataset.batch(512).as_numpy_iterator():
+        if isinstance(element, tuple):
+            examples.append(element[0])
+            labels.append(element[1])
+        else:
+            examples.append(element)
+    if not examples:
+        return np.zeros((0,), np.float32), None
+    x = np.concatenate(examples).astype(np.float32)
+    if not conditional:
+        return x, None
+    return x, (np.concatenate(labels).astype(np.int64) if labels else None)
+
+
+def run_calibration_data(model: keras.Model, run_dir: str | os.PathLike) -> CalibrationData:
+    """The run's own held-out normal data: its recipe's validation data (the validation
+    split, or the held-out ``validation_fraction`` of a folder, .npz or synthetic series),
+    with its ``data.classes`` filter, built by the runner's ``build_data``."""
+    from zoo.recipes import RecipeError, load_recipe
+    from zoo.recipes.runner import build_data
+
+    from zoo.data import DataError
+
+    run_dir = Path(run_dir)
+    recipe = load_recipe(run_dir / "recipe.toml")
+    d = recipe.data
+    classes = sorted(int(c) for c in d["classes"] or [])
+    try:
+        _, validation, _ = build_data(recipe, tuple(int(s) for s in model.image_shape))
+    except (DataError, RecipeError, OSError) as error:
+        raise CalibrationError(
+            f"cannot rebuild the held-out data of {run_dir} to calibrate on ({error}); "
+            f"{CALIBRATION_HELP}"
+        ) from None
+    if d["source"] in ("sample", "tfds"):
+        what = f"validation split {d['validation_split']!r}" + (
+            f" of tfds {d['name']!r}" if d["source"] == "tfds" else ""
+        )
+        none_reason = "its recipe sets data.validation_split = ''"
+    else:
+        where = f" {d['path']}" if d["path"] else ""
+        what = (
+            f"the held-out data.validation_fraction = {d['validation_fraction']:g} of "
+            f"data.source = {d['source']!r}{where}"
+        )
+        none_reason = "its recipe holds out no data (data.validation_fraction = 0)"
+    if validation is None:
+        raise CalibrationError(
+            f"{run_dir} has no held-out data to calibrate the anomaly threshold on "
+            f"({none_reason}); {CALIBRATION_HELP}"
+        )
+    conditional = bool(signatures.num_classes_of(model))
+    examples, labels = _collect(validation, conditional)
+    if not len(examples):
+        raise CalibrationError(
+            f"the held-out data of {run_dir} ({what}, classes {classes}) is empty; "
+            f"{CALIBRATION_HELP}"
+        )
+    if conditional and labels is None:
+        raise CalibrationError(
+            f"{model.name} is conditional but the held-out data of {run_dir} has no labels; "
+            f"{CALIBRATION_HELP}"
+        )
+    if classes:
+        what += f", classes {classes}"
+    description = f"{len(examples)} held-out normal examples of {run_dir} ({what})"
+    return CalibrationData(examples, labels, description)
+
+
+def file_calibration_data(model: keras.Model, path: str | os.PathLike) -> CalibrationData:
+    """Normal examples given with ``--calibration``: an ``.npz`` file with ``images``
+    (uint8 or floats in [0, 1], resized to the model's shape) or, for sequence models,
+    ``sequences`` [N, T, F], plus ``labels`` for conditional models; or a folder of images."""
+    from zoo import data as zdata
+
+    path = Path(path)
+    family = signatures.family_of(model)
+    conditional = bool(signatures.num_classes_of(model))
+    sequences = family == "sequence_autoencoder"
+    if not path.exists():
+        raise CalibrationError(f"--calibration {path} does not exist; {CALIBRATION_HELP}")
+    labels = None
+    if path.is_dir():
+        if sequences or conditional:
+            need = "`sequences`" if sequences else "`images` and `labels`"
+            raise CalibrationError(
+                f"--calibration {path} is an image folder, but {model.name} needs {need}: "
+                "pass an .npz file"
+            )
+        folder = zdata.make_dataset("folder", path=path, image_shape=model.image_shape)
+        examples, _ = _collect(folder, conditional=False)
+    elif path.suffix == ".npz":
+        with np.load(path) as arrays:
+            key = "sequences" if sequences and "sequences" in arrays.files else "images"
+            if key not in arrays.files:
+                raise CalibrationError(
+                    f"--calibration {path} has no `{key}` array (it has "
+                    f"{', '.join(arrays.files) or 'none'})"
+                )
+            raw = arrays[key]
+            labels = arrays["labels"] if conditional and "labels" in arrays.files else None
+        if sequences:
+            examples = as_sequences(raw, model.sequence_shape)
+        else:
+            dataset = zdata.from_numpy(raw, image_shape=model.image_shape, resize=True)
+            examples, _ = _collect(dataset, conditional=False)
+        if conditional and labels is None:
+            raise CalibrationError(
+                f"--calibration {path}: {model.name} is conditional, so the file needs a "
+                "`labels` array (int class ids [N]) beside the examples"
+            )
+    else:
+        raise CalibrationError(
+            f"--calibration {path} is neither an .npz file nor a folder of images"
+        )
+    description = f"{len(examples)} normal examples given with --calibration {path}"
+    return CalibrationData(examples, labels, description)
+
+
+#: Seed of :func:`synthetic_calibration`'s series: not a seed the recipes train with (they
+#: use the recipe seed, 0 by default), so the series are held out.
 SYNTHETIC_CALIBRATION_SEED = 20_240_601
 SYNTHETIC_CALIBRATION_SERIES = 1250
 SYNTHETIC_CALIBRATION = (
@@ -617,28 +768,11 @@ SYNTHETIC_CALIBRATION = (
 )
 
 
-class CalibrationData(NamedTuple):
-    """Held-out normal examples for calibration, their labels (conditional models only)
-    and a sentence saying what they are (for the model card)."""
-
-    examples: np.ndarray
-    labels: np.ndarray | None
-    description: str
-
-
-def _sample_images(model: keras.Model) -> CalibrationData:
-    from zoo.data import from_sample
-
-    conditional = bool(signatures.num_classes_of(model))
-    dataset = from_sample("test", image_shape=model.image_shape, with_labels=conditional)
-    batches = list(dataset.batch(1024).as_numpy_iterator())
-    if not conditional:
-        return CalibrationData(np.concatenate(batches), None, SAMPLE_CALIBRATION)
-    images, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
-    return CalibrationData(images, labels.astype(np.int64), SAMPLE_CALIBRATION)
-
-
-def _synthetic_sequences(model: keras.Model) -> CalibrationData:
+def synthetic_calibration(model: keras.Model) -> CalibrationData:
+    """Normal series of the documented synthetic generator, shaped for a sequence model
+    (see :data:`SYNTHETIC_CALIBRATION`): calibration data to pass explicitly
+    (``export_cli(..., calibration=synthetic_calibration(model))``) for a model trained on
+    that generator; never chosen automatically."""
     from zoo.data import synthetic_series
     from zoo.data.timeseries import MIN_LENGTH
 
@@ -663,21 +797,43 @@ def _synthetic_sequences(model: keras.Model) -> CalibrationData:
     return CalibrationData(np.ascontiguousarray(normal, dtype=np.float32), None, description)
 
 
-#: Where ``zoo export`` gets held-out normal data, per family.
-CALIBRATION_SOURCES = {
-    "autoencoder": _sample_images,
-    "vae": _sample_images,
-    "sequence_autoencoder": _synthetic_sequences,
-}
+def calibration_data(
+    model: keras.Model,
+    run: str | os.PathLike | None = None,
+    *,
+    calibration: str | os.PathLike | CalibrationData | None = None,
+) -> CalibrationData | None:
+    """``zoo export``'s calibration data for an anomaly model, or None for a generator:
+    ``calibration`` when given (a path, see :func:`file_calibration_data`, or a
+    :class:`CalibrationData`), else the held-out normal data of the run folder ``run``
+    (see :func:`run_calibration_data`). Raises :class:`CalibrationError` when neither
+    exists."""
+    if signatures.family_of(model) == "gan":
+        return None
+    if isinstance(calibration, CalibrationData):
+        return calibration
+    if calibration is not None:
+        return file_calibration_data(model, calibration)
+    run_dir = None if run is None else run_folder_of(run)
+    if run_dir is None:
+        what = "a model name" if run is None or not Path(run).exists() else "not a run folder"
+        raise CalibrationError(
+            f"{run or model.name} is {what}: there is no held-out normal data to calibrate "
+            f"its anomaly threshold on; {CALIBRATION_HELP}"
+        )
+    return run_calibration_data(model, run_dir)
 
 
-def calibration_data(model: keras.Model) -> CalibrationData | None:
-    """``zoo export``'s calibration data for ``model``'s family: normal examples (with
-    labels for conditional models) and what they are, or None for generators. Images: the
-    bundled MNIST test split; sequences: normal series of the synthetic generator (see
-    :data:`SYNTHETIC_CALIBRATION`)."""
-    source = CALIBRATION_SOURCES.get(signatures.family_of(model))
-    return None if source is None else source(model)
+def check_target(target: str | os.PathLike) -> None:
+    """Refuse a path that does not exist before anything is loaded (a name without a
+    slash is left to the registry, which suggests close model names)."""
+    text = str(target)
+    looks_like_path = "/" in text or os.sep in text or text.endswith(".keras")
+    if looks_like_path and not Path(text).exists():
+        raise FileNotFoundError(
+            f"{text} does not exist: pass a run folder (e.g. runs/conv_ae_mnist), a .keras "
+            "file or a registered model name (zoo list)"
+        )
 
 
 def export_cli(
@@ -686,22 +842,40 @@ def export_cli(
     formats: str | Sequence[str] = FORMATS,
     name: str | None = None,
     target_fpr: float = 0.01,
+    *,
+    calibration: str | os.PathLike | CalibrationData | None = None,
+    threshold: float | None = None,
 ) -> ExportResult:
     """``zoo export``'s body: load ``target`` with ``zoo.runs.load_run`` (a run folder, a
     ``.keras`` file or a registered name) and export it to ``out/<name>/<version>``.
 
     ``name`` defaults to the model's Keras name (``model.name``, e.g. ``conv_ae``).
-    Anomaly models are calibrated on :func:`calibration_data` for their family: image
-    models on the bundled MNIST sample's test split resized to the model's image shape
-    (all digits count as normal), sequence models on synthetic normal series; for other
-    data, call :func:`export_model` with ``calibration_images``.
+    Anomaly models are calibrated at ``target_fpr`` on the run's own held-out normal data
+    (its recipe's validation data with its class filter), or on ``calibration`` (see
+    :func:`calibration_data`); ``threshold`` sets the threshold instead. Without either,
+    a bare ``.keras`` file or model name is refused (:class:`CalibrationError`).
     """
     from zoo.runs import load_run
 
     if not math.isfinite(float(target_fpr)):
         raise ValueError(f"target_fpr must be finite; got {target_fpr}")
+    check_target(target)
+    versioning.check_writable_dir(out)
     model = load_run(target)
-    found = calibration_data(model)
+    if signatures.family_of(model) == "gan":
+        if calibration is not None or threshold is not None:
+            raise CalibrationError(
+                f"{model.name} is a generator: it has no anomaly threshold; drop "
+                "--calibration and --threshold"
+            )
+        found = None
+    else:
+        try:
+            found = calibration_data(model, target, calibration=calibration)
+        except CalibrationError:
+            if threshold is None:
+                raise
+            found = None  # the given threshold needs no data
     examples, labels, description = found if found is not None else (None, None, None)
     user = {"source": str(target)}
     if description is not None:
@@ -715,5 +889,6 @@ def export_cli(
         calibration_labels=labels,
         calibration_description=description,
         target_fpr=target_fpr,
+        threshold=threshold,
         metadata=user,
     )

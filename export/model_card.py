@@ -282,6 +282,8 @@ def render(meta: Mapping[str, Any]) -> str:
             f"{calibration.get('n', 0)} {calibration.get('examples')}: "
             f"{calibration.get('description') or 'none (threshold given by the caller)'}.",
         ]
+        if calibration.get("warning"):
+            out += ["", f"Warning: {calibration['warning']}."]
     out += ["", "## Parity", "", *_parity_lines(meta)]
     out += ["", "## Intended use and limits", "", *_use_lines(meta)]
     versions = meta.get("versions", {})

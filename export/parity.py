@@ -22,6 +22,8 @@ import tensorflow as tf
 from zoo.export import onnx_export, savedmodel
 from zoo.export.signatures import SignatureSet
 
+from zoo.progress import Progress
+
 __all__ = ["ParityError", "check_parity", "compare_outputs"]
 
 BACKENDS = ("savedmodel", "tf1_session", "onnxruntime")
@@ -117,26 +119,32 @@ def check_parity(
     Returns the report recorded in the export metadata; raises :class:`ParityError`
     (carrying the report) on any disagreement.
     """
-    references = {
-        name: {
-            k: np.asarray(v)
-            for k, v in signature_set.resolve(name)
-            .reference(**{k: tf.constant(x) for k, x in inputs.items()})
-            .items()
+    steps = 2 + int(tf1) + len(onnx_paths)
+    with Progress(steps, "export parity (keras, savedmodel, tf1, onnx)", unit="runs") as bar:
+        references = {
+            name: {
+                k: np.asarray(v)
+                for k, v in signature_set.resolve(name)
+                .reference(**{k: tf.constant(x) for k, x in inputs.items()})
+                .items()
+            }
+            for name, inputs in calls.items()
         }
-        for name, inputs in calls.items()
-    }
-    runs: dict[str, dict[str, dict[str, np.ndarray]]] = {
-        "savedmodel": savedmodel.run_tf2(savedmodel_dir, calls)
-    }
-    if tf1:
-        runs["tf1_session"] = savedmodel.run_tf1(savedmodel_dir, calls)
-    onnx_runs: dict[str, dict[str, np.ndarray]] = {}
-    for name, path in onnx_paths.items():
-        signature = signature_set.signatures[name]
-        outputs = onnx_export.run_onnx(path, calls[name])
-        renamed = {signature.onnx_output_name(k): k for k in signature.output_names}
-        onnx_runs[name] = {renamed.get(k, k): v for k, v in outputs.items()}
+        bar.update()
+        runs: dict[str, dict[str, dict[str, np.ndarray]]] = {
+            "savedmodel": savedmodel.run_tf2(savedmodel_dir, calls)
+        }
+        bar.update()
+        if tf1:
+            runs["tf1_session"] = savedmodel.run_tf1(savedmodel_dir, calls)
+            bar.update()
+        onnx_runs: dict[str, dict[str, np.ndarray]] = {}
+        for name, path in onnx_paths.items():
+            signature = signature_set.signatures[name]
+            outputs = onnx_export.run_onnx(path, calls[name])
+            renamed = {signature.onnx_output_name(k): k for k in signature.output_names}
+            onnx_runs[name] = {renamed.get(k, k): v for k, v in outputs.items()}
+            bar.update()
     if onnx_paths:
         runs["onnxruntime"] = onnx_runs
 

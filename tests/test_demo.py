@@ -41,8 +41,13 @@ def test_demo_trains_exports_serves_and_requests(tmp_path, capsys):
 
 
 def test_export_cli_writes_the_next_version(tmp_path, capsys):
-    assert main(["export", "conv_ae_tiny", "--out", str(tmp_path), "--format", "savedmodel"]) == 0
-    assert main(["export", "conv_ae_tiny", "--out", str(tmp_path), "--format", "savedmodel"]) == 0
+    from zoo.data import load_sample
+
+    normal = tmp_path / "normal.npz"  # a bare model name has no held-out data of its own
+    np.savez(normal, images=load_sample("test")[0][:200])
+    command = ["export", "conv_ae_tiny", "--out", str(tmp_path), "--format", "savedmodel"]
+    assert main([*command, "--calibration", str(normal)]) == 0
+    assert main([*command, "--calibration", str(normal)]) == 0
     out = capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "conv_ae").iterdir() if p.name.isdigit()) == [
         "1",

@@ -419,11 +419,13 @@ def test_explicit_threshold_is_recorded_and_used(tmp_path, normal_images):
     assert isinstance(result.threshold, Threshold)
 
 
-def test_export_cli_calibrates_on_the_bundled_sample(tmp_path):
-    result = export_cli("conv_ae_tiny", tmp_path, "savedmodel")
+def test_export_cli_calibrates_on_the_given_data(tmp_path, normal_images):
+    given = tmp_path / "normal.npz"
+    np.savez(given, images=normal_images)
+    result = export_cli("conv_ae_tiny", tmp_path, "savedmodel", calibration=given)
     assert result.version_dir == tmp_path / "conv_ae" / "1"  # name = model.name
-    assert result.metadata["threshold"]["n"] == 1000
-    assert "test split" in result.metadata["user"]["calibration_data"]
+    assert result.metadata["threshold"]["n"] == len(normal_images) == 1000
+    assert f"--calibration {given}" in result.metadata["user"]["calibration_data"]
 
 
 # ------------------------------------------------------------------------- ONNX
@@ -526,7 +528,9 @@ def test_export_cli_calibrates_a_cvae_with_the_sample_labels(
     tmp_path, normal_images, normal_labels
 ):
     model = zoo.load("cvae_tiny")
-    result = export_cli("cvae_tiny", tmp_path, "savedmodel")
+    given = tmp_path / "normal.npz"
+    np.savez(given, images=normal_images, labels=normal_labels)
+    result = export_cli("cvae_tiny", tmp_path, "savedmodel", calibration=given)
     scores = np.asarray(model.anomaly_score(normal_images, labels=normal_labels))
     assert result.metadata["threshold"]["n"] == 1000
     # the smallest threshold with FPR <= 1 %: scored under each digit's own label

@@ -3,7 +3,7 @@
 normalisation, the model card, masking in ``step_scores``, and a served round trip.
 
 Each tiny variant is exported once for the module (all formats); the recurrent one goes
-through ``export_cli`` so it is calibrated on the synthetic series as ``zoo export`` does.
+through ``export_cli``, calibrated on the synthetic normal series it is given.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import tensorflow as tf
 from export_helpers import assert_close, keras_outputs, make_inputs, run_tf1_session
-from zoo.export import calibration_data, export_cli, export_model
+from zoo.export import export_cli, export_model, synthetic_calibration
 from zoo.export.exporter import as_sequences
 from zoo.export.signatures import build_signatures, family_of
 
@@ -44,10 +44,15 @@ def normal_images() -> np.ndarray:
     return (images / 255.0).astype("float32").reshape(-1, 28, 28, 1)
 
 
+def calibration_data(model):
+    """The synthetic normal series the recurrent model is calibrated on here."""
+    return synthetic_calibration(model)
+
+
 def _export_cli_keeping_the_model(name: str, out) -> tuple:
-    """``export_cli(name, out)`` (``zoo export``'s body: synthetic calibration series for
-    sequence models) and the model it loaded: recurrent_ae's recurrent kernels are not
-    seeded, so another ``zoo.load`` would give other weights."""
+    """``export_cli(name, out)`` (``zoo export``'s body) calibrated on synthetic normal
+    series, and the model it loaded: recurrent_ae's recurrent kernels are not seeded, so
+    another ``zoo.load`` would give other weights."""
     from zoo import runs
 
     seen = []
@@ -58,7 +63,7 @@ def _export_cli_keeping_the_model(name: str, out) -> tuple:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runs, "load_run", load_run)
-        result = export_cli(name, out, name=name)
+        result = export_cli(name, out, name=name, calibration=calibration_data(zoo.load(name)))
     (model,) = seen
     return result, model
 

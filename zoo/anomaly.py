@@ -28,8 +28,11 @@ import numpy as np
 from zoo.export.calibration import (
     ScoreNormalization,
     Threshold,
+    anomaly_scores,
     calibrate_threshold,
     calibrate_threshold_f1,
+    calibration_size_warning,
+    warn_if_calibration_too_small,
 )
 from zoo.metrics import AnomalyReport, evaluate_scores, plot_scores
 
@@ -38,6 +41,7 @@ __all__ = [
     "EvaluationData",
     "Threshold",
     "anomaly_evaluation_data",
+    "anomaly_scores",
     "calibrate_threshold",
     "calibrate_threshold_f1",
     "corrupt_images",
@@ -77,19 +81,15 @@ class AnomalyDetector:
         return self.model.fit(normal, **fit_kwargs)
 
     def score(self, x: Any, batch_size: int = 256) -> np.ndarray:
-        """Anomaly scores (float64) for an array or a dataset of inputs."""
-        if hasattr(x, "as_numpy_iterator"):
-            batches = [self.model.anomaly_score(b) for b in x.as_numpy_iterator()]
-            return np.concatenate([np.asarray(b, np.float64) for b in batches])
-        x = np.asarray(x, "float32")
-        parts = [
-            self.model.anomaly_score(x[i : i + batch_size]) for i in range(0, len(x), batch_size)
-        ]
-        return np.concatenate([np.asarray(p, np.float64) for p in parts])
+        """Anomaly scores (float64) for an array or a dataset of inputs (progress on stderr)."""
+        return anomaly_scores(self.model, x, batch_size=batch_size)
 
     def calibrate(self, normal_heldout: Any, *, target_fpr: float = 0.01) -> Threshold:
-        """Threshold at ``target_fpr`` on held-out normal data; also fixes the normalisation."""
-        scores = self.score(normal_heldout)
+        """Threshold at ``target_fpr`` on held-out normal data; also fixes the normalisation.
+        Warns (:class:`~zoo.export.calibration.CalibrationSizeWarning`) when the data are
+        too few for ``target_fpr`` (fewer than ``10 / target_fpr`` examples)."""
+        scores = anomaly_scores(self.model, normal_heldout, label="calibration scores")
+        warn_if_calibration_too_small(scores.size, target_fpr)
         self.threshold = calibrate_threshold(scores, target_fpr=target_fpr)
         self.normalization = ScoreNormalization.from_scores(scores)
         return self.threshold
@@ -146,6 +146,9 @@ class EvaluationData:
     labels: np.ndarray
     description: str
     groups: np.ndarray | None = None
+    #: Why the calibration set is too small for the target FPR (see
+    #: :func:`zoo.export.calibration.calibration_size_warning`), or None.
+    calibration_warning: str | None = None
 
 
 def anomaly_evaluation_data(
@@ -232,6 +235,7 @@ def evaluate_run(
     data = anomaly_evaluation_data(model, normal_classes=normal_classes, seed=seed)
     detector = AnomalyDetector(model)
     detector.calibrate(data.calibration, target_fpr=target_fpr)
+    data.calibration_warning = calibration_size_warning(len(data.calibration), target_fpr)
     out = (
         Path(out_dir)
         if out_dir

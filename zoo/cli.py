@@ -156,17 +156,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from zoo.export import export_cli
+    import warnings
 
-    result = export_cli(
-        args.target, args.out, formats=args.format, name=args.name, target_fpr=args.target_fpr
-    )
+    from zoo.export import export_cli
+    from zoo.export.calibration import CalibrationSizeWarning
+
+    with warnings.catch_warnings():  # printed below as one line, from the metadata
+        warnings.simplefilter("ignore", CalibrationSizeWarning)
+        result = export_cli(
+            args.target, args.out, formats=args.format, name=args.name,
+            target_fpr=args.target_fpr, calibration=args.calibration, threshold=args.threshold,
+        )  # fmt: skip
     print(f"SavedModel: {result.version_dir} (version {result.version})")
     for signature, path in sorted(result.onnx_paths.items()):
         print(f"ONNX:       {path} ({signature})")
     if result.threshold is not None:
         t = result.threshold
-        print(f"threshold:  {t.value:.6g} ({t.method}, target FPR {t.target_fpr}, n={t.n})")
+        info = result.metadata.get("calibration") or {}
+        if t.method == "quantile":
+            how = f"(quantile, target FPR {t.target_fpr}) calibrated on {info['description']}"
+        elif info.get("n") and t.observed_fpr is not None:
+            how = f"({t.method}), observed FPR {t.observed_fpr:.3g} on {info['description']}"
+        else:
+            how = f"({t.method})"
+        print(f"threshold:  {t.value:.6g} {how}")
+        if info.get("warning"):
+            print(f"zoo export: warning: {info['warning']}", file=sys.stderr)
     print(f"parity:     max |diff| {result.parity.get('max_abs_diff', 0.0):.2e} (within tolerance)")
     return 0
 
@@ -211,16 +226,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(report.to_markdown())
         print(f"report: {out}")
         return 0
+    import warnings
+
     from zoo.anomaly import evaluate_run
+    from zoo.export.calibration import CalibrationSizeWarning
 
     try:
-        report, out, data = evaluate_run(
-            args.run, normal_classes=args.normal_classes, target_fpr=args.target_fpr,
-            out_dir=args.out, seed=args.seed,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # printed below as one line
+            warnings.simplefilter("ignore", CalibrationSizeWarning)
+            report, out, data = evaluate_run(
+                args.run, normal_classes=args.normal_classes, target_fpr=args.target_fpr,
+                out_dir=args.out, seed=args.seed,
+            )  # fmt: skip
     except TypeError as error:  # not an anomaly detector (e.g. a GAN)
         print(f"zoo evaluate: error: {error}", file=sys.stderr)
         return 2
+    if data.calibration_warning:
+        print(f"zoo evaluate: warning: {data.calibration_warning}", file=sys.stderr)
     print(f"data: {data.description}")
     print(report)
     print(f"report: {out / 'report.md'}  plot: {out / 'scores.png'}  TensorBoard: {out}")
@@ -286,13 +308,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes OUT/NAME/<version>/ (TF Serving layout, next free version, atomic) "
         "with named signatures, warmup requests and metadata, and ONNX files in "
         "OUT/NAME/onnx/<version>/. Keras, SavedModel and ONNX Runtime must agree or the export "
-        "fails. Autoencoders/VAEs get an anomaly threshold calibrated on held-out bundled digits.",
+        "fails. Anomaly models (autoencoders, VAEs) get a threshold at --target-fpr calibrated "
+        "on the run's own held-out normal data (its recipe's validation split or held-out "
+        "fraction, with its data.classes filter), or on --calibration; a .keras file or model "
+        "name without a run folder needs --calibration or --threshold.",
     )
     p.add_argument("target", help="run folder, .keras file or registered model name")
     p.add_argument("--out", default="serving/models", help="export root (default serving/models)")
     p.add_argument("--format", default="savedmodel,onnx", help="savedmodel[,onnx] (default both)")
     p.add_argument("--name", help="served model name (default: the model's name, e.g. dcgan)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="threshold's false-positive rate")
+    p.add_argument(
+        "--calibration", metavar="PATH",
+        help="held-out normal data to calibrate on instead of the run's: an .npz with `images` "
+        "(`sequences` for sequence models; + `labels` for conditional models) or an image folder",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=float, help="set the anomaly threshold instead of calibrating it"
+    )
     p.set_defaults(func=cmd_export)
 
     sub.add_parser(

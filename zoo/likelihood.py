@@ -33,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from zoo.progress import Progress
+
 #: Burda et al. (2015): a latent unit is active if Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
 #: The zoo's image likelihoods (zoo.trainers.vae.LIKELIHOODS).
@@ -153,22 +155,26 @@ def importance_sampled_terms(
     log_p = np.empty(n, np.float64)
     sum_log_px = np.empty(n, np.float64)
     means, log_variances = [], []
-    for b, (lo, hi) in enumerate(_batches(n, batch_size)):
-        x = tf.constant(images[lo:hi])
-        y = None if y_all is None else tf.constant(y_all[lo:hi])
-        mean, log_variance = _encode(model, x, y)
-        means.append(mean)
-        log_variances.append(log_variance)
-        parts, px = [], np.zeros(hi - lo, np.float64)
-        for c, start in enumerate(range(0, k, batch_k)):
-            kc = min(batch_k, k - start)
-            key = tf.constant([seed, b * 1_000_003 + c], tf.int64)
-            lse, spx = chunk(x, y, tf.constant(mean), tf.constant(log_variance), kc, key)
-            parts.append(np.asarray(lse, np.float64))
-            px += np.asarray(spx, np.float64)
-        # stable combination of the chunks' log-sum-exps, in float64
-        log_p[lo:hi] = np.logaddexp.reduce(np.stack(parts), axis=0) - math.log(k)
-        sum_log_px[lo:hi] = px
+    chunks = math.ceil(k / batch_k)
+    label = f"importance sampling, k={k}, {n} examples"
+    with Progress(math.ceil(n / batch_size) * chunks, label, unit="chunks") as bar:
+        for b, (lo, hi) in enumerate(_batches(n, batch_size)):
+            x = tf.constant(images[lo:hi])
+            y = None if y_all is None else tf.constant(y_all[lo:hi])
+            mean, log_variance = _encode(model, x, y)
+            means.append(mean)
+            log_variances.append(log_variance)
+            parts, px = [], np.zeros(hi - lo, np.float64)
+            for c, start in enumerate(range(0, k, batch_k)):
+                kc = min(batch_k, k - start)
+                key = tf.constant([seed, b * 1_000_003 + c], tf.int64)
+                lse, spx = chunk(x, y, tf.constant(mean), tf.constant(log_variance), kc, key)
+                parts.append(np.asarray(lse, np.float64))
+                px += np.asarray(spx, np.float64)
+                bar.update()
+            # stable combination of the chunks' log-sum-exps, in float64
+            log_p[lo:hi] = np.logaddexp.reduce(np.stack(parts), axis=0) - math.log(k)
+            sum_log_px[lo:hi] = px
     return {
         "log_likelihood": log_p,
         "reconstruction": -sum_log_px / k,
