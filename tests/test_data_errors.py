@@ -210,6 +210,8 @@ def _failing_download(root: Path, error: BaseException):
 
     def load(name: str, **kwargs: object) -> None:
         assert Path(str(kwargs["data_dir"])) == root
+        if not kwargs["download"]:
+            raise AssertionError(f"Dataset {name}: could not find data in {root}")
         (root / "mnist" / "3.0.1.incompleteABC").mkdir(parents=True)
         (root / "mnist" / "3.0.1.incompleteABC" / "part.tfrecord").write_bytes(b"x")
         (root / "downloads" / "mnist").mkdir(parents=True)

@@ -246,8 +246,9 @@ def from_folder(
     bad = _undecodable(paths) if check_files else []
     if len(bad) == len(paths):
         raise DataError(
-            f"none of the {len(paths)} image files in {str(root)!r} can be decoded "
-            f"(empty, truncated or not PNG/JPEG/BMP/GIF data): {_names(bad, root)}; "
+            f"none of the {len(paths)} image files in {str(root)!r} can be read and decoded "
+            f"(empty, truncated, unreadable or not PNG/JPEG/BMP/GIF data): "
+            f"{_names(bad, root)}; "
             "replace them with valid images or point path= at another folder"
         )
     if bad:
@@ -256,8 +257,8 @@ def from_folder(
         warnings.warn(
             DataWarning(
                 f"skipping {len(bad)} of {len(bad) + len(paths)} image files in "
-                f"{str(root)!r} that cannot be decoded (empty, truncated or not image "
-                f"data): {_names(bad, root)}; training uses the other {len(paths)}"
+                f"{str(root)!r} that cannot be read and decoded (empty, truncated, unreadable "
+                f"or not image data): {_names(bad, root)}; training uses the other {len(paths)}"
             ),
             stacklevel=2,
         )
@@ -340,12 +341,30 @@ def _tfds_failure(name: str, split: str, root: Path, download: bool, exc: BaseEx
     elif download:
         what = f"could not be downloaded and prepared in {str(root)!r}"
     else:
-        what = f"was not found in {str(root)!r} (download=False)"
+        what = f"could not be found in {str(root)!r} (download=False)"
     detail = str(first).splitlines()[0] if str(first) else ""
     return (
         f"TFDS dataset {name!r} (split {split!r}) {what}: {type(first).__name__}: {detail}. "
         f"Instead, {_ALTERNATIVES}"
     )
+
+
+def _local_or_download(
+    load: Callable[[bool], tf.data.Dataset], name: str, root: Path, builder: Any
+) -> tf.data.Dataset:
+    """``load(False)`` first (TFDS may still find the data, e.g. mocked in tests); if that
+    fails, the download hosts are looked up before ``load(True)``, so that an offline
+    machine fails in seconds: TFDS retries a failed connection for about 3.5 minutes."""
+    try:
+        return load(False)
+    except Exception:
+        host = unreachable_host(_download_urls(builder))
+        if host is not None:
+            raise DataError(
+                f"TFDS dataset {name!r} is not in {str(root)!r} and cannot be downloaded: "
+                f"no network ({host} does not resolve). Offline, {_ALTERNATIVES}"
+            ) from None
+    return load(True)
 
 
 def from_tfds(
@@ -383,19 +402,17 @@ def from_tfds(
         raise _unknown_tfds_name(base, tfds.list_builders()) from exc
     except Exception:  # e.g. a bad config name: tfds.load below reports it
         builder = None
-    if download and builder is not None and not builder.is_prepared():
-        host = unreachable_host(_download_urls(builder))
-        if host is not None:
-            raise DataError(
-                f"TFDS dataset {name!r} is not in {str(root)!r} and cannot be downloaded: "
-                f"no network ({host} does not resolve). Offline, {_ALTERNATIVES}"
-            )
+
+    def load(fetch: bool) -> tf.data.Dataset:
+        return tfds.load(name, split=split, data_dir=data_dir, download=fetch, as_supervised=False)
+
+    absent = download and builder is not None and not builder.is_prepared()
     owned, shared = _tfds_folders(builder, root, base)
     with removed_on_failure(owned, shared):
         try:
-            ds = tfds.load(
-                name, split=split, data_dir=data_dir, download=download, as_supervised=False
-            )
+            ds = _local_or_download(load, name, root, builder) if absent else load(download)
+        except DataError:
+            raise
         except tfds.core.registered.DatasetNotFoundError as exc:
             raise _unknown_tfds_name(base, tfds.list_builders()) from exc
         except Exception as exc:  # offline, missing data, bad split, ...
