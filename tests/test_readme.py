@@ -16,7 +16,9 @@ Rules, all in one temporary working folder shared by the tests of this module:
   programs in :data:`EXCUSED_PROGRAMS` (and ``zoo`` subcommands in
   :data:`EXCUSED_ZOO`) are not run; the reason is given there.
 - Shell commands run first, in README order, as a reader would run them before the
-  Python examples that load their run folders (``runs/vae_mnist``).
+  Python examples that load their run folders (``runs/vae_mnist``); the tests of this
+  module therefore depend on running in file order, as pytest runs them (selecting a
+  later one alone with ``-k`` fails for want of the run folders).
 - Python blocks run statement by statement, as written (same model names and sizes),
   in a namespace holding the names they assume (``dataset``, ``normal_train``, ``x``,
   ...) as small real data from the bundled MNIST sample (:data:`PYTHON_BLOCKS`). The
