@@ -1,5 +1,6 @@
-"""Guards around TFDS downloads: a fast offline check, and removing what a failed
-download left behind (only the folders and files it created)."""
+"""Guards around TFDS downloads: a fast offline check of the download hosts, telling a
+network error from others, and removing what a failed download left behind (only the
+folders and files it created)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 # TFDS's own storage host: checked when a dataset's download URLs are not known.
@@ -79,3 +81,36 @@ def removed_on_failure(owned: Iterable[Path], shared: Iterable[Path]) -> Iterato
             if before[folder] is None and folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
+
+
+def download_urls(builder: Any) -> list[str]:
+    """The URLs a builder downloads from (empty when TFDS cannot tell)."""
+    try:
+        return list(builder.url_infos or {})
+    except Exception:  # e.g. TFDS's own optional imports missing
+        return []
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """A failed connection or name lookup (builtin, or from requests/urllib3)."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
+        return True
+    return type(exc).__module__.split(".")[0] in ("requests", "urllib3", "urllib")
+
+
+def tfds_folders(builder: Any, root: Path, base: str) -> tuple[list[Path], list[Path]]:
+    """The folders a download of ``builder`` into ``root`` writes to, as (owned, shared)
+    for :func:`removed_on_failure`: the dataset's own folders, and the common ones."""
+    owned = [root / base, root / "downloads" / base, root / "downloads" / "extracted"]
+    try:
+        relative = Path(builder.data_dir).relative_to(root)
+        owned += [root.joinpath(*relative.parts[:i]) for i in range(2, len(relative.parts) + 1)]
+    except (AttributeError, TypeError, ValueError):
+        pass
+    missing_ancestors = []
+    for folder in (root, *root.parents):
+        if folder.exists():
+            break
+        missing_ancestors.append(folder)
+    shared = [*missing_ancestors, root / "downloads", root / "downloads" / "manual"]
+    return sorted(set(owned)), shared

@@ -12,7 +12,6 @@ import functools
 import inspect
 import os
 import re
-import socket
 import warnings
 from collections.abc import Callable, Sequence
 from importlib.resources import files
@@ -23,7 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data.core import DataError, DataWarning, check_image_shape, fit_image, fmt_shape
-from zoo.data.downloads import removed_on_failure, unreachable_host
+from zoo.data.downloads import (
+    download_urls,
+    is_network_error,
+    removed_on_failure,
+    tfds_folders,
+    unreachable_host,
+)
 from zoo.data.images import as_image_batch
 
 SPLITS = ("all", "train", "test")
@@ -286,39 +291,6 @@ def _unknown_tfds_name(name: str, known: Sequence[str]) -> DataError:
     )
 
 
-def _tfds_folders(builder: Any, root: Path, base: str) -> tuple[list[Path], list[Path]]:
-    """The folders a download of ``builder`` into ``root`` writes to, as (owned, shared)
-    for :func:`removed_on_failure`: the dataset's own folders, and the common ones."""
-    owned = [root / base, root / "downloads" / base, root / "downloads" / "extracted"]
-    try:
-        relative = Path(builder.data_dir).relative_to(root)
-        owned += [root.joinpath(*relative.parts[:i]) for i in range(2, len(relative.parts) + 1)]
-    except (AttributeError, TypeError, ValueError):
-        pass
-    missing_ancestors = []
-    for folder in (root, *root.parents):
-        if folder.exists():
-            break
-        missing_ancestors.append(folder)
-    shared = [*missing_ancestors, root / "downloads", root / "downloads" / "manual"]
-    return sorted(set(owned)), shared
-
-
-def _download_urls(builder: Any) -> list[str]:
-    """The URLs a builder downloads from (empty when TFDS cannot tell)."""
-    try:
-        return list(builder.url_infos or {})
-    except Exception:  # e.g. TFDS's own optional imports missing
-        return []
-
-
-def _is_network_error(exc: BaseException) -> bool:
-    """A failed connection or name lookup (builtin, or from requests/urllib3)."""
-    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
-        return True
-    return type(exc).__module__.split(".")[0] in ("requests", "urllib3", "urllib")
-
-
 def _tfds_failure(name: str, split: str, root: Path, download: bool, exc: BaseException) -> str:
     """One-line description of why ``tfds.load`` failed, and what to do instead."""
     chain: list[BaseException] = []
@@ -334,7 +306,7 @@ def _tfds_failure(name: str, split: str, root: Path, download: bool, exc: BaseEx
             f"Meanwhile, {_ALTERNATIVES}"
         )
     first = exc
-    network = next((e for e in chain if _is_network_error(e)), None)
+    network = next((e for e in chain if is_network_error(e)), None)
     if download and network is not None:
         first = network
         what = f"could not be downloaded into {str(root)!r} (a network error)"
@@ -358,7 +330,7 @@ def _local_or_download(
     try:
         return load(False)
     except Exception:
-        host = unreachable_host(_download_urls(builder))
+        host = unreachable_host(download_urls(builder))
         if host is not None:
             raise DataError(
                 f"TFDS dataset {name!r} is not in {str(root)!r} and cannot be downloaded: "
@@ -407,7 +379,7 @@ def from_tfds(
         return tfds.load(name, split=split, data_dir=data_dir, download=fetch, as_supervised=False)
 
     absent = download and builder is not None and not builder.is_prepared()
-    owned, shared = _tfds_folders(builder, root, base)
+    owned, shared = tfds_folders(builder, root, base)
     with removed_on_failure(owned, shared):
         try:
             ds = _local_or_download(load, name, root, builder) if absent else load(download)
