@@ -75,11 +75,13 @@ def calibration_size_warning(n: int, target_fpr: float) -> str | None:
     )
 
 
-def warn_if_calibration_too_small(n: int, target_fpr: float) -> str | None:
-    """:func:`calibration_size_warning`, also issued as a :class:`CalibrationSizeWarning`."""
+def warn_if_calibration_too_small(n: int, target_fpr: float, stacklevel: int = 3) -> str | None:
+    """:func:`calibration_size_warning`, also issued as a :class:`CalibrationSizeWarning`
+    (``stacklevel`` as for :func:`warnings.warn`, counted from this function: the default
+    names the caller of the function that calls it)."""
     message = calibration_size_warning(n, target_fpr)
     if message is not None:
-        warnings.warn(message, CalibrationSizeWarning, stacklevel=3)
+        warnings.warn(message, CalibrationSizeWarning, stacklevel=stacklevel)
     return message
 
 

@@ -254,7 +254,7 @@ def _resolve_threshold(
             f"calibrate one at target_fpr={target_fpr}, or threshold=<float> "
             "(or a zoo.export.Threshold) to set it yourself"
         )
-    calibration.warn_if_calibration_too_small(scores.size, target_fpr)
+    calibration.warn_if_calibration_too_small(scores.size, target_fpr, stacklevel=4)
     return calibration.calibrate_threshold(scores, target_fpr=target_fpr), scores
 
 

@@ -87,10 +87,13 @@ def run_tf1(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Run ``{signature: inputs}`` as TF Serving's C++ loader does: load the ``serve``
     MetaGraph into a fresh graph and ``Session.run`` the signature's tensor names."""
+    from tensorflow.python.util import deprecation
+
     graph = tf.Graph()
     results = {}
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        meta = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(path))
+        with deprecation.silence():  # the TF1 loader is the point here: no deprecation notice
+            meta = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(path))
         for name, inputs in calls.items():
             sd = meta.signature_def[name]
             feeds = {sd.inputs[k].name: np.asarray(v) for k, v in inputs.items()}
