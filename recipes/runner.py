@@ -206,8 +206,18 @@ class ZooTensorBoard(keras.callbacks.TensorBoard):
         self._record_between_batches(True)
 
     def on_test_end(self, logs: dict | None = None) -> None:
-        with tf.summary.record_if(True):
-            super().on_test_end(logs)
+        # Swap Keras' validation context (recording on test-step multiples) for one that
+        # records, in place, so the contexts still unwind in order when Keras pops it.
+        if self.update_freq != "epoch":
+            self._pop_writer()
+            context = (
+                self._val_writer.as_default(self._global_test_batch),
+                tf.summary.record_if(True),
+            )
+            for part in context:
+                part.__enter__()
+            self._prev_summary_state.append(context)
+        super().on_test_end(logs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._record_between_batches(False)
