@@ -62,9 +62,9 @@ def run_python(script: str, timeout: int = 300) -> subprocess.CompletedProcess:
         ("vae_tiny", {"image_shape": [28, 28]}, "image_shape must be (height, width, channels)"),
         ("recurrent_ae_tiny", {"units": 0}, "units must be a positive integer"),
         ("gan_tiny", {"label_smoothing": 1.5}, "label_smoothing must be a probability in [0, 1)"),
-        ("dcgan_tiny", {"ema_decay": 1.0}, "ema_decay must be a number in [0, 1) or None"),
+        ("dcgan_tiny", {"ema_decay": 1.0}, "ema_decay must be in (0, 1) or None; got 1.0"),
         ("sparse_ae_tiny", {"sparsity_target": 0.0}, "sparsity_target must be a probability"),
-        ("iwae_tiny", {"k": 0}, "k must be a positive integer; got 0"),
+        ("iwae_tiny", {"k": 0}, "k must be an integer, at least 1 (samples per example); got 0"),
         # 30 halves once (to 15) but not twice: two filters need a size divisible by 4
         ("vae_tiny", {"image_shape": [30, 30, 1]}, "cannot be halved 2 times"),
         ("dcgan_tiny", {"image_shape": [27, 27, 1], "filters": None}, "cannot be halved 1 times"),

@@ -266,8 +266,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _integer(minimum: int, **kw: Any) -> Rule:
-    words = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+def _integer(minimum: int, words: str = "", **kw: Any) -> Rule:
+    words = words or ("a positive integer" if minimum == 1 else f"an integer >= {minimum}")
     return Rule(words, lambda v: _is_int(v) and v >= minimum, **kw)
 
 
@@ -291,9 +291,9 @@ RULES: dict[str, Rule] = {
     "units": _integer(1),
     "memory_items": _integer(1),
     "num_classes": _integer(1),
-    "k": _integer(1),
+    "k": _integer(1, "an integer, at least 1 (samples per example)"),
     "discriminator_steps": _integer(1),
-    "convs_per_stage": _integer(1),
+    "convs_per_stage": _integer(1, "an integer >= 1 (1 = one strided convolution per stage)"),
     "warmup_steps": _integer(0),
     "instance_noise_steps": _integer(1),
     "seed": _integer(0, optional=True),
@@ -302,7 +302,7 @@ RULES: dict[str, Rule] = {
     "beta": _number("a number >= 0", lambda v: v >= 0),
     "gaussian_scale": _number("a number > 0", lambda v: v > 0),
     "min_scale": _number("a number > 0", lambda v: v > 0),
-    "clip_value": _number("a number > 0", lambda v: v > 0),
+    "clip_value": _number("a number > 0", lambda v: v > 0, optional=True),
     "sharpness": _number("a number > 0", lambda v: v > 0),
     "gradient_penalty": _number("a number >= 0", lambda v: v >= 0),
     "entropy_weight": _number("a number >= 0", lambda v: v >= 0),
@@ -311,9 +311,9 @@ RULES: dict[str, Rule] = {
     "penalty_weight": _number("a number >= 0", lambda v: v >= 0, optional=True),
     "noise_level": _number("a number >= 0", lambda v: v >= 0, optional=True),
     "label_smoothing": _number("a probability in [0, 1)", lambda v: 0 <= v < 1),
-    "label_dropout": _number("a probability in [0, 1]", lambda v: 0 <= v <= 1),
+    "label_dropout": _number("a probability in [0, 1)", lambda v: 0 <= v < 1),
     "sparsity_target": _number("a probability in (0, 1)", lambda v: 0 < v < 1),
-    "ema_decay": _number("a number in [0, 1)", lambda v: 0 <= v < 1, optional=True),
+    "ema_decay": _number("in (0, 1)", lambda v: 0 < v < 1, optional=True),
     "score_blur": _number("a sigma in pixels >= 0", lambda v: v >= 0),
     "score_top_fraction": _number("in (0, 1]", lambda v: 0 < v <= 1),
 }
