@@ -163,7 +163,10 @@ def test_cgan_generate_respects_labels(conditioning):
     # same z, different labels -> different images; same label -> the same image
     flat = images.reshape(10, -1)
     assert min(np.abs(flat[i] - flat[j]).max() for i in range(10) for j in range(i + 1, 10)) > 1e-6
-    np.testing.assert_array_equal(np.asarray(model.generate(z[:2], [3, 3]))[1], images[3])
+    # a batch of 2 may run other CPU kernels than a batch of 10: equal up to round-off
+    np.testing.assert_allclose(
+        np.asarray(model.generate(z[:2], [3, 3]))[1], images[3], rtol=0, atol=1e-6
+    )
     # without labels, sample i gets class i mod num_classes
     np.testing.assert_array_equal(np.asarray(model.generate(z)), images)
 

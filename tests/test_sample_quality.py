@@ -397,7 +397,8 @@ def test_generate_samples_refuses_non_generators_and_is_seeded():
     model = zoo.load("dcgan_tiny")
     a = sq.generate_samples(model, 7, seed=3, batch_size=4)
     assert a.shape == (7, 28, 28, 1)
-    np.testing.assert_array_equal(a, sq.generate_samples(model, 7, seed=3))
+    # other batch sizes may pick other CPU kernels: equal up to float32 round-off
+    np.testing.assert_allclose(a, sq.generate_samples(model, 7, seed=3), rtol=0, atol=1e-6)
 
 
 def test_callback_logs_quality_scalars_every_n_epochs(tmp_path, sample_splits):
