@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
     "tensorflow-probability==0.25.*",
     "tf-keras==2.21.*",
     "tensorflow-datasets>=4.9",
+    "importlib_resources",  # imported by tensorflow-datasets' downloads, not declared by it
     "tensorboard==2.21.*",
     "numpy>=1.26",
     "pillow>=10",

@@ -4,9 +4,9 @@ autoencoders beside a plain-Keras LSTM autoencoder and a PCA baseline, same data
 Protocol (every method, every training seed):
 
 - train on the normal series of ``zoo.data.synthetic_series`` that the
-  ``recurrent_ae_synthetic`` recipe draws (its shape, count and seed; the recipe holds
-  10% of them out for its validation loss, the benchmark trains on all), with the
-  recipe's network, optimizer and epochs (``--set`` overrides them);
+  ``recurrent_ae_synthetic`` recipe trains on (its shape, count and seed, less the
+  series the recipe holds out to calibrate the threshold), with the recipe's network,
+  optimizer and epochs (``--set`` overrides them);
 - choose the per-sequence score on a validation set (its own generator seed): the mean
   step error, or the mean of the largest share f of the steps
   (``score_top_fraction``, :func:`zoo.data.per_sequence_scores`);
@@ -52,6 +52,7 @@ class Setup:
 
     sequence_shape: tuple[int, int]
     n_series: int
+    n_heldout: int
     seed: int
     units: int
     latent_dim: int
@@ -67,8 +68,10 @@ class Setup:
         recipe = load_recipe(RECIPE, overrides)
         model = recipe.model_config
         steps, features = model["sequence_shape"]
+        n_series = recipe.data["n_series"]
         return cls(
-            sequence_shape=(steps, features), n_series=recipe.data["n_series"], seed=recipe.seed,
+            sequence_shape=(steps, features), n_series=n_series, seed=recipe.seed,
+            n_heldout=round(n_series * float(recipe.data["validation_fraction"])),
             units=model["units"], latent_dim=model["latent_dim"], epochs=recipe.epochs,
             batch_size=recipe.data["batch_size"], learning_rate=recipe.optimizer["learning_rate"],
             noise_level=model.get("noise_level", 0.0),
@@ -222,9 +225,11 @@ class MethodResult:
 
 
 def run(seeds: list[int], setup: Setup, methods: list[str]) -> dict[str, MethodResult]:
-    train = make_data(
+    drawn = make_data(
         setup, {"n_series": setup.n_series, "anomaly_fraction": 0.0, "seed": setup.seed}
     )
+    # what `zoo train` trains on: the series after the held-out (calibration) part
+    train = Data(*(part[setup.n_heldout :] for part in drawn))
     validation, test = make_data(setup, VALIDATION), make_data(setup, TEST)
     results = {}
     for name in methods:
@@ -267,9 +272,10 @@ def report_body(results: dict[str, MethodResult], seeds: list[int], setup: Setup
     n_seeds = len(seeds)
     lines = [
         "Protocol: train on "
-        f"{setup.n_series} normal series of `zoo.data.synthetic_series` "
+        f"{setup.n_series - setup.n_heldout} normal series of `zoo.data.synthetic_series` "
         f"({setup.sequence_shape[0]} steps, {setup.sequence_shape[1]} features, seed "
-        f"{setup.seed}: the `{RECIPE}` recipe's data); "
+        f"{setup.seed}: what `zoo train {RECIPE}` trains on, the {setup.n_series} series it "
+        f"draws less the first {setup.n_heldout} it holds out to calibrate the threshold); "
         f"choose the per-sequence score on a validation set ({VALIDATION['n_series']} series, "
         f"half with one injected anomaly, seed {VALIDATION['seed']}); report AUROC x 100 on a "
         f"test set ({TEST['n_series']} series, half anomalous, seed {TEST['seed']}, never used "

@@ -7,7 +7,8 @@ model card, written atomically as
 >>> result = export_model(model, "models", "conv_ae", calibration_images=normal_images)
 >>> result.version_dir, result.parity["max_abs_diff"]
 
-See DESIGN §4 for the facts this follows (ExportArchive, TF1 loader, tf2onnx limits).
+See docs/ARCHITECTURE.md ("Export") for the facts this follows (ExportArchive, the
+TF1 loader, tf2onnx limits).
 """
 
 from zoo.export.calibration import (

@@ -2,7 +2,7 @@
 
 tf2onnx logs unsupported ops and carries on, so every file is checked with
 ``onnx.checker.check_model``, scanned for random ops and non-standard domains, and run
-once in onnxruntime (tf2onnx's own advice; DESIGN §4).
+once in onnxruntime (tf2onnx's own advice; docs/ARCHITECTURE.md).
 
 TFP's distributions emit TF ops tf2onnx 1.17 does not convert: ``MulNoNan`` (in
 ``Bernoulli.log_prob``), ``BroadcastArgs`` (batch shapes in ``kl_divergence``) and

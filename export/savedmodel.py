@@ -1,9 +1,9 @@
 """SavedModel writing with ``keras.export.ExportArchive`` and the two ways to run it.
 
-DESIGN §4: ``tf.saved_model.save`` on Keras 3 objects gives generic names and, for a
-``tf.Module`` wrapping Keras 3 models, a SavedModel the TF1 loader (``saved_model_cli``,
-TF Serving's C++ loader) cannot run; ``ExportArchive`` runs through both. So every export
-is run through the TF2 loader (``tf.saved_model.load``) *and* the TF1 loader
+Why (docs/ARCHITECTURE.md): ``tf.saved_model.save`` on Keras 3 objects gives generic
+names and, for a ``tf.Module`` wrapping Keras 3 models, a SavedModel the TF1 loader
+(``saved_model_cli``, TF Serving's C++ loader) cannot run; ``ExportArchive`` runs through
+both. So every export is run through the TF2 loader (``tf.saved_model.load``) *and* the TF1 loader
 (``tf.compat.v1.saved_model.loader.load`` in a ``Session``, by tensor names).
 """
 

@@ -1,5 +1,5 @@
 """Serving signatures per model family: ``tf.function``s with explicit input signatures
-that take and return dicts of plain tensors (DESIGN §4).
+that take and return dicts of plain tensors (docs/ARCHITECTURE.md, "Export").
 
 The signature key is TF Serving's ``signature_name``; argument names and dict keys are
 the tensor names in requests and responses.

@@ -156,8 +156,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import warnings
-
     from zoo.export import export_cli
     from zoo.export.calibration import CalibrationSizeWarning
 
@@ -226,8 +224,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(report.to_markdown())
         print(f"report: {out}")
         return 0
-    import warnings
-
     from zoo.anomaly import evaluate_run
     from zoo.export.calibration import CalibrationSizeWarning
 
