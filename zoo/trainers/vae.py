@@ -43,28 +43,33 @@ OBJECTIVES = ("elbo", "iwae")
 OUTPUT_BIASES = ("zeros", "data_mean")
 
 
+def check_choice(key: str, value: str, choices: tuple[str, ...], hint: str = "") -> str:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` naming ``key`` and them."""
+    if value not in choices:
+        raise ValueError(
+            f"unknown {key} {value!r}; choose one of {', '.join(choices)}"
+            + (f" ({hint})" if hint else "")
+        )
+    return value
+
+
 def check_likelihood(name: str) -> str:
-    if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
-    return name
+    return check_choice("likelihood", name, LIKELIHOODS)
 
 
 def check_objective(name: str) -> str:
-    if name not in OBJECTIVES:
-        raise ValueError(
-            f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)} "
-            "(iwae: Burda et al., 2015, with k importance samples)"
-        )
-    return name
+    return check_choice(
+        "objective", name, OBJECTIVES, "iwae: Burda et al., 2015, with k importance samples"
+    )
 
 
 def check_output_bias(name: str) -> str:
-    if name not in OUTPUT_BIASES:
-        raise ValueError(
-            f"unknown output_bias {name!r}; choose one of {', '.join(OUTPUT_BIASES)} "
-            "(data_mean: the decoder's output starts at the mean training pixel)"
-        )
-    return name
+    return check_choice(
+        "output_bias",
+        name,
+        OUTPUT_BIASES,
+        "data_mean: the decoder's output starts at the mean training pixel",
+    )
 
 
 def mean_pixel_logits(images: Any, bias_shape: tuple[int, ...]) -> tf.Tensor:
