@@ -10,28 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-TINY_RECIPE = """
-name = "{name}"
-model = "{model}"
-seed = 3
-epochs = {epochs}
-
-[model_config]
-image_shape = [28, 28, 1]
-
-[data]
-source = "sample"
-batch_size = 32
-
-[training]
-steps_per_epoch = 3
-log_every_steps = 1
-verbose = 0
-
-[logging]
-num_samples = 4
-"""
+from recipe_helpers import recipe_toml
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +38,7 @@ def tiny_recipe(tmp_path: Path):
         model: str = "dcgan_tiny", epochs: int = 2, name: str = "tiny", extra: str = ""
     ) -> Path:
         path = tmp_path / f"{name}.toml"
-        path.write_text(TINY_RECIPE.format(name=name, model=model, epochs=epochs) + extra)
+        path.write_text(recipe_toml(name, model, epochs=epochs) + extra)
         return path
 
     return make

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from recipe_helpers import recipe_toml
 
 BAD_FILES = ("empty.jpg", "half.png", "notes.jpg")
 
@@ -131,30 +132,13 @@ def test_recipe_trains_on_a_folder_with_bad_files(tmp_path: Path) -> None:
     folder = tmp_path / "digits"
     _fill_folder(folder, n_good=20)
     recipe = tmp_path / "folder_tiny.toml"
+    data = f'source = "folder"\npath = "{folder.as_posix()}"\nvalidation_fraction = 0.2'
     recipe.write_text(
-        f"""
-name = "folder_tiny"
-model = "conv_ae_tiny"
-seed = 1
-epochs = 1
-
-[model_config]
-image_shape = [28, 28, 1]
-
-[data]
-source = "folder"
-path = "{folder.as_posix()}"
-validation_fraction = 0.2
-batch_size = 8
-
-[training]
-steps_per_epoch = 2
-verbose = 0
-
-[logging]
-num_samples = 4
-"""
-    )
+        recipe_toml(
+            "folder_tiny", "conv_ae_tiny", epochs=1, seed=1, data=data + "\nbatch_size = 8",
+            training="steps_per_epoch = 2\nverbose = 0",
+        )
+    )  # fmt: skip
     with pytest.warns(DataWarning, match="skipping 3 of 23 image files") as record:
         result = train(recipe, logdir=tmp_path / "runs")
     assert all(name in str(record[0].message) for name in BAD_FILES)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recipe_helpers import recipe_toml
 from zoo.export import CalibrationError, calibration_data, versioning
 from zoo.export.calibration import (
     CalibrationSizeWarning,
@@ -35,25 +36,13 @@ from zoo.data import load_sample, make_dataset, synthetic_series
 from zoo.progress import Progress
 from zoo.runs import load_run
 
-ONE_CLASS = """
-name = "{name}"
-model = "conv_ae_tiny"
-seed = 3
-epochs = 1
 
-[model_config]
-image_shape = [28, 28, 1]
-
-[data]
-{data}
-
-[training]
-steps_per_epoch = 2
-verbose = 0
-
-[logging]
-num_samples = 0
-"""
+def one_class_recipe(name: str, data: str) -> str:
+    """A one-epoch conv_ae_tiny recipe on ``data`` (the body of its [data] table)."""
+    return recipe_toml(
+        name, "conv_ae_tiny", epochs=1, data=data,
+        training="steps_per_epoch = 2\nverbose = 0", logging="num_samples = 0",
+    )  # fmt: skip
 
 
 def _write_run(folder: Path, name: str, data: str) -> Path:
@@ -61,7 +50,7 @@ def _write_run(folder: Path, name: str, data: str) -> Path:
     from zoo.recipes import load_recipe
 
     source = folder / f"{name}.toml"
-    source.write_text(ONE_CLASS.format(name=name, data=data))
+    source.write_text(one_class_recipe(name, data))
     run = folder / name
     run.mkdir()
     (run / "recipe.toml").write_text(load_recipe(source).to_toml())
@@ -76,7 +65,7 @@ def one_class_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("runs")
     recipe = folder / "threes.toml"
     recipe.write_text(
-        ONE_CLASS.format(name="threes", data='source = "sample"\nbatch_size = 32\nclasses = [3]')
+        one_class_recipe("threes", 'source = "sample"\nbatch_size = 32\nclasses = [3]')
     )
     return train(recipe, logdir=folder).run_dir
 

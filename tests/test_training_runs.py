@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from recipe_helpers import recipe_toml
 from zoo.recipes import train
 from zoo.recipes.runner import check_run_dir
 
@@ -23,29 +24,13 @@ from zoo.data import DataError
 # 3 steps per epoch, batch summaries every 5 steps: epoch ends fall on training steps 3
 # and 6 and after validation batches 32 and 64 (1,000 test digits in batches of 32), none
 # a multiple of 5, where Keras leaves summary recording off.
-NOT_A_MULTIPLE = "\n[training]\nsteps_per_epoch = 3\nlog_every_steps = 5\nverbose = 0\n"
-
-
-def recipe_text(model: str, name: str, epochs: int = 2, training: str = NOT_A_MULTIPLE) -> str:
-    return f"""
-name = "{name}"
-model = "{model}"
-seed = 3
-epochs = {epochs}
-
-[model_config]
-image_shape = [28, 28, 1]
-
-[data]
-source = "sample"
-batch_size = 32
-{training}
-"""
+NOT_A_MULTIPLE = "steps_per_epoch = 3\nlog_every_steps = 5\nverbose = 0"
 
 
 def write_recipe(folder: Path, model: str, name: str, extra: str = "", **kw) -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(recipe_text(model, name, **kw) + extra)
+    kw = {"training": NOT_A_MULTIPLE, "logging": None, **kw}
+    path.write_text(recipe_toml(name, model, **kw) + extra)
     return path
 
 
