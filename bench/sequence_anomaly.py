@@ -229,7 +229,8 @@ def run(seeds: list[int], setup: Setup, methods: list[str]) -> dict[str, MethodR
         setup, {"n_series": setup.n_series, "anomaly_fraction": 0.0, "seed": setup.seed}
     )
     # what `zoo train` trains on: the series after the held-out (calibration) part
-    train = Data(*(part[setup.n_heldout :] for part in drawn))
+    n = setup.n_heldout
+    train = Data(drawn.series[n:], drawn.labels[n:], drawn.kinds[n:])
     validation, test = make_data(setup, VALIDATION), make_data(setup, TEST)
     results = {}
     for name in methods:
