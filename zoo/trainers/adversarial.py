@@ -31,6 +31,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.trainers.base import Trainer
+from zoo.trainers.gan_tasks import GANTasks
 
 #: Losses whose discriminator term uses the real label (so label smoothing applies).
 SMOOTHABLE_LOSSES = ("minimax", "non_saturating", "least_squares")
@@ -72,6 +73,7 @@ class GAN(Trainer):
     gradient penalty Adam(1e-4, beta_1=0, beta_2=0.9) (Gulrajani et al., 2017).
     """
 
+    declaration = GANTasks
     NETWORKS = ("generator", "discriminator")
     OPTIMIZERS = {"generator_optimizer": "generator", "discriminator_optimizer": "discriminator"}
     TRACKERS = ("d_loss", "g_loss", "d_real", "d_fake")

@@ -13,6 +13,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.data.timeseries import check_top_fraction
+from zoo.trainers.autoencoder_tasks import AutoencoderTasks, SequenceAutoencoderTasks
 from zoo.trainers.base import Trainer
 
 CORRUPTIONS = ("gaussian", "masking", "salt_and_pepper")
@@ -102,6 +103,7 @@ class Autoencoder(Trainer):
       every normal input also gets slightly wrong.
     """
 
+    declaration = AutoencoderTasks
     NETWORKS = ("encoder", "decoder")
 
     def __init__(
@@ -263,6 +265,8 @@ class SequenceAutoencoder(Autoencoder):
     :func:`zoo.data.top_step_count` steps, so that a spike a few steps long is not
     averaged away by the rest of the sequence.
     """
+
+    declaration = SequenceAutoencoderTasks
 
     def __init__(self, encoder: keras.Model, decoder: keras.Model, *, mask_value: float = 0.0,
                  **kwargs: Any):  # fmt: skip

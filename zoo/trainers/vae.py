@@ -33,6 +33,7 @@ from keras import ops
 
 from zoo import losses, networks
 from zoo.trainers.base import Trainer
+from zoo.trainers.vae_tasks import VAETasks
 
 tfd = tfp.distributions
 
@@ -167,6 +168,7 @@ class VAE(Trainer):
     trained bias).
     """
 
+    declaration = VAETasks
     NETWORKS = ("encoder", "decoder")
     TRACKERS = ("loss", "elbo", "reconstruction", "kl", "beta")
     #: Whether the networks take a one-hot label as a second input (see :class:`CVAE`).

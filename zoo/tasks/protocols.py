@@ -1,0 +1,115 @@
+"""The tasks a zoo model can do, written down as typing Protocols.
+
+A trainer states which of them it implements in its task declaration
+(:class:`zoo.tasks.TaskDeclaration`); the exporter, the model card, the CLI, the runner and
+:mod:`zoo.anomaly` read that declaration instead of testing the model's class. The
+protocols are the contract each method keeps; ``isinstance(model, Generator)`` checks only
+that the methods exist (``runtime_checkable``), the declaration is what the pipeline trusts.
+
+Shapes: ``N`` examples; images are float32 ``[N, H, W, C]`` in [0, 1]; sequences float32
+``[N, T, F]``; ``labels`` are int class ids ``[N]`` for conditional models (None otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "AnomalyScorer",
+    "Generator",
+    "LikelihoodModel",
+    "Reconstructor",
+    "Sampler",
+    "Translator",
+]
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """Draws new examples from the model's distribution.
+
+    ``sample(n, labels)`` returns ``n`` images ``[n, *image_shape]`` in [0, 1]; the draw
+    uses the model's seed generator, so a seeded model draws the same images again;
+    ``labels`` (ids ``[n]``) picks the class of each image for conditional models."""
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    def sample(self, n: int, labels: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Maps explicit noise to examples, deterministically.
+
+    ``generate(z, labels)``: ``z`` float32 ``[N, latent_dim]`` (standard normal for every
+    zoo generator) -> images ``[N, *image_shape]`` in [0, 1]. The same ``z`` gives the same
+    images, so serving can take ``z`` as an input (and ONNX graphs, which cannot hold
+    random ops, always do)."""
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    def generate(self, z: Any, labels: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class Reconstructor(Protocol):
+    """Encodes examples to codes and reconstructs them.
+
+    ``encode(x)`` -> codes (a tensor ``[N, latent_dim]``, or a VAE's ``(mean,
+    log_variance)``); ``reconstruct(x)`` -> examples of ``x``'s shape, for images in
+    [0, 1]."""
+
+    def encode(self, x: Any) -> Any: ...
+
+    def reconstruct(self, x: Any) -> Any: ...
+
+
+@runtime_checkable
+class AnomalyScorer(Protocol):
+    """Scores how unlike the training data each example is.
+
+    ``anomaly_score(x)`` -> float ``[N]``, higher = more anomalous; conditional models take
+    ``labels=`` and score each example under its label. A threshold ``t`` applies as
+    ``is_anomaly = score > t`` (strictly greater), calibrated on held-out normal data
+    (:mod:`zoo.calibration`)."""
+
+    def anomaly_score(self, x: Any) -> Any: ...
+
+
+@runtime_checkable
+class LikelihoodModel(Protocol):
+    """A latent-variable model whose marginal likelihood can be estimated.
+
+    ``encode(x)`` -> the posterior's ``(mean, log_variance)``; ``log_likelihood(x, z)`` ->
+    ``log p(x | z)`` summed over the example's values, ``[N]``; ``prior`` -> a
+    ``tfp.distributions`` distribution over z. :mod:`zoo.likelihood` estimates
+    ``log p(x)`` from these by importance sampling (Burda et al., 2016)."""
+
+    def encode(self, x: Any) -> Any: ...
+
+    def log_likelihood(self, x: Any, z: Any) -> Any: ...
+
+    @property
+    def prior(self) -> Any: ...
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """Maps an image to an image (image-to-image translation, super-resolution).
+
+    ``translate(images)``: float32 ``[N, *source_shape]`` in [0, 1] -> ``[N, *target_shape]``
+    in [0, 1], deterministic at inference (Pix2Pix drops its dropout noise, Isola et al.,
+    2017)."""
+
+    @property
+    def source_shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def target_shape(self) -> tuple[int, ...]: ...
+
+    def translate(self, images: Any) -> Any: ...

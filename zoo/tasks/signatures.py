@@ -1,0 +1,313 @@
+"""Serving signatures as data: what a task declaration hands the exporter.
+
+A :class:`Signature` is a ``tf.function`` with an explicit input signature that takes and
+returns dicts of plain tensors (the signature key is TF Serving's ``signature_name``, the
+argument names and dict keys its tensor names), whether ONNX can express it, and the
+parity tolerance it is checked to. :class:`SignatureBuilder` holds the pieces every
+declaration shares: labels checked in the graph, seeded sampling of z, and the anomaly
+``score`` / ``score_with_threshold`` pair. Nothing here knows a model class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tensorflow as tf
+
+__all__ = [
+    "SAMPLE_NOT_ONNX",
+    "Signature",
+    "SignatureBuilder",
+    "SignatureSet",
+    "Tolerance",
+    "sample_z",
+]
+
+#: Why ``sample`` has no ONNX file (recorded in the export metadata).
+SAMPLE_NOT_ONNX = (
+    "draws z with StatelessRandomNormalV2, which tf2onnx cannot convert; the ONNX graphs "
+    "take the noise as an input instead (use 'generate' with z)"
+)
+
+Body = Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity tolerance of one signature: ``|backend - keras| <= atol + rtol * |keras|``
+    (numpy.isclose's rule). A one-pass network holds the default; an iterative sampler
+    that compounds round-off over many steps states a looser one."""
+
+    atol: float = 1e-4
+    rtol: float = 1e-5
+
+    def to_dict(self) -> dict[str, float]:
+        return {"atol": self.atol, "rtol": self.rtol}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One serving signature: its ``tf.function``, whether it goes to ONNX, its tolerance."""
+
+    name: str
+    function: Any  # a tf.function with an input_signature
+    onnx: bool
+    description: str
+    #: SavedModel output key -> ONNX output name, where ONNX needs another name (an ONNX
+    #: graph cannot have an input and an output with the same name).
+    onnx_renames: dict[str, str] = field(default_factory=dict)
+    #: Why the signature is not converted to ONNX (``onnx=False``), for the metadata.
+    savedmodel_only_reason: str | None = None
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+    @property
+    def input_specs(self) -> list[tf.TensorSpec]:
+        return list(self.function.input_signature)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.function.input_signature]
+
+    @property
+    def output_names(self) -> list[str]:
+        return sorted(self.function.get_concrete_function().structured_outputs)
+
+    def onnx_output_name(self, key: str) -> str:
+        return self.onnx_renames.get(key, key)
+
+    def onnx_function(self) -> Any:
+        """The function to convert to ONNX: ``function`` with outputs renamed if needed."""
+        if not self.onnx_renames:
+            return self.function
+        function, renames = self.function, dict(self.onnx_renames)
+
+        def renamed(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {renames.get(k, k): v for k, v in function(*args).items()}
+
+        return tf.function(renamed, input_signature=function.input_signature)
+
+    def reference(self, **inputs: Any) -> dict[str, Any]:
+        """The same computation run eagerly through Keras (the parity reference); inputs
+        by tensor name (the parameters are bound in the input signature's order)."""
+        return self.function.python_function(*(inputs[name] for name in self.input_names))
+
+
+@dataclass(frozen=True)
+class SignatureSet:
+    """Every signature of one model, the aliases (``serving_default``) and what it tracks."""
+
+    signatures: dict[str, Signature]
+    aliases: dict[str, str]
+    networks: list[Any] = field(default_factory=list)
+    #: ``(mean, std)`` baked into ``normalized_score``, or None when not calibrated.
+    normalization: tuple[float, float] | None = None
+
+    def endpoint_names(self) -> list[str]:
+        """Every signature key written to the SavedModel, aliases included."""
+        return [*self.signatures, *self.aliases]
+
+    def resolve(self, name: str) -> Signature:
+        return self.signatures[self.aliases.get(name, name)]
+
+
+def sample_z(seed: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
+    """One standard-normal tensor of ``shape`` per int64 seed (Philox, device-independent):
+    example ``i`` depends only on ``seed[i]``."""
+
+    def one(s: tf.Tensor) -> tf.Tensor:
+        key = tf.stack([s, tf.constant(0, tf.int64)])
+        return tf.random.stateless_normal(list(shape), seed=key, alg="philox")
+
+    return tf.map_fn(one, seed, fn_output_signature=tf.TensorSpec(list(shape), tf.float32))
+
+
+def class_ids(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """``labels`` [N] int64, checked in the graph to be class ids in [0, num_classes): an
+    out-of-range id would otherwise select no class (one-hot) or fail deep in a lookup."""
+    valid = tf.reduce_all((labels >= 0) & (labels < num_classes))
+    message = f"labels must be class ids in [0, {num_classes}); got"
+    with tf.control_dependencies([tf.debugging.Assert(valid, [message, labels])]):
+        return tf.identity(labels)
+
+
+def check_normalization(
+    normalization: tuple[float, float] | None,
+) -> tuple[float, float] | None:
+    if normalization is None:
+        return None
+    mean, std = (float(v) for v in normalization)
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"normalization needs a finite mean and std > 0; got {normalization}")
+    return mean, std
+
+
+def score_outputs(
+    score: tf.Tensor,
+    threshold: tf.Tensor,
+    normalization: tuple[float, float] | None,
+    extra: dict[str, tf.Tensor] | None = None,
+) -> dict[str, tf.Tensor]:
+    """``anomaly_score``, ``threshold``, ``is_anomaly = score > threshold`` and, when
+    calibrated, ``normalized_score = (score - mean) / std``; ``extra`` outputs are added
+    as float32 (e.g. a sequence model's ``step_scores``)."""
+    score = tf.cast(tf.reshape(score, [-1]), tf.float32)
+    threshold = tf.broadcast_to(tf.cast(threshold, tf.float32), tf.shape(score))
+    outputs = {"anomaly_score": score, "threshold": threshold, "is_anomaly": score > threshold}
+    if normalization is not None:
+        # Python floats -> Const nodes built here, inside the traced function: a tensor
+        # captured from outside would become an extra (unfed) ONNX graph input.
+        mean, std = normalization
+        outputs["normalized_score"] = (score - tf.constant(mean, tf.float32)) / tf.constant(
+            std, tf.float32
+        )
+    for key, value in (extra or {}).items():
+        outputs[key] = tf.cast(value, tf.float32)
+    return outputs
+
+
+class SignatureBuilder:
+    """Collects one model's signatures. ``num_classes`` > 0 makes every signature that
+    names a ``labels`` input check its ids in the graph."""
+
+    def __init__(self, num_classes: int = 0):
+        self.num_classes = int(num_classes)
+        self.signatures: dict[str, Signature] = {}
+
+    @property
+    def label_specs(self) -> list[tf.TensorSpec]:
+        """``[labels [N] int64]`` for a conditional model, else ``[]``."""
+        return [tf.TensorSpec([None], tf.int64, name="labels")] if self.num_classes else []
+
+    @property
+    def with_labels(self) -> str:
+        """The labels input in words, for descriptions (empty when unconditional)."""
+        return f", labels [N] int64 in [0, {self.num_classes})" if self.num_classes else ""
+
+    def add(
+        self,
+        name: str,
+        body: Body,
+        specs: list[tf.TensorSpec],
+        *,
+        onnx: bool,
+        description: str,
+        onnx_renames: dict[str, str] | None = None,
+        savedmodel_only_reason: str | None = None,
+        tolerance: Tolerance | None = None,
+    ) -> None:
+        """Register ``body`` (a dict of input tensors by name -> dict of outputs) as a
+        signature taking ``specs``' tensors positionally, with labels checked."""
+        names = [s.name for s in specs]
+        num_classes = self.num_classes
+
+        def positional(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            inputs = dict(zip(names, args, strict=True))
+            if "labels" in inputs:
+                inputs["labels"] = class_ids(inputs["labels"], num_classes)
+            return body(inputs)
+
+        positional.__name__ = name
+        function = tf.function(positional, input_signature=specs)
+        self.signatures[name] = Signature(
+            name,
+            function,
+            onnx,
+            description,
+            dict(onnx_renames or {}),
+            savedmodel_only_reason,
+            tolerance or Tolerance(),
+        )
+
+    def add_generator(
+        self,
+        generate: Callable[[tf.Tensor, tf.Tensor | None], tf.Tensor],
+        latent_dim: int,
+    ) -> None:
+        """``generate`` (z -> images) and ``sample`` (one int64 seed per image -> images;
+        SavedModel only), both with labels when conditional."""
+        z_spec = tf.TensorSpec([None, int(latent_dim)], tf.float32, name="z")
+        seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
+        labels, with_labels = self.label_specs, self.with_labels
+
+        def images(z: tf.Tensor, y: tf.Tensor | None) -> dict[str, tf.Tensor]:
+            return {"images": tf.cast(generate(z, y), tf.float32)}
+
+        self.add(
+            "generate",
+            lambda i: images(i["z"], i.get("labels")),
+            [z_spec, *labels],
+            onnx=True,
+            description=f"z [N, latent]{with_labels} -> images [N, H, W, C] in [0, 1]",
+        )
+        self.add(
+            "sample",
+            lambda i: images(sample_z(i["seed"], (int(latent_dim),)), i.get("labels")),
+            [seed_spec, *labels],
+            onnx=False,
+            description=f"seed [N] int64{with_labels} -> images, z ~ N(0, I) per seed",
+            savedmodel_only_reason=SAMPLE_NOT_ONNX,
+        )
+
+    def add_anomaly_score(
+        self,
+        example_spec: tf.TensorSpec,
+        scores: Callable[[dict[str, tf.Tensor]], tuple[tf.Tensor, dict[str, tf.Tensor]]],
+        threshold: float | None,
+        normalization: tuple[float, float] | None,
+        extra_description: str = "",
+    ) -> None:
+        """``score`` (the calibrated ``threshold`` baked in as a constant) and
+        ``score_with_threshold`` (the threshold as an input, scalar or one per example).
+        ``scores(inputs)`` -> (anomaly_score [N], extra outputs)."""
+        if threshold is None or not math.isfinite(float(threshold)):
+            raise ValueError(f"anomaly signatures need a finite threshold; got {threshold!r}")
+        calibrated = float(threshold)  # a Python float: a Const node, not a captured tensor
+        key = example_spec.name
+        specs = [example_spec, *self.label_specs]
+        # Scalar or one threshold per example: the rank is left open on purpose.
+        threshold_spec = tf.TensorSpec(None, tf.float32, name="threshold")
+        normalized = ", normalized_score = (score - mean) / std" if normalization else ""
+
+        def score(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            value, extra = scores(i)
+            return score_outputs(value, tf.constant(calibrated, tf.float32), normalization, extra)
+
+        def score_with_threshold(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            value, extra = scores(i)
+            return score_outputs(value, i["threshold"], normalization, extra)
+
+        self.add(
+            "score",
+            score,
+            specs,
+            onnx=True,
+            description=f"{key}{self.with_labels} -> anomaly_score [N], threshold [N] "
+            f"(calibrated), is_anomaly = score > threshold{normalized}{extra_description}",
+        )
+        self.add(
+            "score_with_threshold",
+            score_with_threshold,
+            [*specs, threshold_spec],
+            onnx=True,
+            description=f"{key}{self.with_labels}, threshold (scalar or [N]) -> "
+            f"anomaly_score, threshold, is_anomaly{normalized}{extra_description}",
+            onnx_renames={"threshold": "threshold_out"},
+        )
+
+    def build(
+        self,
+        serving_default: str,
+        networks: list[Any],
+        normalization: tuple[float, float] | None = None,
+    ) -> SignatureSet:
+        if serving_default not in self.signatures:
+            raise ValueError(f"serving_default {serving_default!r} is not a signature")
+        return SignatureSet(
+            dict(self.signatures),
+            {"serving_default": serving_default},
+            list(networks),
+            normalization,
+        )
