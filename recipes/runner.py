@@ -28,6 +28,7 @@ from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 from zoo import data as zdata
 from zoo import registry
 from zoo.checkpoints import CheckpointEveryEpoch, TrainingState, latest_checkpoint
+from zoo.fileio import atomic_path, atomic_write_text
 from zoo.trainers.base import Trainer
 
 SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
@@ -487,16 +488,10 @@ def make_run_dir(run_dir: Path, replace: bool) -> bool:
     return created
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_model_atomically(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """``model.save`` to ``path`` atomically (``zoo.fileio.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def train(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import keras
 import numpy as np
 
 from zoo import data as zdata
+from zoo.fileio import atomic_write_bytes
 
 METHODS = ("linear", "slerp")
 
@@ -251,22 +251,8 @@ def figure_array(fig) -> np.ndarray:
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write the figure as PNG atomically (temporary file in the same folder, then
-    ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(figure_png(fig))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; use the usual file mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """Write the figure as PNG atomically (``zoo.fileio.atomic_write_bytes``)."""
+    return atomic_write_bytes(path, figure_png(fig))
 
 
 # -- output -----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from zoo.fileio import atomic_write_text
 from zoo.progress import Progress
 
 #: Burda et al. (2015): a latent unit is active if Cov_x(E_q[z_j]) > 0.01.
@@ -367,12 +368,6 @@ def report_markdown(result: dict[str, Any], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def spread_indices(total: int, n: int) -> np.ndarray:
     """``n`` indices evenly spread over ``range(total)`` (all of them if n >= total)."""
     return np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(int))
@@ -451,8 +446,8 @@ def evaluate_run(
         else (target / "evaluation" if target.is_dir() else Path("evaluation"))
     )
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "likelihood.json", json.dumps(result, indent=1))
-    _atomic_write(
+    atomic_write_text(out / "likelihood.json", json.dumps(result, indent=1))
+    atomic_write_text(
         out / "likelihood.md",
         report_markdown(result, f"Likelihood evaluation: {result['model']}")
         + f"\nData source: {source}.\n",

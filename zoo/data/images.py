@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from zoo.data.core import DataError
+from zoo.fileio import atomic_path
 
 PAD = 1  # pixels between tiles
 PAD_VALUE = 255  # white separators (visible on MNIST's black background)
@@ -65,8 +64,8 @@ def image_grid(images: Any, ncols: int | None = None) -> np.ndarray:
 def save_png(array: Any, path: str | os.PathLike[str]) -> str:
     """Write a uint8 HxWxC (C=1 or 3; HxW also accepted) array as a PNG, atomically.
 
-    The image is written to a temporary file in the same folder and moved into
-    place with ``os.replace``; parent folders are created. Returns ``str(path)``.
+    The image is written atomically (``zoo.fileio.atomic_path``); parent folders are
+    created. Returns ``str(path)``.
     """
     arr = np.asarray(array)
     if arr.dtype != np.uint8:
@@ -80,17 +79,7 @@ def save_png(array: Any, path: str | os.PathLike[str]) -> str:
         raise DataError(
             f"save_png needs an HxW, HxWx1 or HxWx3 array, got shape {np.asarray(array).shape}"
         )
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray(np.ascontiguousarray(arr))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(target)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return str(path)

@@ -18,12 +18,13 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from zoo.fileio import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.export.calibration import Threshold
@@ -456,8 +457,8 @@ def plot_scores(
     Left: normal and anomalous score densities over shared bins, with the threshold as a
     vertical line. Right: the ROC curve (AUROC in the legend), the chance diagonal and
     the operating point of ``score > threshold``. ``path`` must end in ``.png``; parent
-    folders are created and the file is written to a temporary file in the same folder,
-    then moved into place with ``os.replace`` (mode 0644). Uses a private Agg canvas, so
+    folders are created and the file is written atomically (``zoo.fileio.atomic_path``).
+    Uses a private Agg canvas, so
     pyplot and the global backend are untouched.
     """
     value, method = _threshold_value(threshold)
@@ -510,16 +511,6 @@ def plot_scores(
     if title:
         fig.suptitle(title)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report image should be readable
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
     return str(target)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoo.fileio import atomic_path
+
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
@@ -348,11 +350,8 @@ def save_weights(model: keras.Model, path: str | os.PathLike[str]) -> None:
     """Write the network's weights only (no optimizer slots), atomically."""
     clean = build_classifier()  # uncompiled: ``save_weights`` skips the optimizer
     clean.set_weights(model.get_weights())
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}")
-    clean.save_weights(tmp)
-    os.replace(tmp, target)
+    with atomic_path(path) as tmp:
+        clean.save_weights(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
