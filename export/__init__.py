@@ -17,17 +17,15 @@ from zoo.export.calibration import (
     calibrate_threshold,
     calibrate_threshold_f1,
 )
-from zoo.export.exporter import (
-    CalibrationError,
-    ExportPathError,
-    ExportResult,
-    calibration_data,
-    export_cli,
-    export_model,
-    synthetic_calibration,
-)
+from zoo.export.exporter import ExportPathError, ExportResult, export_model
 from zoo.export.onnx_export import OnnxConversionError
 from zoo.export.parity import ParityError
+from zoo.export.run_export import (
+    CalibrationError,
+    calibration_data,
+    export_cli,
+    synthetic_calibration,
+)
 
 __all__ = [
     "CalibrationError",

@@ -110,13 +110,13 @@ def _parity_lines(meta: Mapping[str, Any]) -> list[str]:
     lines = [
         f"Every signature was run on a fixed batch of {report.get('batch_size', '?')} examples "
         f"through Keras (the reference) and {', '.join(backends) or 'no backend'}; rule: "
-        f"{report.get('rule', '?')} (atol {_g(report.get('atol'))}, rtol "
-        f"{_g(report.get('rtol'))}). Passed: **{report.get('passed')}**; largest |difference| "
-        f"{report.get('max_abs_diff', 0.0):.3g}.",
+        f"{report.get('rule', '?')}. Passed: **{report.get('passed')}**; largest "
+        f"|difference| {report.get('max_abs_diff', 0.0):.3g}.",
         "",
-        "| signature | " + " | ".join(backends) + " |",
-        "|---|" + "---|" * len(backends),
+        "| signature | tolerance | " + " | ".join(backends) + " |",
+        "|---|---|" + "---|" * len(backends),
     ]
+    tolerances = report.get("tolerances", {})
     for name, per_backend in report.get("signatures", {}).items():
         cells = []
         for backend in backends:
@@ -128,52 +128,19 @@ def _parity_lines(meta: Mapping[str, Any]) -> list[str]:
                         default=0.0)  # fmt: skip
             wrong = sum(d.get("mismatches", 0) for d in diffs.values())
             cells.append(f"{worst:.2e}" + (f", {wrong} verdicts differ" if wrong else ""))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        t = tolerances.get(name) or {"atol": report.get("atol"), "rtol": report.get("rtol")}
+        tolerance = f"atol {_g(t['atol'])}, rtol {_g(t['rtol'])}"
+        lines.append(f"| {name} | {tolerance} | " + " | ".join(cells) + " |")
     return lines
 
 
 def _use_lines(meta: Mapping[str, Any]) -> list[str]:
-    model = meta["model"]
-    family = model["family"]
-    config = model.get("config", {})
+    """The model's own notes (from its task declaration), then, for anomaly scorers,
+    what the calibration data means for the threshold."""
+    lines = list(meta["model"].get("intended_use") or [])
+    if not meta.get("threshold"):
+        return lines
     calibration = meta.get("calibration") or {}
-    shape = ", ".join(str(d) for d in model["image_shape"])
-    lines: list[str] = []
-    if family == "gan":
-        return [
-            "- Generates images like the training data from latent vectors z ~ N(0, I). "
-            "It scores nothing and has no threshold.",
-            "- `sample` (SavedModel only) draws z from a seed; ONNX users feed z to `generate`.",
-        ]
-    if family == "sequence_autoencoder":
-        lines += [
-            f"- Scores multivariate sequences [T, F] = [{shape}] for being unlike the "
-            "calibration data; `step_scores` [N, T] show *where* in time the reconstruction "
-            "fails.",
-            f"- Pad shorter sequences with mask_value = {_g(model.get('mask_value'))} in "
-            "**every** feature; such steps are ignored (step score 0). A real step whose "
-            "features all equal mask_value is treated as padding too.",
-            "- Inputs must be on the scale and preprocessing the model was trained on.",
-        ]
-    elif family == "vae":
-        lines += [
-            f"- Scores images [{shape}] in [0, 1] by their negative ELBO (nats).",
-            "- Likelihood-based scores can rate some out-of-distribution inputs as *more* "
-            "likely than the training data (Nalisnick et al., 2019): check on your anomalies.",
-        ]
-    else:
-        lines += [
-            f"- Scores images [{shape}], float32 in [0, 1], by reconstruction error: high "
-            "where the model cannot reproduce the input.",
-            "- Autoencoders can reconstruct some anomalies well (e.g. simple or blank "
-            "images) and then miss them: check on the anomalies you care about.",
-        ]
-    if config.get("corruption"):
-        lines.append(
-            f"- `denoise` returns the clean estimate (the reconstruction). The model was "
-            f"trained to undo {config['corruption']} corruption at level "
-            f"{_g(config.get('noise_level'))}; other noise kinds or levels are out of scope."
-        )
     description = calibration.get("description")
     if description:
         lines.append(
@@ -217,13 +184,13 @@ def render(meta: Mapping[str, Any]) -> str:
     ]
     if user.get("source"):
         out.append(f"- Exported from: `{user['source']}`")
-    key = model["input"]["key"]
-    out += [
-        f"- Input: `{key}` {_shape({'dtype': 'float32', 'shape': [-1, *model['image_shape']]})}"
-        if key != "z"
-        else f"- Input: `z` float32 [N, {model['latent_dim']}]",
-        f"- Latent dimension: {model['latent_dim']}",
-    ]
+    given = model["input"]
+    shape = [-1 if d is None else d for d in given["shape"]]
+    out.append(f"- Input: `{given['key']}` {_shape({**given, 'shape': shape})}")
+    if model.get("tasks"):
+        out.append(f"- Tasks: {', '.join(model['tasks'])}")
+    if "latent_dim" in model:
+        out.append(f"- Latent dimension: {model['latent_dim']}")
     settings = [f"{k}={_g(config[k])}" for k in _CONFIG_KEYS if k in config]
     if settings:
         out.append(f"- Settings: {', '.join(settings)}")

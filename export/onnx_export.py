@@ -115,7 +115,7 @@ def random_op_types(model_proto: Any) -> list[str]:
 def convert_signature(
     signature: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET
 ) -> Any:
-    """Convert one :class:`~zoo.export.signatures.Signature` to ``path``; return the ModelProto.
+    """Convert one :class:`~zoo.tasks.Signature` to ``path``; return the ModelProto.
 
     Raises :class:`OnnxConversionError` when the checker fails, random or non-standard
     ops remain, the input/output names differ from the signature's, or onnxruntime

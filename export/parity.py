@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from zoo.export import onnx_export, savedmodel
-from zoo.export.signatures import SignatureSet
 
 from zoo.progress import Progress
+from zoo.tasks import SignatureSet, Tolerance
 
 __all__ = ["ParityError", "check_parity", "compare_outputs"]
 
@@ -110,15 +110,27 @@ def check_parity(
     savedmodel_dir: str | os.PathLike,
     onnx_paths: Mapping[str, str | os.PathLike],
     *,
-    atol: float = 1e-4,
-    rtol: float = 1e-5,
+    atol: float | None = None,
+    rtol: float | None = None,
     tf1: bool = True,
 ) -> dict[str, Any]:
     """Compare every backend with Keras on ``calls`` (``{signature or alias: inputs}``).
 
-    Returns the report recorded in the export metadata; raises :class:`ParityError`
-    (carrying the report) on any disagreement.
+    Each signature is held to its own declared :class:`~zoo.tasks.Tolerance` (an
+    iterative sampler may state a looser one than a one-layer decoder); ``atol`` /
+    ``rtol``, when given, override it for every signature. Returns the report recorded
+    in the export metadata; raises :class:`ParityError` (carrying the report) on any
+    disagreement.
     """
+
+    def tolerance(name: str) -> Tolerance:
+        declared = signature_set.resolve(name).tolerance
+        return Tolerance(
+            declared.atol if atol is None else float(atol),
+            declared.rtol if rtol is None else float(rtol),
+        )
+
+    tolerances = {name: tolerance(name) for name in calls}
     steps = 2 + int(tf1) + len(onnx_paths)
     with Progress(steps, "export parity (keras, savedmodel, tf1, onnx)", unit="runs") as bar:
         references = {
@@ -148,12 +160,14 @@ def check_parity(
     if onnx_paths:
         runs["onnxruntime"] = onnx_runs
 
+    loosest = max(tolerances.values(), key=lambda t: (t.atol, t.rtol), default=Tolerance())
     report: dict[str, Any] = {
-        "atol": atol,
-        "rtol": rtol,
-        "rule": "|candidate - keras| <= atol + rtol * |keras|; verdicts exact unless the "
-        "score is within that tolerance of the threshold; normalized_score within the "
-        "anomaly_score tolerance / std",
+        "atol": loosest.atol,
+        "rtol": loosest.rtol,
+        "tolerances": {name: t.to_dict() for name, t in tolerances.items()},
+        "rule": "|candidate - keras| <= atol + rtol * |keras| with each signature's own "
+        "atol and rtol (tolerances); verdicts exact unless the score is within that "
+        "tolerance of the threshold; normalized_score within the anomaly_score tolerance / std",
         "batch_size": int(max(len(next(iter(v.values()))) for v in calls.values())),
         "backends": list(runs),
         "signatures": {},
@@ -167,7 +181,11 @@ def check_parity(
             if name not in results:
                 continue
             diffs, problems = compare_outputs(
-                references[name], results[name], atol=atol, rtol=rtol, normalization_std=std
+                references[name],
+                results[name],
+                atol=tolerances[name].atol,
+                rtol=tolerances[name].rtol,
+                normalization_std=std,
             )
             entry[backend] = diffs
             failures += [f"{name} [{backend}] {p}" for p in problems]

@@ -17,7 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from zoo.export.signatures import SignatureSet
+
+from zoo.tasks import SignatureSet
 
 __all__ = ["read_signature_defs", "run_tf1", "run_tf2", "write_savedmodel"]
 

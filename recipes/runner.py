@@ -29,6 +29,7 @@ from zoo import data as zdata
 from zoo import registry
 from zoo.checkpoints import CheckpointEveryEpoch, TrainingState, latest_checkpoint
 from zoo.fileio import atomic_path, atomic_write_text
+from zoo.tasks import Generator, declaration_of
 from zoo.trainers.base import Trainer
 
 SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
@@ -259,20 +260,9 @@ class ImageGrids(keras.callbacks.Callback):
         self.written: list[Path] = []
 
     def grids(self) -> dict[str, np.ndarray]:
-        model = self.model
-        out = {}
-        if hasattr(model, "generate"):
-            z = (
-                np.random.default_rng(self.seed)
-                .standard_normal((self.num_samples, model.latent_dim))
-                .astype("float32")
-            )
-            out["samples"] = np.asarray(model.generate(z))
-        if hasattr(model, "reconstruct") and len(self.images):
-            recon = np.asarray(model.reconstruct(self.images))
-            pairs = np.stack([self.images, recon], axis=1).reshape(-1, *self.images.shape[1:])
-            out["reconstructions"] = pairs  # original, reconstruction, original, ...
-        return out
+        """The grids the model's task declaration draws (samples from fixed noise;
+        reconstructions or translations of the fixed images beside them)."""
+        return declaration_of(self.model).image_grids(self.images, self.num_samples, self.seed)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every:
@@ -303,7 +293,7 @@ def check_logging(model: Trainer, recipe: Recipe) -> Any:
     logging = recipe.logging
     if not logging["quality_every_epochs"]:
         return None
-    if not hasattr(model, "generate"):
+    if not declaration_of(model).implements(Generator):
         raise RecipeError(
             f"logging.quality_every_epochs: {model.name!r} does not generate images; set it to 0"
         )
@@ -348,10 +338,12 @@ def logging_callbacks(
 ) -> list[keras.callbacks.Callback]:
     """Image grids for every image model; latent-space grids for VAEs; sample-quality
     metrics for generators when ``logging.quality_every_epochs`` is set."""
-    logging, image_shape = recipe.logging, tuple(model.image_shape)
+    logging, declaration = recipe.logging, declaration_of(model)
     preview = val_ds if val_ds is not None else train_ds
-    if len(image_shape) != 3:  # sequence models: no image grids
+    takes_images = declaration.examples is not None and declaration.examples.key == "images"
+    if not (takes_images or declaration.implements(Generator)):  # e.g. sequence models
         return []
+    image_shape = tuple(model.image_shape)
     out: list[keras.callbacks.Callback] = []
     if logging["sample_every_epochs"] and logging["num_samples"]:
         out.append(
@@ -361,12 +353,10 @@ def logging_callbacks(
                 logging["num_samples"],
                 logging["sample_every_epochs"],
                 recipe.seed,
-                ncols=getattr(model, "num_classes", 0) or None,  # conditional: class columns
+                ncols=declaration.num_classes or None,  # conditional: one class per column
             )
         )
-    from zoo.trainers import VAE
-
-    if isinstance(model, VAE) and logging["latent_every_epochs"]:
+    if declaration.latent_plots and logging["latent_every_epochs"]:
         from zoo.latent import LatentSpaceLogger
 
         examples = latent_examples(recipe, image_shape, preview)
@@ -522,7 +512,7 @@ def train(
     config["seed"] = recipe.model_config.get("seed", recipe.seed)
     model = registry.load(recipe.model, **config)
     image_shape = tuple(model.image_shape)
-    if getattr(model, "conditional", False) and not recipe.data["with_labels"]:
+    if declaration_of(model).num_classes and not recipe.data["with_labels"]:
         raise RecipeError(
             f"{recipe.model!r} is conditional: it trains on (image, label) pairs. Set "
             "data.with_labels = true (the data source must have labels)"

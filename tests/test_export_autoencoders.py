@@ -17,11 +17,10 @@ import pytest
 import tensorflow as tf
 from export_helpers import assert_close, keras_outputs, make_inputs, run_tf1_session
 from zoo.export import export_cli, export_model, synthetic_calibration
-from zoo.export.exporter import as_sequences
-from zoo.export.signatures import build_signatures, family_of
 
 import zoo
 from zoo.registry import get_spec, list_models
+from zoo.tasks import Sequences, declaration_of
 
 FAMILIES = ("autoencoder", "sequence_autoencoder")
 TINY = sorted(n for n in list_models("*_tiny") if get_spec(n).family in FAMILIES)
@@ -75,7 +74,7 @@ def exported(tmp_path_factory, normal_images) -> dict[str, tuple]:
     done = {}
     for name in TINY:
         model = zoo.load(name)
-        if family_of(model) == "sequence_autoencoder":
+        if declaration_of(model).family == "sequence_autoencoder":
             result, model = _export_cli_keeping_the_model(name, out)
         else:
             result = export_model(
@@ -95,13 +94,13 @@ def loaded(exported) -> dict:
 
 
 def _examples(model, normal_images) -> np.ndarray:
-    if family_of(model) == "sequence_autoencoder":
+    if declaration_of(model).family == "sequence_autoencoder":
         return _padded(calibration_data(model)[0], model.mask_value)
     return normal_images
 
 
 def _expected_signatures(model) -> dict[str, tuple[list[str], list[str]]]:
-    key = "sequences" if family_of(model) == "sequence_autoencoder" else "images"
+    key = "sequences" if declaration_of(model).family == "sequence_autoencoder" else "images"
     scores = ["anomaly_score", "is_anomaly", "normalized_score", "threshold"]
     if key == "sequences":
         scores = sorted([*scores, "step_scores"])
@@ -197,7 +196,7 @@ def test_denoise_exactly_for_corrupted_models(exported, loaded, normal_images, n
     assert ("denoise" in loaded[name].signatures) == bool(model.corruption)
     if not model.corruption:
         return
-    key = "sequences" if family_of(model) == "sequence_autoencoder" else "images"
+    key = "sequences" if declaration_of(model).family == "sequence_autoencoder" else "images"
     clean = _examples(model, normal_images)[:3]
     noisy = clean + np.random.default_rng(1).normal(0, 0.3, clean.shape)
     noisy = (noisy if key == "sequences" else np.clip(noisy, 0, 1)).astype("float32")
@@ -217,7 +216,7 @@ def test_denoise_exactly_for_corrupted_models(exported, loaded, normal_images, n
 )
 def test_denoise_follows_the_corruption_setting(name, config, key):
     model = zoo.load(name, **config)
-    sigs = build_signatures(model, threshold=0.1).signatures
+    sigs = declaration_of(model).signatures(threshold=0.1).signatures
     assert ("denoise" in sigs) == (key is not None)
     if key:
         x = np.random.default_rng(0).uniform(size=(2, *model.image_shape)).astype("float32")
@@ -231,7 +230,7 @@ def test_normalized_score_is_score_minus_mean_over_std(exported, loaded, normal_
     stored = json.loads((result.version_dir / "assets.extra" / "zoo_export.json").read_text())
     norm = stored["normalization"]
     assert norm["output"] == "normalized_score" and norm["ddof"] == 1
-    sequences = family_of(model) == "sequence_autoencoder"
+    sequences = declaration_of(model).family == "sequence_autoencoder"
     calibration = calibration_data(model)[0] if sequences else normal_images
     scores = np.asarray(model.anomaly_score(calibration), np.float64)
     assert norm["n"] == len(scores) == stored["threshold"]["n"]
@@ -269,7 +268,7 @@ def test_model_card_states_threshold_method_and_score_definition(exported, name)
     for signature in _expected_signatures(model):
         if signature != "serving_default":
             assert f"| `{signature}` |" in text
-    if family_of(model) == "sequence_autoencoder":
+    if declaration_of(model).family == "sequence_autoencoder":
         assert "per valid timestep, averaged over the sequence" in meta["score"]["definition"]
         assert "SYNTHETIC" in text and "synthetic_series" in text and "step_scores" in text
     else:
@@ -406,10 +405,11 @@ def test_given_threshold_without_data_has_no_normalized_score(tmp_path):
 
 def test_calibration_sequences_are_checked():
     data = tf.data.Dataset.from_tensor_slices(np.zeros((5, 32, 3), np.float32)).batch(2)
-    assert as_sequences(data, (32, 3)).shape == (5, 32, 3)
+    kind = Sequences((32, 3))
+    assert kind.check(data).shape == (5, 32, 3)
     with pytest.raises(ValueError, match=r"pad_sequences\(\.\.\., maxlen=32\)"):
-        as_sequences(np.zeros((4, 16, 3)), (32, 3))
+        kind.check(np.zeros((4, 16, 3)))
     with pytest.raises(ValueError, match="NaN or inf"):
-        as_sequences(np.full((2, 32, 3), np.nan), (32, 3))
+        kind.check(np.full((2, 32, 3), np.nan))
     with pytest.raises(ValueError, match=r"calibration_images=<normal sequences"):
         export_model(zoo.load("recurrent_ae_tiny"), "/nonexistent", "rae")

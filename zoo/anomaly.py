@@ -35,6 +35,7 @@ from zoo.export.calibration import (
     warn_if_calibration_too_small,
 )
 from zoo.metrics import AnomalyReport, evaluate_scores, plot_scores
+from zoo.tasks import AnomalyScorer, declaration_of
 
 __all__ = [
     "AnomalyDetector",
@@ -62,10 +63,11 @@ class AnomalyDetector:
     """A trained (or trainable) model, its threshold, and the decision ``score > threshold``."""
 
     def __init__(self, model: keras.Model, threshold: Threshold | float | None = None):
-        if not hasattr(model, "anomaly_score"):
+        declaration = declaration_of(model)
+        if not declaration.implements(AnomalyScorer):
             raise TypeError(
-                f"{type(model).__name__} has no anomaly_score; use an autoencoder or VAE "
-                "(zoo.list_models('*ae*'))"
+                f"{type(model).__name__} ({declaration.family}) scores no anomalies; use a "
+                "model that does, e.g. an autoencoder or VAE (zoo.list_models('*ae*'))"
             )
         self.model = model
         self.threshold = (
@@ -166,24 +168,46 @@ def anomaly_evaluation_data(
     - Image models without: half of the held-out digits calibrate; the other half and
       their corrupted copies (``corrupt_images``) test.
     """
-    from zoo import data as zdata
-    from zoo.trainers import SequenceAutoencoder
+    declaration = declaration_of(model)
+    kind = declaration.examples
+    protocol = EVALUATION_PROTOCOLS.get(kind.key if kind is not None else "")
+    if protocol is None:
+        raise TypeError(
+            f"no anomaly evaluation protocol for {model.name}'s inputs "
+            f"({kind.key if kind else 'none'}); known: {', '.join(EVALUATION_PROTOCOLS)}"
+        )
+    return protocol(kind.shape, normal_classes, seed)
 
-    if isinstance(model, SequenceAutoencoder):
-        steps, features = model.sequence_shape
-        # the generator is free: 1,000 normal series put the 1% quantile 10 scores deep
-        normal = zdata.synthetic_series(n_series=1000, length=steps, n_features=features,
-                                        anomaly_fraction=0.0, seed=seed + 1000)  # fmt: skip
-        test = zdata.synthetic_series(n_series=1000, length=steps, n_features=features,
-                                      anomaly_fraction=0.3, seed=seed + 2000)  # fmt: skip
-        return EvaluationData(
-            normal.series, test.series, test.labels.astype(int),
-            "synthetic series: 1000 normal to calibrate; 1000 to test, 30% with one injected "
-            "spike, level shift or pattern change",
-            groups=np.array([kind or "normal" for kind in test.kinds]),
-        )  # fmt: skip
+
+def sequence_evaluation_data(
+    shape: tuple[int, ...], normal_classes: list[int] | None, seed: int
+) -> EvaluationData:
+    """Synthetic series: normal ones to calibrate; a fresh set with injected spikes, level
+    shifts and pattern changes to test (``normal_classes`` does not apply)."""
+    from zoo import data as zdata
+
+    steps, features = shape
+    # the generator is free: 1,000 normal series put the 1% quantile 10 scores deep
+    normal = zdata.synthetic_series(n_series=1000, length=steps, n_features=features,
+                                    anomaly_fraction=0.0, seed=seed + 1000)  # fmt: skip
+    test = zdata.synthetic_series(n_series=1000, length=steps, n_features=features,
+                                  anomaly_fraction=0.3, seed=seed + 2000)  # fmt: skip
+    return EvaluationData(
+        normal.series, test.series, test.labels.astype(int),
+        "synthetic series: 1000 normal to calibrate; 1000 to test, 30% with one injected "
+        "spike, level shift or pattern change",
+        groups=np.array([kind or "normal" for kind in test.kinds]),
+    )  # fmt: skip
+
+
+def image_evaluation_data(
+    shape: tuple[int, ...], normal_classes: list[int] | None, seed: int
+) -> EvaluationData:
+    """The bundled MNIST test split, resized to ``shape``: one-class (``normal_classes``)
+    or normal digits against corrupted copies."""
+    from zoo import data as zdata
+
     images, digit_labels = zdata.load_sample("test")
-    shape = tuple(model.image_shape)
     x = np.stack([e.numpy() for e in zdata.from_numpy(images, image_shape=shape, resize=True)])
     rng = np.random.default_rng(seed)
     if normal_classes:
@@ -208,6 +232,11 @@ def anomaly_evaluation_data(
         "bundled MNIST test split: half calibrate; the other half and its corrupted copies "
         "(inverted 12x12 patch + noise) test",
     )  # fmt: skip
+
+
+#: Anomaly evaluation protocol by the examples a model takes (its declaration's
+#: ``examples.key``): data the zoo ships or makes.
+EVALUATION_PROTOCOLS = {"images": image_evaluation_data, "sequences": sequence_evaluation_data}
 
 
 def evaluate_run(

@@ -184,23 +184,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def default_task(run: str) -> str:
-    """anomaly for autoencoders, likelihood for VAEs, samples for GANs."""
+def evaluation_task(run: str, task: str | None) -> str:
+    """The evaluation ``zoo evaluate`` runs: ``task`` if the model's declaration lists it,
+    else (``task`` None) the declaration's first, e.g. anomaly for autoencoders,
+    likelihood for VAEs, samples for GANs."""
     from zoo.runs import load_run
-    from zoo.trainers import GAN, VAE
+    from zoo.tasks import declaration_of
 
     model = load_run(run)
-    return (
-        "samples"
-        if isinstance(model, GAN)
-        else "likelihood"
-        if isinstance(model, VAE)
-        else "anomaly"
-    )
+    declaration = declaration_of(model)
+    offered = declaration.evaluations
+    if not offered:
+        raise EvaluationError(f"{model.name} ({declaration.family}) declares no evaluation")
+    if task is None:
+        return offered[0]
+    if task not in offered:
+        raise EvaluationError(
+            f"--task {task} does not apply to {model.name} ({declaration.family}); it offers "
+            f"{', '.join(offered)}"
+        )
+    return task
+
+
+class EvaluationError(ValueError):
+    """``zoo evaluate --task`` names an evaluation the model does not offer."""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    task = args.task or default_task(args.run)
+    task = evaluation_task(args.run, args.task)
     if task == "likelihood":
         from zoo.likelihood import evaluate_run
 
@@ -395,9 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 USER_ERRORS: dict[str, tuple[str, ...]] = {
     "builtins": ("FileNotFoundError",),
     "zoo.checkpoints": ("TrainingDivergedError",),
+    "zoo.cli": ("EvaluationError",),
+    "zoo.sampling": ("SampleError",),
     "zoo.data": ("DataError",),
-    "zoo.export": ("OnnxConversionError", "ParityError"),
-    "zoo.export.exporter": ("CalibrationError", "ExportPathError"),
+    "zoo.export": ("CalibrationError", "ExportPathError", "OnnxConversionError", "ParityError"),
     "zoo.recipes.recipe": ("RecipeError",),
     "zoo.registry": ("ConfigError", "UnknownModelError"),
 }

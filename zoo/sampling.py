@@ -9,24 +9,30 @@ import numpy as np
 
 from zoo import data as zdata
 from zoo.runs import load_run
+from zoo.tasks import Generator, declaration_of
 
 
-def fixed_latents(n: int, latent_dim: int, seed: int) -> np.ndarray:
-    """Latent points drawn from N(0, I) by numpy: the same seed gives the same grid."""
-    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype("float32")
+class SampleError(ValueError):
+    """``zoo sample`` on a model that neither generates nor maps images to images."""
 
 
 def model_images(model, n: int, seed: int) -> np.ndarray:
-    """Samples from a generator or VAE; for an autoencoder, originals and reconstructions
-    of bundled MNIST digits, interleaved."""
-    if hasattr(model, "generate"):
-        return np.asarray(model.generate(fixed_latents(n, model.latent_dim, seed)))
-    pairs = max(n // 2, 1)
-    images = np.stack(
-        [x.numpy() for x in zdata.from_sample("test", image_shape=model.image_shape).take(pairs)]
+    """What the model's task declaration draws: samples from fixed latent points for a
+    generator; for a model that reconstructs or translates images, bundled MNIST test
+    digits beside their reconstructions or translations, interleaved."""
+    declaration = declaration_of(model)
+    if declaration.implements(Generator):
+        return declaration.sample_images(n, seed)
+    kind = declaration.examples
+    if kind is not None and kind.key == "images":
+        digits = zdata.from_sample("test", image_shape=kind.shape).take(max(n // 2, 1))
+        grids = declaration.image_grids(np.stack([x.numpy() for x in digits]), 0, seed)
+        if grids:
+            return next(iter(grids.values()))
+    raise SampleError(
+        f"{model.name} ({declaration.family}) neither generates nor maps images to images, so "
+        "there is nothing to draw; use zoo evaluate for it"
     )
-    recon = np.asarray(model.reconstruct(images))
-    return np.stack([images, recon], axis=1).reshape(-1, *images.shape[1:])
 
 
 def sample_grid(
