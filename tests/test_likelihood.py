@@ -13,7 +13,6 @@ import tensorflow_probability as tfp
 
 import zoo
 from zoo.likelihood import (
-    LatentVariableModel,
     active_units,
     bits_per_dim,
     evaluate_likelihood,
@@ -22,6 +21,7 @@ from zoo.likelihood import (
     kl_per_dimension,
     report_markdown,
 )
+from zoo.tasks import LikelihoodModel
 
 tfd = tfp.distributions
 
@@ -79,8 +79,8 @@ def linear_data(linear_model) -> np.ndarray:
 
 
 def test_the_hand_built_model_follows_the_protocol(linear_model):
-    assert isinstance(linear_model, LatentVariableModel)
-    assert isinstance(zoo.load("vae_tiny"), LatentVariableModel)
+    assert isinstance(linear_model, LikelihoodModel)
+    assert isinstance(zoo.load("vae_tiny"), LikelihoodModel)
 
 
 def test_estimate_converges_to_the_closed_form(linear_model, linear_data):

@@ -11,7 +11,7 @@ stochastic *lower* bound of log p(x) in expectation that tightens as k grows (it
 IWAE bound L_k). Samples are drawn in chunks of ``batch_k`` so memory stays bounded for
 k = 5000, and the chunks are combined with a numerically stable log-sum-exp.
 
-It works on anything that follows :class:`LatentVariableModel`: every zoo VAE, or a small
+It works on anything that follows :class:`zoo.tasks.LikelihoodModel`: every zoo VAE, or a small
 hand-built model (the tests use a linear-Gaussian model whose p(x) is known in closed
 form).
 
@@ -29,12 +29,13 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from zoo.fileio import atomic_write_text
 from zoo.progress import Progress
+from zoo.tasks.protocols import LikelihoodModel
 
 #: Burda et al. (2015): a latent unit is active if Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -44,34 +45,12 @@ LIKELIHOOD_NAMES = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_l
 DEFAULT_BATCH_K = 500
 
 
-@runtime_checkable
-class LatentVariableModel(Protocol):
-    """What the estimator needs; every zoo VAE implements it.
-
-    - ``encode(x)`` -> (mean, log-variance) of a diagonal Gaussian q(z|x), each [N, d];
-    - ``log_likelihood(x, z)`` -> log p(x|z) per example [N] (nats); a model whose
-      ``log_likelihood_broadcasts`` is True also takes z [k, N, d] -> [k, N] (the
-      estimator then does not copy the images k times);
-    - ``prior`` -> an object with ``log_prob(z)`` [..., d] -> [...] (e.g. a TFP
-      distribution), log p(z).
-
-    Conditional models take ``labels=`` in ``encode`` and ``log_likelihood``.
-    """
-
-    def encode(self, x: Any) -> tuple[Any, Any]: ...
-
-    def log_likelihood(self, x: Any, z: Any) -> Any: ...
-
-    @property
-    def prior(self) -> Any: ...
-
-
 def _check_model(model: Any) -> None:
-    missing = [name for name in ("encode", "log_likelihood", "prior") if not hasattr(model, name)]
-    if missing:
+    if not isinstance(model, LikelihoodModel):
+        missing = [n for n in ("encode", "log_likelihood", "prior") if not hasattr(model, n)]
         raise TypeError(
             f"{type(model).__name__} cannot be evaluated by importance sampling: it lacks "
-            f"{', '.join(missing)} (see zoo.likelihood.LatentVariableModel; zoo VAEs have them)"
+            f"{', '.join(missing)} (see zoo.tasks.LikelihoodModel; zoo VAEs have them)"
         )
 
 
@@ -392,30 +371,29 @@ def evaluation_images(
     return images, labels[index]
 
 
-def evaluate_run(
-    target: str | os.PathLike,
+def evaluate_model(
+    model: Any,
+    out_dir: str | os.PathLike,
     *,
+    target: str,
     k: int = 5000,
     n: int = 1000,
     split: str = "test",
     batch_size: int = 100,
     batch_k: int | None = None,
     seed: int = 0,
-    out_dir: str | os.PathLike | None = None,
     images: Any = None,
     labels: Any = None,
 ) -> tuple[dict[str, Any], Path]:
-    """``zoo evaluate RUN --task likelihood``: load a run folder, ``.keras`` file or model
-    name, evaluate on ``n`` images of the bundled MNIST sample's ``split`` (or on
-    ``images``), write ``likelihood.json`` and ``likelihood.md`` into ``out_dir`` (default
-    ``RUN/evaluation``) and TensorBoard scalars ``likelihood/*`` there. Conditional models
-    are evaluated given the true labels (log p(x|y)). Returns (result, out_dir)."""
+    """``zoo evaluate --task likelihood`` on a loaded model: evaluate on ``n`` images of
+    the bundled MNIST sample's ``split`` (or on ``images``), write ``likelihood.json`` and
+    ``likelihood.md`` into ``out_dir`` and TensorBoard scalars ``likelihood/*`` there.
+    ``target`` names what was evaluated in the report (a run folder, ``.keras`` file or
+    model name; :func:`zoo.recipes.evaluation.evaluate_likelihood_run` loads it).
+    Conditional models are evaluated given the true labels (log p(x|y)). Returns
+    (result, out_dir)."""
     import tensorflow as tf
 
-    from zoo.runs import load_run
-
-    target = Path(target)
-    model = load_run(target)
     _check_model(model)
     if images is None:
         images, sample_labels = evaluation_images(model, n=n, split=split)
@@ -440,11 +418,7 @@ def evaluate_run(
     )
     result["source"] = source + ("; conditioned on the true labels" if conditional else "")
     result["target"] = str(target)
-    out = (
-        Path(out_dir)
-        if out_dir
-        else (target / "evaluation" if target.is_dir() else Path("evaluation"))
-    )
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "likelihood.json", json.dumps(result, indent=1))
     atomic_write_text(

@@ -85,10 +85,16 @@ class AnomalyScorer(Protocol):
 class LikelihoodModel(Protocol):
     """A latent-variable model whose marginal likelihood can be estimated.
 
-    ``encode(x)`` -> the posterior's ``(mean, log_variance)``; ``log_likelihood(x, z)`` ->
-    ``log p(x | z)`` summed over the example's values, ``[N]``; ``prior`` -> a
-    ``tfp.distributions`` distribution over z. :mod:`zoo.likelihood` estimates
-    ``log p(x)`` from these by importance sampling (Burda et al., 2016)."""
+    - ``encode(x)`` -> (mean, log-variance) of a diagonal Gaussian q(z|x), each [N, d];
+    - ``log_likelihood(x, z)`` -> log p(x|z) per example [N] (nats, summed over the
+      example's values); a model whose ``log_likelihood_broadcasts`` is True also takes
+      z [k, N, d] -> [k, N] (the estimator then does not copy the examples k times);
+    - ``prior`` -> an object with ``log_prob(z)`` [..., d] -> [...] (e.g. a
+      ``tfp.distributions`` distribution), log p(z).
+
+    Conditional models take ``labels=`` in ``encode`` and ``log_likelihood``.
+    :mod:`zoo.likelihood` estimates log p(x) from these by importance sampling (Burda et
+    al., 2016)."""
 
     def encode(self, x: Any) -> Any: ...
 
