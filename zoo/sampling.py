@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from zoo import data as zdata
-from zoo.runs import load_run
 from zoo.tasks import Generator, declaration_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
 
 
 class SampleError(ValueError):
@@ -36,14 +39,17 @@ def model_images(model, n: int, seed: int) -> np.ndarray:
 
 
 def sample_grid(
-    run: str | os.PathLike, *, n: int = 64, seed: int = 0, out: str | os.PathLike = "samples.png"
+    model: keras.Model,
+    *,
+    n: int = 64,
+    seed: int = 0,
+    out: str | os.PathLike = "samples.png",
 ) -> Path:
-    """Write a PNG grid for a run folder, ``.keras`` file or registered model name
-    (conditional models: one class per column)."""
+    """Write a PNG grid of :func:`model_images` (conditional models: one class per
+    column). ``zoo sample`` loads the model with ``zoo.load_run``."""
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")
-    model = load_run(run)
     # conditional models sample class i mod num_classes: one class per column
-    ncols = getattr(model, "num_classes", 0) if getattr(model, "conditional", False) else 0
+    ncols = declaration_of(model).num_classes
     grid = zdata.image_grid(model_images(model, n, seed), ncols=ncols or None)
     return Path(zdata.save_png(grid, out))
