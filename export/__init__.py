@@ -11,12 +11,6 @@ See docs/ARCHITECTURE.md ("Export") for the facts this follows (ExportArchive, t
 TF1 loader, tf2onnx limits).
 """
 
-from zoo.export.calibration import (
-    ScoreNormalization,
-    Threshold,
-    calibrate_threshold,
-    calibrate_threshold_f1,
-)
 from zoo.export.exporter import ExportPathError, ExportResult, export_model
 from zoo.export.onnx_export import OnnxConversionError
 from zoo.export.parity import ParityError
@@ -25,6 +19,13 @@ from zoo.export.run_export import (
     calibration_data,
     export_cli,
     synthetic_calibration,
+)
+
+from zoo.calibration import (
+    ScoreNormalization,
+    Threshold,
+    calibrate_threshold,
+    calibrate_threshold_f1,
 )
 
 __all__ = [

@@ -36,7 +36,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from zoo.export import (
-    calibration,
     model_card,
     onnx_export,
     parity,
@@ -44,9 +43,10 @@ from zoo.export import (
     versioning,
 )
 from zoo.export import warmup as warmup_records
-from zoo.export.calibration import ScoreNormalization, Threshold, anomaly_scores
 from zoo.export.versioning import ExportPathError
 
+from zoo import calibration
+from zoo.calibration import ScoreNormalization, Threshold, anomaly_scores
 from zoo.tasks import AnomalyScorer, SignatureSet, TaskDeclaration, declaration_of
 
 __all__ = [

@@ -277,7 +277,7 @@ def export_cli(
     calibration: str | os.PathLike | CalibrationData | None = None,
     threshold: float | None = None,
 ) -> ExportResult:
-    """``zoo export``'s body: load ``target`` with ``zoo.runs.load_run`` (a run folder, a
+    """``zoo export``'s body: load ``target`` with ``zoo.recipes.runs.load_run`` (a run folder, a
     ``.keras`` file or a registered name) and export it to ``out/<name>/<version>``.
 
     ``name`` defaults to the model's Keras name (``model.name``, e.g. ``conv_ae``).
@@ -286,7 +286,7 @@ def export_cli(
     :func:`calibration_data`); ``threshold`` sets the threshold instead. Without either,
     a bare ``.keras`` file or model name is refused (:class:`CalibrationError`).
     """
-    from zoo.runs import load_run
+    from zoo.recipes.runs import load_run
 
     if not math.isfinite(float(target_fpr)):
         raise ValueError(f"target_fpr must be finite; got {target_fpr}")

@@ -12,6 +12,8 @@ from typing import Any
 
 import tomllib
 
+from zoo import registry
+
 # Every key a recipe may hold, with its default (``REQUIRED`` must be given).
 REQUIRED = object()
 SCHEMA: dict[str, Any] = {
@@ -77,9 +79,8 @@ class Recipe:
             raise AttributeError(key) from None
 
     def build_config(self) -> dict[str, Any]:
-        """The model's config as a run builds it: ``[model_config]``, with the recipe's
-        ``seed`` unless the table sets its own."""
-        return {**self.model_config, "seed": self.model_config.get("seed", self.seed)}
+        """The model's config as a run builds it (:func:`zoo.registry.build_config`)."""
+        return registry.build_config(self.model_config, self.seed)
 
     def to_toml(self) -> str:
         """The resolved recipe as TOML (written into each run for reproducibility)."""
@@ -152,8 +153,6 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
 def check_model_config(model: str, config: Any, source: str = "<dict>") -> None:
     """The model exists and takes ``[model_config]`` (keys and values), checked by the
     registry without TensorFlow, so ``zoo train`` refuses a bad recipe in a moment."""
-    from zoo import registry  # imported here: the registry reads run folders' recipes
-
     if not isinstance(config, dict):
         raise RecipeError(f"recipe key 'model_config' must be a table; got {config!r}")
     try:

@@ -11,8 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
-from zoo.export.calibration import Threshold, calibrate_threshold, calibrate_threshold_f1
 
+from zoo.calibration import Threshold, calibrate_threshold, calibrate_threshold_f1
 from zoo.metrics import (
     AnomalyReport,
     auroc,

@@ -12,7 +12,7 @@ from zoo.cli import main
 
 
 def test_demo_trains_exports_serves_and_requests(tmp_path, capsys):
-    from zoo.demo import run_demo
+    from zoo.serving.demo import run_demo
 
     result = run_demo(tmp_path / "out", quick=True)
     out = capsys.readouterr().out

@@ -23,18 +23,18 @@ import numpy as np
 import pytest
 from recipe_helpers import recipe_toml
 from zoo.export import CalibrationError, calibration_data, versioning
-from zoo.export.calibration import (
+from zoo.recipes.runs import load_run
+
+import zoo
+from zoo.calibration import (
     CalibrationSizeWarning,
     calibrate_threshold,
     calibration_size_warning,
     min_calibration_size,
 )
-
-import zoo
 from zoo.cli import main
 from zoo.data import load_sample, make_dataset, synthetic_series
 from zoo.progress import Progress
-from zoo.runs import load_run
 
 
 def one_class_recipe(name: str, data: str) -> str:

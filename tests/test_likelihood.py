@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from zoo.recipes.evaluation import evaluate_likelihood_run
 
 import zoo
 from zoo.likelihood import (
     active_units,
     bits_per_dim,
     evaluate_likelihood,
-    evaluate_run,
     importance_sampled_log_likelihood,
     kl_per_dimension,
     report_markdown,
@@ -243,7 +243,7 @@ def test_evaluate_run_writes_json_markdown_and_tensorboard(digits, tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     out = tmp_path / "eval"
-    result, folder = evaluate_run(path, k=16, n=20, out_dir=out)
+    result, folder = evaluate_likelihood_run(path, k=16, n=20, out_dir=out)
     assert folder == out and result["n"] == 20 and result["k"] == 16
     saved = json.loads((out / "likelihood.json").read_text())
     assert saved["nll"] == pytest.approx(result["nll"])

@@ -170,11 +170,11 @@ def test_readme_line_import_zoo_then_zoo_registry_in_a_fresh_process(saved):
         zoo.registry.load_model_modules()
         import keras
         model = keras.saving.load_model({str(saved["vae_tiny"])!r})
-        print(" ".join(names), spec.family, type(model).__name__, zoo.runs.__name__)
+        print(" ".join(names), spec.family, type(model).__name__, zoo.load_run.__module__)
         """
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["dcgan", "dcgan_tiny", "vae", "VAE", "zoo.runs"]
+    assert done.stdout.split() == ["dcgan", "dcgan_tiny", "vae", "VAE", "zoo.recipes.runs"]
 
 
 def test_unknown_attribute_of_zoo_is_still_an_attribute_error():
@@ -194,7 +194,7 @@ def vae_run(tmp_path_factory) -> Path:
 
 
 def test_load_from_a_run_folder_uses_the_runs_config(vae_run, digits):
-    from zoo.runs import load_run
+    from zoo.recipes.runs import load_run
 
     trained = load_run(vae_run)  # model.keras
     for weights in (vae_run, vae_run / "checkpoints", vae_run / "checkpoints" / "ckpt-1"):
@@ -213,7 +213,7 @@ def test_load_from_a_run_folder_uses_the_runs_config(vae_run, digits):
 def test_load_run_without_model_keras_takes_the_same_path(vae_run, tmp_path, digits):
     import shutil
 
-    from zoo.runs import load_run
+    from zoo.recipes.runs import load_run
 
     copy = tmp_path / "copy"
     shutil.copytree(vae_run, copy)

@@ -81,7 +81,7 @@ def test_loaded_model_is_plain_keras():
 
 
 def test_a_saved_model_loads_in_a_fresh_process_the_two_documented_ways(tmp_path):
-    """README: zoo.runs.load_run(path), or keras.saving.load_model after
+    """README: zoo.load_run(path), or keras.saving.load_model after
     zoo.registry.load_model_modules(); memory_ae has a custom layer as well as a trainer."""
     model = zoo.load("memory_ae_tiny")
     x = np.random.default_rng(0).uniform(size=(2, 28, 28, 1)).astype("float32")
@@ -94,8 +94,8 @@ def test_a_saved_model_loads_in_a_fresh_process_the_two_documented_ways(tmp_path
         import numpy as np
         x = np.load({str(tmp_path / "x.npy")!r})
         if sys.argv[1] == "runs":
-            import zoo.runs
-            model = zoo.runs.load_run({str(path)!r})
+            import zoo
+            model = zoo.load_run({str(path)!r})
         else:
             import keras
             import zoo.registry

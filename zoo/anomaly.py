@@ -10,7 +10,7 @@ decide and evaluate — one API for image and sequence autoencoders and the VAE.
 Scores (higher = more anomalous) come from the model's ``anomaly_score``: mean squared
 (``score="l2"``) or absolute (``"l1"``) reconstruction error per value for
 autoencoders, per valid timestep for sequence autoencoders, and the negative ELBO
-(nats) for the VAE. Thresholds follow :mod:`zoo.export.calibration`, so what is
+(nats) for the VAE. Thresholds follow :mod:`zoo.calibration`, so what is
 evaluated here is what the exported ``score`` signature decides.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from zoo.export.calibration import (
+from zoo.calibration import (
     ScoreNormalization,
     Threshold,
     anomaly_scores,
@@ -88,7 +88,7 @@ class AnomalyDetector:
 
     def calibrate(self, normal_heldout: Any, *, target_fpr: float = 0.01) -> Threshold:
         """Threshold at ``target_fpr`` on held-out normal data; also fixes the normalisation.
-        Warns (:class:`~zoo.export.calibration.CalibrationSizeWarning`) when the data are
+        Warns (:class:`~zoo.calibration.CalibrationSizeWarning`) when the data are
         too few for ``target_fpr`` (fewer than ``10 / target_fpr`` examples)."""
         scores = anomaly_scores(self.model, normal_heldout, label="calibration scores")
         warn_if_calibration_too_small(scores.size, target_fpr)
@@ -149,7 +149,7 @@ class EvaluationData:
     description: str
     groups: np.ndarray | None = None
     #: Why the calibration set is too small for the target FPR (see
-    #: :func:`zoo.export.calibration.calibration_size_warning`), or None.
+    #: :func:`zoo.calibration.calibration_size_warning`), or None.
     calibration_warning: str | None = None
 
 
@@ -239,37 +239,26 @@ def image_evaluation_data(
 EVALUATION_PROTOCOLS = {"images": image_evaluation_data, "sequences": sequence_evaluation_data}
 
 
-def evaluate_run(
-    target: str | os.PathLike,
+def evaluate_model(
+    model: keras.Model,
+    out_dir: str | os.PathLike,
     *,
     normal_classes: list[int] | None = None,
     target_fpr: float = 0.01,
-    out_dir: str | os.PathLike | None = None,
     seed: int = 0,
 ) -> tuple[AnomalyReport, Path, EvaluationData]:
-    """``zoo evaluate``: calibrate on held-out normal data at ``target_fpr``, evaluate,
-    write report and plot into ``out_dir`` (default ``<run>/evaluation``) and log the
-    figures to TensorBoard there. ``normal_classes`` defaults to the run recipe's
-    ``data.classes`` (one-class training)."""
+    """``zoo evaluate``'s anomaly evaluation of a loaded model: calibrate on held-out
+    normal data (:func:`anomaly_evaluation_data`) at ``target_fpr``, evaluate, write report
+    and plot into ``out_dir`` and log the figures to TensorBoard there. For a run folder,
+    :func:`zoo.recipes.evaluation.evaluate_anomaly_run` loads the model and takes
+    ``normal_classes`` from its recipe."""
     import tensorflow as tf
 
-    from zoo.runs import load_run
-
-    target = Path(target)
-    model = load_run(target)
-    if normal_classes is None and (target / "recipe.toml").is_file():
-        from zoo.recipes import load_recipe
-
-        normal_classes = list(load_recipe(target / "recipe.toml").data["classes"]) or None
     data = anomaly_evaluation_data(model, normal_classes=normal_classes, seed=seed)
     detector = AnomalyDetector(model)
     detector.calibrate(data.calibration, target_fpr=target_fpr)
     data.calibration_warning = calibration_size_warning(len(data.calibration), target_fpr)
-    out = (
-        Path(out_dir)
-        if out_dir
-        else (target / "evaluation" if target.is_dir() else Path("evaluation"))
-    )
+    out = Path(out_dir)
     report = detector.evaluate(
         data.test, data.labels, groups=data.groups, out_dir=out,
         title=f"{model.name}: {data.description}",

@@ -148,16 +148,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from zoo.recipes.runs import load_run
     from zoo.sampling import sample_grid
 
-    path = sample_grid(args.run, n=args.n, seed=args.seed, out=args.out)
+    path = sample_grid(load_run(args.run), n=args.n, seed=args.seed, out=args.out)
     print(f"wrote {path}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from zoo.calibration import CalibrationSizeWarning
     from zoo.export import export_cli
-    from zoo.export.calibration import CalibrationSizeWarning
 
     with warnings.catch_warnings():  # printed below as one line, from the metadata
         warnings.simplefilter("ignore", CalibrationSizeWarning)
@@ -188,7 +189,7 @@ def evaluation_task(run: str, task: str | None) -> str:
     """The evaluation ``zoo evaluate`` runs: ``task`` if the model's declaration lists it,
     else (``task`` None) the declaration's first, e.g. anomaly for autoencoders,
     likelihood for VAEs, samples for GANs."""
-    from zoo.runs import load_run
+    from zoo.recipes.runs import load_run
     from zoo.tasks import declaration_of
 
     model = load_run(run)
@@ -213,9 +214,11 @@ class EvaluationError(ValueError):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     task = evaluation_task(args.run, args.task)
     if task == "likelihood":
-        from zoo.likelihood import evaluate_run
+        from zoo.recipes.evaluation import evaluate_likelihood_run
 
-        results, out = evaluate_run(args.run, k=args.k, n=args.n, seed=args.seed, out_dir=args.out)
+        results, out = evaluate_likelihood_run(
+            args.run, k=args.k, n=args.n, seed=args.seed, out_dir=args.out
+        )
         for key, value in results.items():
             if isinstance(value, (int, float, str)):
                 print(f"{key:<32} {value}")
@@ -235,13 +238,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(report.to_markdown())
         print(f"report: {out}")
         return 0
-    from zoo.anomaly import evaluate_run
-    from zoo.export.calibration import CalibrationSizeWarning
+    from zoo.calibration import CalibrationSizeWarning
+    from zoo.recipes.evaluation import evaluate_anomaly_run
 
     try:
         with warnings.catch_warnings():  # printed below as one line
             warnings.simplefilter("ignore", CalibrationSizeWarning)
-            report, out, data = evaluate_run(
+            report, out, data = evaluate_anomaly_run(
                 args.run, normal_classes=args.normal_classes, target_fpr=args.target_fpr,
                 out_dir=args.out, seed=args.seed,
             )  # fmt: skip
@@ -257,7 +260,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from zoo.demo import run_demo
+    from zoo.serving.demo import run_demo
 
     run_demo(args.out, models_root=args.models_root, quick=args.quick)
     return 0

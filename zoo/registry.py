@@ -376,6 +376,32 @@ def run_folder(weights: str | Path) -> Path | None:
     return None
 
 
+def build_config(model_config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A recipe's model config as a run builds it: its ``[model_config]``, with the
+    recipe's ``seed`` unless the table sets its own."""
+    return {**model_config, "seed": model_config.get("seed", seed)}
+
+
+def run_model(run: Path) -> tuple[str, dict[str, Any]]:
+    """The model a run folder was trained with and its build config (:func:`build_config`),
+    as the ``recipe.toml`` the run wrote records them (``model``, ``seed``,
+    ``[model_config]``). Read here as plain TOML: the recipe layer sits above the registry."""
+    import tomllib
+
+    path = run / "recipe.toml"
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    model, config = values.get("model"), values.get("model_config", {})
+    if not isinstance(model, str) or not isinstance(config, dict):
+        raise ConfigError(
+            f'{path} does not describe a model: it needs model = "<name>" and a '
+            "[model_config] table (zoo train writes both)"
+        )
+    return model, build_config(config, values.get("seed", 0))
+
+
 def _check_same_model(name: str, saved: str, where: str | Path) -> None:
     """``saved`` (the model that made ``where``) must share ``name``'s builder, so
     ``vae`` and ``vae_tiny`` are interchangeable, but ``vae`` and ``dcgan`` are not."""
@@ -388,7 +414,7 @@ def _check_same_model(name: str, saved: str, where: str | Path) -> None:
         family = f" (family {have.family})" if have else " (not a registered zoo model)"
         raise ConfigError(
             f"{where} holds a {saved!r} model{family}, not {name!r} (family {want.family}); "
-            f"load it with zoo.load({saved!r}, weights=...) or zoo.runs.load_run(path)"
+            f"load it with zoo.load({saved!r}, weights=...) or zoo.load_run(path)"
         )
 
 
@@ -418,11 +444,9 @@ def load(name: str, weights: str | Path | None = None, **config: Any) -> keras.M
         return model
     run = run_folder(weights) if weights is not None else None
     if run is not None:
-        from zoo.recipes.recipe import load_recipe
-
-        recipe = load_recipe(run / "recipe.toml")
-        _check_same_model(name, recipe.model, run)
-        name, config = recipe.model, {**recipe.build_config(), **config}
+        saved, saved_config = run_model(run)
+        _check_same_model(name, saved, run)
+        name, config = saved, {**saved_config, **config}
         spec = get_spec(name)
     try:
         model = spec.builder(**resolve_config(name, config))

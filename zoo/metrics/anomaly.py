@@ -1,6 +1,6 @@
 """Anomaly-detection metrics, a report and a diagnostic plot (numpy + matplotlib only).
 
-Conventions (the same as :mod:`zoo.export.calibration`): a *higher* score is more
+Conventions (the same as :mod:`zoo.calibration`): a *higher* score is more
 anomalous, labels are ``1``/``True`` for an anomaly and ``0``/``False`` for a normal
 example, and an example is flagged when ``score > threshold`` (strictly).
 
@@ -17,17 +17,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from zoo.calibration import Threshold
 from zoo.fileio import atomic_path
-
-if TYPE_CHECKING:  # pragma: no cover
-    from zoo.export.calibration import Threshold
 
 __all__ = [
     "AnomalyReport",
@@ -140,16 +137,13 @@ def _counts(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _threshold_value(threshold: Any) -> tuple[float, str]:
     """``(value, method)`` of a number (method ``"given"``) or a calibration ``Threshold``."""
-    # A Threshold instance implies zoo.export.calibration is loaded already; looking it up
-    # in sys.modules keeps this module from importing zoo.export (and so TensorFlow).
-    calibration = sys.modules.get("zoo.export.calibration")
-    if calibration is not None and isinstance(threshold, calibration.Threshold):
+    if isinstance(threshold, Threshold):
         value, method = float(threshold.value), str(threshold.method)
     elif isinstance(threshold, numbers.Real) and not isinstance(threshold, (bool, np.bool_)):
         value, method = float(threshold), "given"
     else:
         raise TypeError(
-            "threshold must be a number or a zoo.export.calibration.Threshold (from "
+            "threshold must be a number or a zoo.calibration.Threshold (from "
             f"calibrate_threshold / calibrate_threshold_f1); got {type(threshold).__name__}"
         )
     if not math.isfinite(value):
@@ -414,8 +408,8 @@ def evaluate_scores(
     (:func:`evaluate_groups`).
 
     ``threshold`` is a number (reported as method ``"given"``) or a ``Threshold`` from
-    :func:`zoo.export.calibration.calibrate_threshold` (a quantile of held-out normal
-    scores) or :func:`~zoo.export.calibration.calibrate_threshold_f1`. The verdict is
+    :func:`zoo.calibration.calibrate_threshold` (a quantile of held-out normal
+    scores) or :func:`~zoo.calibration.calibrate_threshold_f1`. The verdict is
     ``score > threshold``, the calibration convention. Needs both classes.
     """
     value, method = _threshold_value(threshold)

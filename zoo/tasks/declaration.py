@@ -131,7 +131,7 @@ class TaskDeclaration:
             given = labels is not None and data is not None and len(data) >= n
             return labels[:n] if given else np.arange(n, dtype=np.int64) % self.num_classes
         if name == "threshold":  # the batch's median score: both verdicts occur
-            from zoo.export.calibration import anomaly_scores
+            from zoo.calibration import anomaly_scores
 
             x = values[kind.key]
             scores = anomaly_scores(self.model, x, values.get("labels"), label="parity scores")

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from zoo.recipes import train
 
 from zoo import data as zdata
-from zoo.recipes import train
 
 #: (recipe, overrides, served model name) for each demo model.
 #: Every model in the committed serving/models.config is trained and exported, because
@@ -89,9 +89,10 @@ def run_demo(
     quick: bool = False,
 ) -> dict[str, object]:
     """Run the whole main job; returns the paths and numbers it printed."""
-    from zoo.anomaly import corrupt_images
     from zoo.export import export_cli
     from zoo.serving.client import ServingClient
+
+    from zoo.anomaly import corrupt_images
 
     started = time.perf_counter()
     out = Path(out)

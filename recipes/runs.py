@@ -1,10 +1,15 @@
-"""Finding and loading what a training run left behind."""
+"""Finding and loading what a training run left behind (``zoo.load_run``).
+
+A run folder is the recipe layer's product (``recipe.toml``, checkpoints, ``model.keras``),
+so loading one lives here, above the registry that builds the model."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from zoo.recipes.recipe import load_recipe
 
 from zoo import registry
 
@@ -22,8 +27,6 @@ def load_run(path: str | os.PathLike) -> keras.Model:
         if (path / "model.keras").is_file():
             return _load_keras(path / "model.keras")
         if (path / "recipe.toml").is_file():
-            from zoo.recipes import load_recipe
-
             # registry.load builds the run's model from its recipe.toml (one code path)
             return registry.load(load_recipe(path / "recipe.toml").model, weights=str(path))
         raise FileNotFoundError(

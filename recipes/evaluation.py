@@ -1,0 +1,78 @@
+"""``zoo evaluate`` on a run: load the run, read what its recipe says, then call the
+core evaluation of the loaded model (:mod:`zoo.anomaly`, :mod:`zoo.likelihood`).
+
+The core functions take a model and plain arguments; only this layer knows run folders
+and recipes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.recipes.recipe import load_recipe
+from zoo.recipes.runs import load_run
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.anomaly import EvaluationData
+    from zoo.metrics import AnomalyReport
+
+
+def evaluation_dir(target: str | os.PathLike, out_dir: str | os.PathLike | None) -> Path:
+    """Where an evaluation of ``target`` writes: ``out_dir`` if given, else
+    ``<run>/evaluation`` for a run folder, else ``./evaluation``."""
+    if out_dir:
+        return Path(out_dir)
+    target = Path(target)
+    return target / "evaluation" if target.is_dir() else Path("evaluation")
+
+
+def recipe_classes(target: str | os.PathLike) -> list[int] | None:
+    """The classes a run trained on (its recipe's ``data.classes``), or None for all
+    classes or when ``target`` is not a run folder with a ``recipe.toml``."""
+    recipe = Path(target) / "recipe.toml"
+    if not recipe.is_file():
+        return None
+    return list(load_recipe(recipe).data["classes"]) or None
+
+
+def evaluate_anomaly_run(
+    target: str | os.PathLike,
+    *,
+    normal_classes: list[int] | None = None,
+    target_fpr: float = 0.01,
+    out_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> tuple[AnomalyReport, Path, EvaluationData]:
+    """``zoo evaluate RUN --task anomaly``: :func:`zoo.anomaly.evaluate_model` on the
+    model of a run folder, ``.keras`` file or model name, writing into ``out_dir``
+    (default: :func:`evaluation_dir`). ``normal_classes`` defaults to the run recipe's
+    ``data.classes`` (one-class training)."""
+    from zoo.anomaly import evaluate_model
+
+    model = load_run(target)
+    if normal_classes is None:
+        normal_classes = recipe_classes(target)
+    return evaluate_model(
+        model,
+        evaluation_dir(target, out_dir),
+        normal_classes=normal_classes,
+        target_fpr=target_fpr,
+        seed=seed,
+    )
+
+
+def evaluate_likelihood_run(
+    target: str | os.PathLike, *, out_dir: str | os.PathLike | None = None, **options: Any
+) -> tuple[dict[str, Any], Path]:
+    """``zoo evaluate RUN --task likelihood``: :func:`zoo.likelihood.evaluate_model` (its
+    keyword ``options``: ``k``, ``n``, ``split``, ``batch_size``, ``batch_k``, ``seed``,
+    ``images``, ``labels``) on the model of a run folder, ``.keras`` file or model name,
+    writing into ``out_dir`` (default: :func:`evaluation_dir`)."""
+    from zoo.likelihood import evaluate_model
+
+    model = load_run(target)
+    return evaluate_model(
+        model, evaluation_dir(target, out_dir), target=str(Path(target)), **options
+    )
+
