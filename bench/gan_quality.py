@@ -7,7 +7,7 @@ discriminator step: a WGAN's ``discriminator_steps`` critic steps each take a fr
 64-image minibatch (Arjovsky et al., 2017, Algorithm 1; Gulrajani et al., 2017), so it is
 fed batches of 64 x ``discriminator_steps``, as its recipe does. Then 1,000 samples
 from fixed latent points are scored in the bundled classifier's feature space
-(:mod:`zoo.metrics.sample_quality`) against the train split, beside the real-versus-real
+(:mod:`zoo.metrics.quality`) against the train split, beside the real-versus-real
 floor (the 1,000-digit test split against the same train split), and a 10x10 sample grid
 is written per model.
 
@@ -35,7 +35,7 @@ from bench.common import REPORTS, interleaved, median, timed, write_report
 from bench.dcgan_throughput import PlainKerasDCGAN, adam
 from zoo import registry
 from zoo.data import image_grid, load_sample, save_png
-from zoo.metrics.sample_quality import SampleQualityEvaluator, generate_samples
+from zoo.metrics import SampleQualityEvaluator, generate_samples
 
 GRIDS = REPORTS / "gan_quality"
 ORDER = ("gan", "dcgan", "cgan", "wgan", "wgan_gp")
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"Scores: {args.n} samples from fixed latent points (seed {args.seed}; `cgan`: "
             "labels i mod 10) in the bundled classifier's feature space "
-            '(`zoo.metrics.sample_quality`, `feature_extractor="mnist_classifier"`), against '
+            '(`zoo.metrics.quality`, `feature_extractor="mnist_classifier"`), against '
             f"the {len(train_x)} training digits. The floor is the {len(test_x)} held-out test "
             "digits against the same reference: the best a generator can expect at this sample "
             f"size. k = {evaluator.k} for precision/recall, {evaluator.k_dc} for "

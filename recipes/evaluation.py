@@ -1,5 +1,6 @@
 """``zoo evaluate`` on a run: load the run, read what its recipe says, then call the
-core evaluation of the loaded model (:mod:`zoo.anomaly`, :mod:`zoo.likelihood`).
+core evaluation of the loaded model (:mod:`zoo.anomaly`, :mod:`zoo.likelihood`,
+:mod:`zoo.metrics.quality_evaluation`).
 
 The core functions take a model and plain arguments; only this layer knows run folders
 and recipes."""
@@ -15,7 +16,8 @@ from zoo.recipes.runs import load_run
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.anomaly import EvaluationData
-    from zoo.metrics import AnomalyReport
+    from zoo.metrics import AnomalyReport, SampleQualityReport
+    from zoo.metrics.features import FeatureExtractor
 
 
 def evaluation_dir(target: str | os.PathLike, out_dir: str | os.PathLike | None) -> Path:
@@ -76,3 +78,26 @@ def evaluate_likelihood_run(
         model, evaluation_dir(target, out_dir), target=str(Path(target)), **options
     )
 
+
+def evaluate_samples_run(
+    target: str | os.PathLike,
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    feature_extractor: str | FeatureExtractor = "mnist_classifier",
+    out_dir: str | os.PathLike | None = None,
+    real_reference: Any = None,
+    real_heldout: Any = None,
+) -> tuple[SampleQualityReport, Path]:
+    """``zoo evaluate RUN --task samples``: :func:`zoo.metrics.evaluate_samples` (``n``
+    samples from fixed-seed latent points against the bundled sample's train split,
+    beside the test-split floor) on the model of a run folder, ``.keras`` file or model
+    name, writing into ``out_dir`` (default: :func:`evaluation_dir`). Returns
+    ``(report, out_dir)``."""
+    from zoo.metrics import evaluate_samples
+
+    model = load_run(target)
+    return evaluate_samples(
+        model, evaluation_dir(target, out_dir), n=n, seed=seed, feature_extractor=feature_extractor,
+        real_reference=real_reference, real_heldout=real_heldout, source=str(Path(target)),
+    )  # fmt: skip

@@ -297,7 +297,7 @@ def check_logging(model: Trainer, recipe: Recipe) -> Any:
         raise RecipeError(
             f"logging.quality_every_epochs: {model.name!r} does not generate images; set it to 0"
         )
-    from zoo.metrics import sample_quality
+    from zoo.metrics import FeatureExtractorUnavailableError, get_feature_extractor
 
     name = logging["feature_extractor"]
     if name == "mnist_classifier" and tuple(model.image_shape) != (28, 28, 1):
@@ -308,8 +308,8 @@ def check_logging(model: Trainer, recipe: Recipe) -> Any:
             "logging.quality_every_epochs = 0"
         )
     try:
-        return sample_quality.get_feature_extractor(name)
-    except (ValueError, sample_quality.FeatureExtractorUnavailableError) as error:
+        return get_feature_extractor(name)
+    except (ValueError, FeatureExtractorUnavailableError) as error:
         raise RecipeError(f"logging.feature_extractor: {error}") from None
 
 
@@ -367,7 +367,7 @@ def logging_callbacks(
             )
         )  # fmt: skip
     if extractor is not None:
-        from zoo.metrics.sample_quality import SampleQualityCallback
+        from zoo.metrics.quality_callback import SampleQualityCallback
 
         n = logging["quality_samples"]
         reference = take_images(train_ds, n)

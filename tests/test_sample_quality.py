@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.metrics import sample_quality as sq
-from zoo.metrics.sample_quality import (
+from zoo.metrics import features, quality, quality_evaluation
+from zoo.metrics.quality import (
     class_histogram,
     class_kl_to_uniform,
     density_coverage,
@@ -121,7 +121,7 @@ def test_kid_subsets_mean_and_std():
         a, b = x[: sizes[0]], rng.standard_normal((sizes[1], 4)) + 0.3
         fast = kernel_inception_distance(a, b, num_subsets=7, subset_size=sizes[2])
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(sq, "FULL_KERNEL_MAX", 0)
+            patch.setattr(quality, "FULL_KERNEL_MAX", 0)
             slow = kernel_inception_distance(a, b, num_subsets=7, subset_size=sizes[2])
         np.testing.assert_allclose(fast, slow, rtol=1e-9)
     # deterministic for a seed
@@ -191,9 +191,9 @@ def test_precision_recall_density_coverage_on_toy_clouds():
 def test_precision_recall_chunking_matches_one_block():
     rng = np.random.default_rng(9)
     real, fake = rng.standard_normal((90, 2)), rng.standard_normal((70, 2)) * 1.3
-    manifold = sq._Manifold.of(real, 3, 5)
-    whole = sq._manifold_metrics(manifold, fake, 3, 5, chunk=1000)
-    assert sq._manifold_metrics(manifold, fake, 3, 5, chunk=16) == whole
+    manifold = quality.Manifold.of(real, 3, 5)
+    whole = quality.manifold_metrics(manifold, fake, 3, 5, chunk=1000)
+    assert quality.manifold_metrics(manifold, fake, 3, 5, chunk=16) == whole
 
 
 # --------------------------------------------------------------------------- classifier
@@ -258,7 +258,7 @@ def test_classifier_training_is_deterministic():
 
 def test_report_floor_generated_and_collapse(classifier, sample_splits):
     (train_x, _), (test_x, test_y) = sample_splits
-    evaluator = sq.SampleQualityEvaluator(train_x, test_x, kid_subsets=10)
+    evaluator = quality_evaluation.SampleQualityEvaluator(train_x, test_x, kid_subsets=10)
     floor = evaluator.floor
     assert floor.fid < 2.0 and abs(floor.kid) < 3 * floor.kid_std
     assert floor.precision > 0.6 and floor.recall > 0.6 and floor.coverage > 0.5
@@ -277,8 +277,10 @@ def test_report_floor_generated_and_collapse(classifier, sample_splits):
     assert data["generated"]["n"] == 500 and data["floor"]["n"] == len(test_x)
     assert set(report.scalars()) >= {"quality/fid", "quality/kid", "quality_floor/fid"}
     # the one-call API gives the evaluator's numbers
-    small = sq.SampleQualityEvaluator(train_x[:400], test_x[:100], kid_subsets=5)
-    again = sq.sample_quality_report(ones, train_x[:400], test_x[:100], kid_subsets=5)
+    small = quality_evaluation.SampleQualityEvaluator(train_x[:400], test_x[:100], kid_subsets=5)
+    again = quality_evaluation.sample_quality_report(
+        ones, train_x[:400], test_x[:100], kid_subsets=5
+    )
     assert again.to_dict() == small.evaluate(ones).to_dict()
 
 
@@ -286,11 +288,11 @@ def test_report_floor_generated_and_collapse(classifier, sample_splits):
 
 
 def test_feature_extractor_selection(classifier, monkeypatch):
-    assert sq.get_feature_extractor("mnist_classifier") is classifier
+    assert features.get_feature_extractor("mnist_classifier") is classifier
     with pytest.raises(ValueError, match=r"mnist_classifier.*inception_v3"):
-        sq.get_feature_extractor("inception")
+        features.get_feature_extractor("inception")
     with pytest.raises(TypeError, match="embed"):
-        sq.get_feature_extractor(object())
+        features.get_feature_extractor(object())
     built = {}
 
     class FakeInception:
@@ -299,8 +301,8 @@ def test_feature_extractor_selection(classifier, monkeypatch):
         def __init__(self, **options):
             built.update(options)
 
-    monkeypatch.setattr(sq, "InceptionV3Features", FakeInception)
-    assert isinstance(sq.get_feature_extractor("inception_v3", timeout=3.0), FakeInception)
+    monkeypatch.setattr(features, "InceptionV3Features", FakeInception)
+    assert isinstance(features.get_feature_extractor("inception_v3", timeout=3.0), FakeInception)
     assert built == {"timeout": 3.0}
 
 
@@ -324,9 +326,9 @@ def test_inception_path_fails_fast_and_clearly_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", get_file_in_empty_cache)
     start = time.perf_counter()
     with pytest.raises(
-        sq.FeatureExtractorUnavailableError, match="feature_extractor='mnist_classifier'"
+        features.FeatureExtractorUnavailableError, match="feature_extractor='mnist_classifier'"
     ):
-        sq.get_feature_extractor("inception_v3", timeout=2.0)
+        features.get_feature_extractor("inception_v3", timeout=2.0)
     assert time.perf_counter() - start < 10.0
     assert seen["timeout"] == 2.0  # the download ran under the socket timeout...
     assert socket.getdefaulttimeout() is None  # ...which was restored afterwards
@@ -336,8 +338,8 @@ def test_inception_path_fails_fast_and_clearly_offline(tmp_path, monkeypatch):
 def test_inception_weight_constants_match_keras():
     from keras.src.applications import inception_v3
 
-    assert sq.INCEPTION_WEIGHTS["notop"][1] == inception_v3.WEIGHTS_PATH_NO_TOP
-    assert sq.INCEPTION_WEIGHTS["top"][1] == inception_v3.WEIGHTS_PATH
+    assert features.INCEPTION_WEIGHTS["notop"][1] == inception_v3.WEIGHTS_PATH_NO_TOP
+    assert features.INCEPTION_WEIGHTS["top"][1] == inception_v3.WEIGHTS_PATH
 
 
 def test_importing_metrics_leaves_tensorflow_alone():
@@ -370,12 +372,14 @@ def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def test_evaluate_run_writes_report_json_grid_and_scalars(tmp_path, sample_splits):
+    from zoo.recipes.evaluation import evaluate_samples_run
+
     import zoo
 
     (train_x, _), (test_x, _) = sample_splits
     model = zoo.load("dcgan_tiny")
     model.save(tmp_path / "model.keras")
-    report, out = sq.evaluate_run(
+    report, out = evaluate_samples_run(
         tmp_path / "model.keras", n=200, seed=1, out_dir=tmp_path / "eval",
         real_reference=train_x[:600], real_heldout=test_x[:200],
     )  # fmt: skip
@@ -393,19 +397,21 @@ def test_generate_samples_refuses_non_generators_and_is_seeded():
     import zoo
 
     with pytest.raises(TypeError, match="not a generator"):
-        sq.generate_samples(zoo.load("dense_ae_tiny"), 4)
+        quality_evaluation.generate_samples(zoo.load("dense_ae_tiny"), 4)
     model = zoo.load("dcgan_tiny")
-    a = sq.generate_samples(model, 7, seed=3, batch_size=4)
+    a = quality_evaluation.generate_samples(model, 7, seed=3, batch_size=4)
     assert a.shape == (7, 28, 28, 1)
     # other batch sizes may pick other CPU kernels: equal up to float32 round-off
-    np.testing.assert_allclose(a, sq.generate_samples(model, 7, seed=3), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        a, quality_evaluation.generate_samples(model, 7, seed=3), rtol=0, atol=1e-6
+    )
 
 
 def test_callback_logs_quality_scalars_every_n_epochs(tmp_path, sample_splits):
     import keras
 
     import zoo
-    from zoo.metrics.sample_quality import SampleQualityCallback
+    from zoo.metrics.quality_callback import SampleQualityCallback
 
     (train_x, _), (test_x, _) = sample_splits
     model = zoo.load("dcgan_tiny")

@@ -87,7 +87,7 @@ def test_zoo_callbacks_record_beside_a_plain_keras_tensorboard(tmp_path, digits)
     from zoo.recipes.runner import ImageGrids
 
     from zoo.latent import LatentSpaceLogger
-    from zoo.metrics.sample_quality import SampleQualityCallback
+    from zoo.metrics.quality_callback import SampleQualityCallback
 
     model = zoo.load("vae_tiny")
     model.compile()

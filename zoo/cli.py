@@ -225,10 +225,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"report: {out}")
         return 0
     if task == "samples":
-        from zoo.metrics.sample_quality import FeatureExtractorUnavailableError, evaluate_run
+        from zoo.metrics import FeatureExtractorUnavailableError
+        from zoo.recipes.evaluation import evaluate_samples_run
 
         try:
-            report, out = evaluate_run(
+            report, out = evaluate_samples_run(
                 args.run, n=args.n, seed=args.seed, out_dir=args.out,
                 feature_extractor=args.feature_extractor,
             )  # fmt: skip

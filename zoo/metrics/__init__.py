@@ -1,11 +1,16 @@
 """Evaluation metrics for the zoo (numpy only; matplotlib for plots).
 
->>> from zoo.export.calibration import calibrate_threshold
+>>> from zoo.calibration import calibrate_threshold
 >>> from zoo.metrics import evaluate_scores, plot_scores
 >>> threshold = calibrate_threshold(normal_val_scores, target_fpr=0.01)
 >>> report = evaluate_scores(test_scores, test_labels, threshold)
 >>> print(report)
 >>> plot_scores(test_scores, test_labels, threshold, "runs/conv_ae/scores.png")
+
+Sample quality of generative models: the metrics on feature arrays (:mod:`.quality`), the
+feature spaces (:mod:`.features`), the report (:mod:`.quality_report`), scoring generated
+samples (:mod:`.quality_evaluation`) and the training callback (:mod:`.quality_callback`,
+the one module that imports Keras; it is not imported here).
 """
 
 from zoo.metrics.anomaly import (
@@ -21,26 +26,30 @@ from zoo.metrics.anomaly import (
     precision_recall_curve,
     roc_curve,
 )
-from zoo.metrics.sample_quality import (
+from zoo.metrics.features import (
     FEATURE_EXTRACTORS,
     FeatureExtractorUnavailableError,
     InceptionV3Features,
-    QualityMetrics,
-    SampleQualityEvaluator,
-    SampleQualityReport,
+    get_feature_extractor,
+)
+from zoo.metrics.quality import (
     class_histogram,
     class_kl_to_uniform,
     density_coverage,
     frechet_distance,
     frechet_distance_from_stats,
-    generate_samples,
-    get_feature_extractor,
     inception_score,
     kernel_inception_distance,
     mmd2_unbiased,
     precision_recall,
+)
+from zoo.metrics.quality_evaluation import (
+    SampleQualityEvaluator,
+    evaluate_samples,
+    generate_samples,
     sample_quality_report,
 )
+from zoo.metrics.quality_report import QualityMetrics, SampleQualityReport
 
 __all__ = [
     "FEATURE_EXTRACTORS",
@@ -58,6 +67,7 @@ __all__ = [
     "confusion_matrix",
     "density_coverage",
     "evaluate_groups",
+    "evaluate_samples",
     "evaluate_scores",
     "f1_score",
     "frechet_distance",

@@ -1,5 +1,5 @@
 """A small MNIST digit classifier whose penultimate layer is the feature space of the
-sample-quality metrics (FID, KID, precision/recall, ...) in :mod:`zoo.metrics.sample_quality`.
+sample-quality metrics (FID, KID, precision/recall, ...) in :mod:`zoo.metrics.quality`.
 
 TF-GAN no longer imports on current TensorFlow and Inception weights need a download,
 so the zoo ships its own domain classifier (the approach of e.g. the MNIST "FID" used in
