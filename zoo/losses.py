@@ -1,7 +1,11 @@
 """Losses, one home for all of them. Every function returns per-example values
 (shape ``[batch]``); trainers average them with :func:`average`.
 
-GAN losses take discriminator *logits* D(x) (before any sigmoid); s = sigmoid.
+GAN losses take discriminator *logits* D(x) (before any sigmoid); s = sigmoid. A
+discriminator may give several logits per example (a PatchGAN map [N, h, w, 1], Isola et
+al., 2017): every equation below is applied to each logit and the per-example loss is its
+mean over all of the example's logits (every non-batch axis); a [N, 1] output is the
+classic single-logit case.
 
 - ``minimax`` (Goodfellow et al., 2014): D: -log s(D(x)) - log(1 - s(D(G(z)))),
   G: log(1 - s(D(G(z)))).
@@ -37,6 +41,11 @@ def _flat(x: tf.Tensor) -> tf.Tensor:
     return ops.reshape(x, (ops.shape(x)[0], -1))
 
 
+def per_example_mean(per_logit: tf.Tensor) -> tf.Tensor:
+    """[batch]: the mean of a per-logit loss over every non-batch axis."""
+    return ops.mean(_flat(per_logit), axis=1)
+
+
 def check_gan_loss(kind: str) -> str:
     if kind not in GAN_LOSSES:
         raise ValueError(f"unknown GAN loss {kind!r}; choose one of {', '.join(GAN_LOSSES)}")
@@ -50,35 +59,41 @@ def discriminator_loss(
     *,
     real_label: float = 1.0,
 ) -> tf.Tensor:
-    """Per-example discriminator (critic) loss.
+    """Per-example discriminator (critic) loss: the real and the generated term, each
+    averaged over the example's logits.
 
     ``real_label`` < 1 gives one-sided label smoothing (Salimans et al., 2016) for
     the cross-entropy losses.
     """
-    real, fake = _flat(real_logits)[:, 0], _flat(fake_logits)[:, 0]
+    real, fake = real_logits, fake_logits
     kind = check_gan_loss(kind)
     if kind in ("minimax", "non_saturating"):
         # -[y log s(r) + (1 - y) log(1 - s(r))] - log(1 - s(f)); log(1 - s(t)) = -softplus(t)
         real_term = real_label * ops.softplus(-real) + (1.0 - real_label) * ops.softplus(real)
-        return real_term + ops.softplus(fake)
-    if kind == "least_squares":
-        return 0.5 * ops.square(real - real_label) + 0.5 * ops.square(fake)
-    if kind == "wasserstein":
-        return fake - real
-    return ops.relu(1.0 - real) + ops.relu(1.0 + fake)  # hinge
+        fake_term = ops.softplus(fake)
+    elif kind == "least_squares":
+        real_term, fake_term = 0.5 * ops.square(real - real_label), 0.5 * ops.square(fake)
+    elif kind == "wasserstein":
+        real_term, fake_term = -real, fake
+    else:  # hinge
+        real_term, fake_term = ops.relu(1.0 - real), ops.relu(1.0 + fake)
+    return per_example_mean(real_term) + per_example_mean(fake_term)
 
 
 def generator_loss(fake_logits: tf.Tensor, kind: str = "non_saturating") -> tf.Tensor:
-    """Per-example generator loss for the discriminator's logits on generated images."""
-    fake = _flat(fake_logits)[:, 0]
+    """Per-example generator loss for the discriminator's logits on generated images
+    (averaged over the example's logits)."""
+    fake = fake_logits
     kind = check_gan_loss(kind)
     if kind == "minimax":
-        return -ops.softplus(fake)  # log(1 - sigma(f))
-    if kind == "non_saturating":
-        return ops.softplus(-fake)  # -log sigma(f)
-    if kind == "least_squares":
-        return 0.5 * ops.square(fake - 1.0)
-    return -fake  # wasserstein and hinge
+        per_logit = -ops.softplus(fake)  # log(1 - sigma(f))
+    elif kind == "non_saturating":
+        per_logit = ops.softplus(-fake)  # -log sigma(f)
+    elif kind == "least_squares":
+        per_logit = 0.5 * ops.square(fake - 1.0)
+    else:
+        per_logit = -fake  # wasserstein and hinge
+    return per_example_mean(per_logit)
 
 
 def reconstruction_error(x: tf.Tensor, x_hat: tf.Tensor, kind: str = "mse") -> tf.Tensor:
@@ -147,13 +162,14 @@ def gradient_penalty(
     :func:`interpolate` ``(real, fake, alpha)``; the critic loss adds ``lambda`` times its
     mean (lambda = 10 in the paper). The norm is over every non-batch axis.
 
-    ``critic`` maps a batch to logits ``[batch, 1]`` (close over labels for a conditional
-    critic). Differentiable in the critic's weights (a nested tape), so it trains the critic.
+    ``critic`` maps a batch to logits ``[batch, 1]`` or a logit map (close over labels for a
+    conditional critic); D(x) is the mean of an example's logits, as in the losses.
+    Differentiable in the critic's weights (a nested tape), so it trains the critic.
     """
     x_hat = ops.convert_to_tensor(interpolate(real, fake, alpha))
     with tf.GradientTape() as tape:
         tape.watch(x_hat)
-        scores = critic(x_hat)
+        scores = per_example_mean(critic(x_hat))
     # The gradient of the summed scores: example i's share is grad D(x_hat[i]) as long as
     # its score depends on x_hat[i] only (no batch norm, no minibatch statistics).
     grads = tape.gradient(scores, x_hat)

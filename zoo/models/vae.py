@@ -5,7 +5,9 @@ decoder outputs likelihood logits; the likelihood (Bernoulli, continuous Bernoul
 Gaussian with fixed or learned scale), the objective (ELBO or IWAE with k samples),
 beta and the KL warm-up are config values of all of them, and so is ``output_bias``: "data_mean"
 starts the decoder's output at the mean training pixel (Burda et al., 2015; the default of
-the MLP builders, whose Burda et al. architecture it belongs to), "zeros" at 0.5.
+the MLP builders, whose Burda et al. architecture it belongs to), "zeros" at 0.5, and
+``ema_decay``: decode and sample with a moving average of the decoder's weights
+(:mod:`zoo.ema`).
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ def vae(
     objective: str = "elbo",
     k: int = 1,
     output_bias: str = "zeros",
+    ema_decay: float | None = None,
     seed: int | None = 0,
 ) -> VAE:
     """Strided-conv encoder to [mean, log-variance]; the decoder outputs likelihood logits."""
@@ -222,6 +225,7 @@ def beta_vae(
     gaussian_scale: float = 0.1,
     min_scale: float = 1e-3,
     output_bias: str = "zeros",
+    ema_decay: float | None = None,
     seed: int | None = 0,
 ) -> VAE:
     """The convolutional VAE with beta = 4 by default (Higgins et al., 2017)."""
@@ -253,6 +257,7 @@ def mlp_vae(
     objective: str = "elbo",
     k: int = 1,
     output_bias: str = "data_mean",
+    ema_decay: float | None = None,
     seed: int | None = 0,
 ) -> VAE:
     """Dense encoder/decoder with ``hidden`` widths (the decoder mirrors the encoder)."""
@@ -281,6 +286,7 @@ def iwae(
     gaussian_scale: float = 0.1,
     min_scale: float = 1e-3,
     output_bias: str = "data_mean",
+    ema_decay: float | None = None,
     seed: int | None = 0,
 ) -> VAE:
     """The MLP VAE with ``objective="iwae"`` (Burda et al.'s 1-layer architecture)."""
@@ -315,6 +321,7 @@ def cvae(
     warmup_steps: int = 0,
     label_dropout: float = 0.0,
     output_bias: str = "zeros",
+    ema_decay: float | None = None,
     seed: int | None = 0,
 ) -> CVAE:
     """``architecture`` "conv" (strided convolutions, ``filters``) or "mlp" (``hidden``).

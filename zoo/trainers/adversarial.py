@@ -17,7 +17,8 @@ differences are config flags (every flag is a constructor argument, in ``get_con
 - stabilisers: ``label_smoothing`` (one-sided), ``instance_noise`` (Gaussian noise on the
   discriminator's inputs, sigma annealed linearly to 0 over ``instance_noise_steps``
   generator steps), ``ema_decay`` (an exponential moving average of the generator's
-  weights, used by :meth:`GAN.generate`). Spectral normalisation and minibatch standard
+  weights, :class:`zoo.ema.WeightAverage`, used by :meth:`GAN.generate` and exported:
+  Karras et al., 2018; Yazici et al., 2019). Spectral normalisation and minibatch standard
   deviation are discriminator layers (:mod:`zoo.layers`), chosen by the builders.
 """
 
@@ -30,7 +31,8 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import losses
-from zoo.trainers.base import Trainer
+from zoo.ema import WeightAverage, check_decay
+from zoo.trainers.base import Trainer, split_batch
 from zoo.trainers.gan_tasks import GANTasks
 
 #: Losses whose discriminator term uses the real label (so label smoothing applies).
@@ -55,13 +57,6 @@ def instance_noise_stddev(step: Any, initial: float, anneal_steps: int) -> tf.Te
         return ops.convert_to_tensor(initial, "float32")
     fraction = ops.cast(step, "float32") / float(anneal_steps)
     return initial * ops.maximum(1.0 - fraction, 0.0)
-
-
-def unpack_batch(data: Any) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """``images`` or ``(images, labels, ...)`` -> ``(images, labels or None)``."""
-    if isinstance(data, (tuple, list)):
-        return data[0], (data[1] if len(data) > 1 else None)
-    return data, None
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -140,22 +135,16 @@ class GAN(Trainer):
             )
         self.instance_noise = float(instance_noise)
         self.instance_noise_steps = int(instance_noise_steps)
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None; got {ema_decay}")
-        self.ema_decay = None if ema_decay is None else float(ema_decay)
-        self.ema_generator = self._ema_copy(generator) if self.ema_decay else None
+        self.ema_decay = check_decay(ema_decay)
+        self.generator_average = (
+            WeightAverage(generator, self.ema_decay, "ema_generator") if self.ema_decay else None
+        )
+        # the averaged generator lives in this attribute: checkpoints and .keras files hold it
+        self.ema_generator = (
+            None if self.generator_average is None else self.generator_average.average
+        )
 
     # -- construction helpers -------------------------------------------------------------
-    @staticmethod
-    def _ema_copy(generator: keras.Model) -> keras.Model:
-        """A second generator, same architecture and weights, not trained by gradients."""
-        config = keras.saving.serialize_keras_object(generator)
-        config["config"]["name"] = "ema_generator"
-        ema = keras.saving.deserialize_keras_object(config)
-        ema.set_weights(generator.get_weights())
-        ema.trainable = False
-        return ema
-
     def default_optimizer(self, role: str) -> keras.optimizers.Optimizer:
         if self.gradient_penalty:
             return keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9)  # Gulrajani et al.
@@ -262,14 +251,8 @@ class GAN(Trainer):
             variable.assign(ops.clip(variable, -c, c))
 
     def update_ema(self) -> None:
-        """EMA step: ``ema = decay * ema + (1 - decay) * w`` for the trainable weights;
-        non-trainable state (batch-norm moving statistics) is copied."""
-        decay = self.ema_decay
-        for ema, weight in zip(self.ema_generator.weights, self.generator.weights, strict=True):
-            if weight.trainable:
-                ema.assign(decay * ema + (1.0 - decay) * weight)
-            else:
-                ema.assign(weight)
+        """EMA step of the generator's weights (:meth:`zoo.ema.WeightAverage.update`)."""
+        self.generator_average.update()
 
     # -- objectives (each player's loss with the other player fixed) -----------------
     def discriminator_objective(
@@ -342,7 +325,7 @@ class GAN(Trainer):
         return d_values
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = unpack_batch(data)
+        images, labels = split_batch(data)
         labels = self._labels(labels) if self.conditional else None
         n = self.discriminator_steps
         if n == 1:
@@ -372,12 +355,12 @@ class GAN(Trainer):
             g_loss = self.generator_objective(z, labels=real_labels)
         grads = tape.gradient(g_loss, g_vars)
         self.generator_optimizer.apply(grads, g_vars)
-        if self.ema_generator is not None:
+        if self.generator_average is not None:
             self.update_ema()
         return self.record({**d_values, "g_loss": g_loss})
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = unpack_batch(data)
+        images, labels = split_batch(data)
         labels = self._labels(labels) if self.conditional else None
         z = self.normal((ops.shape(images)[0], self.latent_dim))
         d_values = self.discriminator_objective(images, z, training=False, labels=labels)

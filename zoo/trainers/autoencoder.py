@@ -204,6 +204,11 @@ class Autoencoder(Trainer):
             errors = ops.top_k(errors, self.score_top_count, sorted=False)[0]
         return ops.mean(errors, axis=1)
 
+    def regularizer_losses(self) -> tf.Tensor | float:
+        """The sum of ``self.losses``: the penalties the networks' own layers added in the
+        last call (activity regularisers) and their weight regularisers; 0 if none."""
+        return sum(self.losses) if self.losses else 0.0
+
     def regularization(self, images: tf.Tensor, codes: tf.Tensor, training: bool) -> tf.Tensor:
         """The penalty's batch value (before its weight)."""
         if self.penalty == "l1":
@@ -224,7 +229,7 @@ class Autoencoder(Trainer):
         )
         reconstruction = losses.average(error)
         values = {"reconstruction": reconstruction}
-        total = reconstruction + (sum(self.losses) if self.losses else 0.0)
+        total = reconstruction + self.regularizer_losses()
         if self.penalty:
             values["penalty"] = self.regularization(inputs, codes, training)
             total = total + self.penalty_weight * values["penalty"]
@@ -327,7 +332,7 @@ class SequenceAutoencoder(Autoencoder):
         per_sequence = ops.sum(ops.sum(error, axis=-1) * mask, axis=1)  # summed, like images
         loss = losses.average(per_sequence)
         values = {"reconstruction": loss}
-        total = loss
+        total = loss + self.regularizer_losses()
         if self.penalty:
             values["penalty"] = self.regularization(inputs, codes, training)
             total = total + self.penalty_weight * values["penalty"]

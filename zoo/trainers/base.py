@@ -17,25 +17,41 @@ from zoo.data.core import DataError
 RANGE_TOLERANCE = 1e-3
 
 
-def images_of(data: Any) -> tf.Tensor:
-    """The images in a batch given as ``images`` or ``(images, labels, ...)``."""
-    return data[0] if isinstance(data, (tuple, list)) else data
+def split_batch(data: Any) -> tuple[Any, Any | None]:
+    """``(inputs, labels or None)`` of a batch: the one home for batch unpacking.
+
+    A batch is ``inputs``, ``(inputs,)``, ``(inputs, labels)`` or ``(inputs, labels,
+    sample_weight)`` (Keras' ``x, y, sample_weight`` convention; lists count as tuples;
+    sample weights are dropped). Anything else that is not a tuple or list, such as a dict
+    of named inputs, is the inputs.
+    """
+    if not isinstance(data, (tuple, list)):
+        return data, None
+    if not 1 <= len(data) <= 3:
+        raise ValueError(
+            f"a batch is inputs, (inputs,), (inputs, labels) or (inputs, labels, "
+            f"sample_weight); got a {type(data).__name__} of {len(data)} items"
+        )
+    return data[0], (data[1] if len(data) > 1 else None)
 
 
 def first_batch(data: Any) -> np.ndarray | None:
     """The inputs of the first batch of ``fit``'s ``x`` (an array, a tensor, a tuple of
     them or a ``tf.data.Dataset``), or None for what cannot be read without consuming it
-    (Python generators, ``PyDataset``)."""
+    (Python generators, ``PyDataset``) and for dicts and other structures."""
     if isinstance(data, tf.data.Dataset):
         data = next(iter(data.take(1)), None)
-    elif isinstance(images_of(data), np.ndarray) or tf.is_tensor(images_of(data)):
-        data = images_of(data)[:256]
-    else:
+        if data is None:
+            return None
+    elif not isinstance(data, (tuple, list, np.ndarray)) and not tf.is_tensor(data):
         return None
-    batch = None if data is None else images_of(data)
-    if isinstance(batch, np.ndarray) or tf.is_tensor(batch):
-        return np.asarray(batch)
-    return None  # dicts and other structures: not checked
+    try:
+        inputs = split_batch(data)[0]
+    except ValueError:  # e.g. a long Python list: left for Keras to judge
+        return None
+    if isinstance(inputs, np.ndarray) or tf.is_tensor(inputs):
+        return np.asarray(inputs[:256])
+    return None
 
 
 class Trainer(keras.Model):
@@ -186,7 +202,7 @@ class Trainer(keras.Model):
         Single-objective subclasses only define ``step_losses(images, training)``,
         returning a dict with a ``"loss"`` entry and one entry per tracker.
         """
-        images = images_of(data)
+        images = split_batch(data)[0]
         with tf.GradientTape() as tape:
             values = self.step_losses(images, training=True)
         grads = tape.gradient(values["loss"], self.trainable_variables)
@@ -194,7 +210,7 @@ class Trainer(keras.Model):
         return self.record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        return self.record(self.step_losses(images_of(data), training=False))
+        return self.record(self.step_losses(split_batch(data)[0], training=False))
 
     # -- sampling helpers --------------------------------------------------------------
     def normal(self, shape: Any) -> tf.Tensor:

@@ -6,6 +6,10 @@
 - Higgins et al. (2017), beta-VAE: ``beta`` weights the KL term. KL warm-up (Bowman et
   al., 2016; Sønderby et al., 2016): beta_t = beta * min(1, t / warmup_steps), where t is
   the optimizer's iteration count; ``beta`` (the value used) is tracked as a metric.
+- ``ema_decay``: an exponential moving average of the decoder's weights
+  (:class:`zoo.ema.WeightAverage`; Karras et al., 2018; Yazici et al., 2019) decodes at
+  inference (``decode``, ``generate``, ``sample`` and their exported signatures); the
+  loss, ``reconstruct`` and the scores use the trained decoder.
 - Burda et al. (2015), "Importance Weighted Autoencoders": ``objective="iwae"`` maximises
   log (1/k) sum_i w_i with w_i = p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); ``k`` samples.
 - Sohn et al. (2015), conditional VAE: :class:`CVAE` conditions encoder and decoder on a
@@ -32,7 +36,8 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from zoo import losses, networks
-from zoo.trainers.base import Trainer
+from zoo.ema import WeightAverage, check_decay
+from zoo.trainers.base import Trainer, split_batch
 from zoo.trainers.vae_tasks import VAETasks
 
 tfd = tfp.distributions
@@ -144,14 +149,6 @@ def log_mean_exp(values: tf.Tensor, axis: int = 0) -> tf.Tensor:
     return ops.logsumexp(values, axis=axis) - ops.log(k)
 
 
-def images_and_labels(data: Any) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """``images``, ``(images,)``, ``(images, labels)`` or ``(images, labels, weights)``."""
-    if isinstance(data, (tuple, list)):
-        labels = data[1] if len(data) > 1 else None
-        return data[0], labels
-    return data, None
-
-
 @keras.saving.register_keras_serializable(package="zoo")
 class VAE(Trainer):
     """Variational autoencoder; the encoder outputs [mean, log-variance] (2 x latent_dim).
@@ -166,6 +163,10 @@ class VAE(Trainer):
     0.5 everywhere: :meth:`init_output_bias` does it, and the first training batch calls
     it once unless it already ran (a saved flag, so resumed and loaded models keep the
     trained bias).
+
+    ``ema_decay`` in (0, 1) keeps ``ema_decoder``, a moving average of the decoder's
+    weights updated after every optimizer step; :meth:`decode`, :meth:`generate` and
+    :meth:`sample` decode with it (``sampling_decoder``), training uses the live decoder.
     """
 
     declaration = VAETasks
@@ -188,6 +189,7 @@ class VAE(Trainer):
         objective: str = "elbo",
         k: int = 1,
         output_bias: str = "zeros",
+        ema_decay: float | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -215,6 +217,12 @@ class VAE(Trainer):
                 f"the encoder must output 2 x latent_dim = {2 * self.latent_dim} values "
                 f"(mean and log-variance); it outputs {code}"
             )
+        self.ema_decay = check_decay(ema_decay)
+        self.decoder_average = (
+            WeightAverage(decoder, self.ema_decay, "ema_decoder") if self.ema_decay else None
+        )
+        # the averaged decoder lives in this attribute: checkpoints and .keras files hold it
+        self.ema_decoder = None if self.decoder_average is None else self.decoder_average.average
         self.output_bias = check_output_bias(output_bias)
         self.output_bias_ready = None
         if self.output_bias == "data_mean":
@@ -293,10 +301,22 @@ class VAE(Trainer):
             return None
         return self.min_scale + ops.exp(self.log_scale)
 
+    @property
+    def sampling_decoder(self) -> keras.Model:
+        """The decoder that decodes at inference: the weight average when ``ema_decay`` is
+        set, else the trained decoder."""
+        return self.ema_decoder if self.ema_decoder is not None else self.decoder
+
     def _decoder_distribution(
-        self, z: tf.Tensor, y: tf.Tensor | None, training: bool
+        self,
+        z: tf.Tensor,
+        y: tf.Tensor | None,
+        training: bool,
+        decoder: keras.Model | None = None,
     ) -> tfd.Distribution:
-        logits = self.decoder(self.decoder_inputs(z, y), training=training)
+        """p(x|z, y) through ``decoder`` (default: the trained decoder)."""
+        decoder = self.decoder if decoder is None else decoder
+        logits = decoder(self.decoder_inputs(z, y), training=training)
         return likelihood(
             self._likelihood,
             logits,
@@ -341,8 +361,10 @@ class VAE(Trainer):
         return self.decoder_distribution(z, training, labels).log_prob(images)
 
     def decode(self, z: tf.Tensor, labels: Any = None) -> tf.Tensor:
-        """The likelihood's mean for latent points z: images in [0, 1]."""
-        return self.decoder_distribution(z, labels=labels).mean()
+        """The likelihood's mean for latent points z: images in [0, 1] (decoded by
+        ``sampling_decoder``: the weight average when ``ema_decay`` is set)."""
+        y = self.condition(labels, ops.shape(z)[0])
+        return self._decoder_distribution(z, y, False, self.sampling_decoder).mean()
 
     def generate(self, z: Any, labels: Any = None) -> tf.Tensor:
         """Images (likelihood means) decoded from latent points ``z`` [N, latent_dim]."""
@@ -374,6 +396,8 @@ class VAE(Trainer):
         batch; call it with the whole training set before ``fit`` to use every image."""
         bias = networks.output_layer(self.decoder).bias
         bias.assign(mean_pixel_logits(images, tuple(bias.shape)))
+        if self.decoder_average is not None:  # average from the initialised decoder
+            self.decoder_average.reset()
         if self.output_bias_ready is not None:
             self.output_bias_ready.assign(1.0)
 
@@ -485,7 +509,7 @@ class VAE(Trainer):
         return values
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = images_and_labels(data)
+        images, labels = split_batch(data)
         labels = labels if self.conditional else None
         if self.output_bias_ready is not None:
             self._init_output_bias_once(images)
@@ -493,10 +517,12 @@ class VAE(Trainer):
             values = self.step_losses(images, training=True, labels=labels)
         grads = tape.gradient(values["loss"], self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
+        if self.decoder_average is not None:
+            self.decoder_average.update()
         return self.record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = images_and_labels(data)
+        images, labels = split_batch(data)
         labels = labels if self.conditional else None
         return self.record(self.step_losses(images, training=False, labels=labels))
 
@@ -517,6 +543,7 @@ class VAE(Trainer):
             "objective": self.objective,
             "k": self.k,
             "output_bias": self.output_bias,
+            "ema_decay": self.ema_decay,
         }
 
 
