@@ -314,14 +314,12 @@ class LatentSpaceLogger(keras.callbacks.Callback):
     ) -> LatentSpaceLogger:
         """Take ``n`` examples (shuffled with ``seed``) from an unbatched dataset of images
         or (images, labels) pairs."""
-        taken = list(dataset.shuffle(4096, seed=seed).take(int(n)))
-        if taken and isinstance(taken[0], (tuple, list)):
-            images = np.stack([np.asarray(x[0]) for x in taken])
-            labels = (
-                np.asarray([int(np.asarray(x[1])) for x in taken]) if len(taken[0]) > 1 else None
-            )
-        else:
-            images, labels = np.stack([np.asarray(x) for x in taken]), None
+        from zoo.trainers.base import split_batch
+
+        taken = [split_batch(e) for e in dataset.shuffle(4096, seed=seed).take(int(n))]
+        images = np.stack([np.asarray(x) for x, _ in taken])
+        labelled = bool(taken) and taken[0][1] is not None
+        labels = np.asarray([int(np.asarray(y)) for _, y in taken]) if labelled else None
         return cls(run_dir, images, labels, **kw)
 
     @property
