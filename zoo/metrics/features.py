@@ -150,17 +150,20 @@ class InceptionV3Features:
             yield tf.clip_by_value(batch, 0.0, 1.0) * 2.0 - 1.0  # inception preprocessing
 
     def features(self, images: Any) -> np.ndarray:
+        """2048-d pool features, ``(n, 2048)`` float64."""
         return np.concatenate(
             [np.asarray(self.model(b, training=False), np.float64) for b in self._batches(images)]
         )
 
     def probabilities(self, images: Any) -> np.ndarray:
+        """ImageNet class probabilities of the full classifier, ``(n, 1000)`` float64."""
         top = self._classifier()
         return np.concatenate(
             [np.asarray(top(b, training=False), np.float64) for b in self._batches(images)]
         )
 
     def embed(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(features, probabilities)``."""
         return self.features(images), self.probabilities(images)
 
 

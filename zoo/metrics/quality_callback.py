@@ -78,6 +78,7 @@ class SampleQualityCallback(keras.callbacks.Callback):
         return self.evaluator
 
     def evaluate_now(self, step: int) -> SampleQualityReport:
+        """Generate, score, log at ``step`` and keep the report; returns it."""
         images = generate_samples(self.model, self.n_samples, seed=self.seed)
         report = self._evaluator().evaluate(images)
         log_report(report, self.log_dir, step)

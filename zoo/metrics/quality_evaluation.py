@@ -107,6 +107,7 @@ class SampleQualityEvaluator:
         )
 
     def evaluate(self, generated_images: Any) -> SampleQualityReport:
+        """Every metric of ``generated_images`` beside the precomputed floor."""
         return SampleQualityReport(
             generated=self.metrics(*self.extractor.embed(generated_images)),
             floor=self.floor,

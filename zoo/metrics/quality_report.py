@@ -47,6 +47,7 @@ class QualityMetrics:
     n: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: floats, the histogram as a list, ``n`` as an int."""
         out: dict[str, Any] = {}
         for field in fields(self):
             value = getattr(self, field.name)
@@ -76,6 +77,7 @@ class SampleQualityReport:
     settings: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: settings and both metric sets."""
         return {
             "feature_extractor": self.feature_extractor,
             "n_reference": int(self.n_reference),
@@ -93,6 +95,7 @@ class SampleQualityReport:
         return out
 
     def to_markdown(self) -> str:
+        """A markdown table of every metric beside its floor, then the class histograms."""
         g, f = self.generated, self.floor
         k = len(np.asarray(g.class_histogram))
         rows = []
