@@ -58,7 +58,7 @@ from bench.one_class_scores import (
 )
 
 #: The bundled recipe each model's config comes from: the recipes carry the settings
-#: chosen here (see What we tried), so ``zoo train <recipe> --set "data.classes=[d]"``
+#: chosen here (see the lab notes), so ``zoo train <recipe> --set "data.classes=[d]"``
 #: trains what this benchmark measures. Keys in ``BENCH_KEYS`` (training and scoring) are
 #: read here; everything else goes to ``zoo.load``.
 RECIPES: dict[str, str] = {

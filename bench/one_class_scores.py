@@ -41,7 +41,10 @@ Pair = tuple[np.ndarray, np.ndarray]  # (normal training scores, evaluation scor
 
 
 def residual_option(name: str) -> Residual | None:
-    """(blur sigma, top fraction) named by ``blur:<s>`` or ``top<f>:<s>``; None otherwise."""
+    """(blur sigma, top fraction) named by ``blur:<s>`` or ``top<f>:<s>``; None otherwise
+    (also for a sum such as ``blur:1+latent``)."""
+    if "+" in name:
+        return None
     kind, _, value = name.partition(":")
     if kind == "blur":
         return float(value), 1.0

@@ -74,6 +74,7 @@ def test_score_names_parse_to_the_zoo_options() -> None:
     assert one_class_scores.residual_option("blur:1") == (1.0, 1.0)
     assert one_class_scores.residual_option("top0.05:1.5") == (1.5, 0.05)
     assert one_class_scores.residual_option("pixvar:0.1") is None
+    assert one_class_scores.residual_option("blur:1+latent") is None  # a sum of two scores
     conv = one_class_mnist.model_configs()["conv_ae"]
     assert one_class_scores.score_of(conv) == (1.0, 0.05)
     assert one_class_scores.score_label((1.0, 0.05)) == "top0.05:1"
