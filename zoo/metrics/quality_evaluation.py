@@ -147,12 +147,15 @@ def sample_quality_report(
 
 
 def _check_generator(model: Any) -> None:
-    """Raise ``TypeError`` unless ``model`` can generate images from latent points."""
-    if not callable(getattr(model, "generate", None)) or not hasattr(model, "latent_dim"):
+    """Raise ``TypeError`` unless ``model`` declares the Generator task (z -> images)."""
+    from zoo.tasks import Generator, declaration_of
+
+    declaration = declaration_of(model)
+    if not declaration.implements(Generator):
         raise TypeError(
-            f"{getattr(model, 'name', type(model).__name__)} is not a generator (it has no "
-            "generate(z) and latent_dim); sample quality applies to GANs and VAEs. For "
-            "autoencoders use `zoo evaluate --task anomaly`"
+            f"{model.name} ({declaration.family}) is not a generator (it declares no "
+            "Generator task); sample quality applies to GANs and VAEs. For models that score "
+            "anomalies use `zoo evaluate --task anomaly`"
         )
 
 
@@ -163,7 +166,9 @@ def generate_samples(model: Any, n: int, *, seed: int = 0, batch_size: int = 250
     _check_generator(model)
     z = np.random.default_rng(seed).standard_normal((int(n), int(model.latent_dim)))
     z = z.astype(np.float32)
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    from zoo.tasks import declaration_of
+
+    num_classes = declaration_of(model).num_classes
     labels = np.arange(int(n), dtype=np.int32) % num_classes if num_classes else None
     out = []
     for start in range(0, int(n), batch_size):
