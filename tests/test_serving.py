@@ -29,7 +29,8 @@ keras = pytest.importorskip("keras")
 
 from zoo.serving import server as server_mod  # noqa: E402
 from zoo.serving.client import GrpcServingClient, ServingClient, ServingError  # noqa: E402
-from zoo.serving.server import ModelServer, ServingHTTPServer, make_server  # noqa: E402
+from zoo.serving.model_server import ModelServer  # noqa: E402
+from zoo.serving.server import ServingHTTPServer, make_server  # noqa: E402
 
 SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
 MAX_BATCH = 16
