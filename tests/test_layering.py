@@ -92,7 +92,7 @@ def imported_modules(module: str, path: Path, known: set[str]) -> list[tuple[int
         statement = ast.get_source_segment(source, node) or ""
         found += [
             (node.lineno, name, " ".join(statement.split()))
-            for name in names
+            for name in dict.fromkeys(names)  # once per module a statement imports
             if name == "zoo" or name.startswith("zoo.")
         ]
     return found
@@ -106,11 +106,12 @@ def upward_imports(root: Path = ROOT) -> list[str]:
         mine = layer_of(module)
         for line, name, statement in imported_modules(module, path, set(modules)):
             if layer_of(name) > mine:
+                where = path.relative_to(root).as_posix()
                 problems.append(
-                    f"{path.relative_to(root)}:{line}: {statement} "
-                    f"({module} is {LAYERS[mine]}; {name} is {LAYERS[layer_of(name)]})"
-                )
-    return sorted(problems)
+                    (where, line, f"{where}:{line}: {statement} "
+                     f"({module} is {LAYERS[mine]}; {name} is {LAYERS[layer_of(name)]})")
+                )  # fmt: skip
+    return [text for *_, text in sorted(problems)]
 
 
 def test_no_module_imports_a_higher_layer():
