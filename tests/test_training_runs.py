@@ -84,7 +84,7 @@ def test_vae_run_records_latent_plots_and_reconstructions_every_epoch(tmp_path):
 def test_zoo_callbacks_record_beside_a_plain_keras_tensorboard(tmp_path, digits):
     """In a user's own fit with keras.callbacks.TensorBoard(update_freq=N), the zoo's
     image, latent and quality callbacks still record at epoch end."""
-    from zoo.recipes.runner import ImageGrids
+    from zoo.recipes.callbacks import ImageGrids
 
     from zoo.latent import LatentSpaceLogger
     from zoo.metrics.quality_callback import SampleQualityCallback
