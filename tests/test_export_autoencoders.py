@@ -52,7 +52,7 @@ def _export_cli_keeping_the_model(name: str, out) -> tuple:
     """``export_cli(name, out)`` (``zoo export``'s body) calibrated on synthetic normal
     series, and the model it loaded: recurrent_ae's recurrent kernels are not seeded, so
     another ``zoo.load`` would give other weights."""
-    from zoo import runs
+    from zoo.recipes import runs
 
     seen = []
 
