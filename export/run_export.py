@@ -20,6 +20,7 @@ import tensorflow as tf
 from zoo.export import versioning
 from zoo.export.exporter import FORMATS, ExportResult, export_model
 
+from zoo.data.batches import unpack_batch
 from zoo.tasks import AnomalyScorer, declaration_of
 
 __all__ = [
@@ -72,11 +73,10 @@ def _collect(dataset: tf.data.Dataset, conditional: bool) -> tuple[np.ndarray, n
         dataset = dataset.enumerate().filter(lambda i, _: i % stride == 0).map(lambda _, e: e)
     examples, labels = [], []
     for element in dataset.batch(512).as_numpy_iterator():
-        if isinstance(element, tuple):
-            examples.append(element[0])
-            labels.append(element[1])
-        else:
-            examples.append(element)
+        x, y = unpack_batch(element)
+        examples.append(x)
+        if y is not None:
+            labels.append(y)
     if not examples:
         return np.zeros((0,), np.float32), None
     x = np.concatenate(examples).astype(np.float32)

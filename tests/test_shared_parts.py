@@ -247,20 +247,21 @@ def test_label_smoothing_and_gradient_penalty_use_every_logit():
 def test_split_batch_cases():
     import tensorflow as tf
 
-    from zoo.trainers.base import first_batch, split_batch
+    from zoo.data.batches import unpack_batch
+    from zoo.trainers.base import first_batch
 
     x, y, w = np.ones((2, 3), "float32"), np.array([1, 0]), np.array([0.5, 2.0])
-    assert split_batch(x)[0] is x and split_batch(x)[1] is None
+    assert unpack_batch(x)[0] is x and unpack_batch(x)[1] is None
     t = tf.constant(x)
-    assert split_batch(t)[0] is t and split_batch(t)[1] is None
-    assert split_batch((x,)) == (x, None)
-    assert split_batch((x, y)) == (x, y)
-    assert split_batch([x, y]) == (x, y)
-    assert split_batch((x, y, w)) == (x, y)  # sample weights dropped
+    assert unpack_batch(t)[0] is t and unpack_batch(t)[1] is None
+    assert unpack_batch((x,)) == (x, None)
+    assert unpack_batch((x, y)) == (x, y)
+    assert unpack_batch([x, y]) == (x, y)
+    assert unpack_batch((x, y, w)) == (x, y)  # sample weights dropped
     named = {"images": x}
-    assert split_batch(named) == (named, None)  # a dict is the (named) inputs
+    assert unpack_batch(named) == (named, None)  # a dict is the (named) inputs
     with pytest.raises(ValueError, match=r"a batch is inputs, .*got a tuple of 4 items"):
-        split_batch((x, y, w, w))
+        unpack_batch((x, y, w, w))
     # first_batch reads the inputs of fit's x through the same function
     np.testing.assert_array_equal(first_batch((x, y, w)), x)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)

@@ -314,9 +314,9 @@ class LatentSpaceLogger(keras.callbacks.Callback):
     ) -> LatentSpaceLogger:
         """Take ``n`` examples (shuffled with ``seed``) from an unbatched dataset of images
         or (images, labels) pairs."""
-        from zoo.trainers.base import split_batch
+        from zoo.data.batches import unpack_batch
 
-        taken = [split_batch(e) for e in dataset.shuffle(4096, seed=seed).take(int(n))]
+        taken = [unpack_batch(e) for e in dataset.shuffle(4096, seed=seed).take(int(n))]
         images = np.stack([np.asarray(x) for x, _ in taken])
         labelled = bool(taken) and taken[0][1] is not None
         labels = np.asarray([int(np.asarray(y)) for _, y in taken]) if labelled else None

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from zoo.data.batches import unpack_batch
+
 __all__ = ["ExampleKind", "Images", "Sequences", "stack_examples"]
 
 
@@ -23,8 +25,7 @@ def stack_examples(data: Any, rank: int, what: str) -> np.ndarray:
     if hasattr(data, "as_numpy_iterator"):
         parts = []
         for element in data.as_numpy_iterator():
-            element = element[0] if isinstance(element, (tuple, list)) else element
-            element = np.asarray(element)
+            element = np.asarray(unpack_batch(element)[0])
             parts.append(element[None] if element.ndim == rank else element)
         if not parts:
             raise ValueError(f"the dataset of {what} is empty")

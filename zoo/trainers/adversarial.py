@@ -31,8 +31,9 @@ import tensorflow as tf
 from keras import ops
 
 from zoo import losses
+from zoo.data.batches import unpack_batch
 from zoo.ema import WeightAverage, check_decay
-from zoo.trainers.base import Trainer, split_batch
+from zoo.trainers.base import Trainer
 from zoo.trainers.gan_tasks import GANTasks
 
 #: Losses whose discriminator term uses the real label (so label smoothing applies).
@@ -325,7 +326,7 @@ class GAN(Trainer):
         return d_values
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = split_batch(data)
+        images, labels = unpack_batch(data)
         labels = self._labels(labels) if self.conditional else None
         n = self.discriminator_steps
         if n == 1:
@@ -360,7 +361,7 @@ class GAN(Trainer):
         return self.record({**d_values, "g_loss": g_loss})
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = split_batch(data)
+        images, labels = unpack_batch(data)
         labels = self._labels(labels) if self.conditional else None
         z = self.normal((ops.shape(images)[0], self.latent_dim))
         d_values = self.discriminator_objective(images, z, training=False, labels=labels)

@@ -11,28 +11,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo.data.batches import unpack_batch
 from zoo.data.core import DataError
 
 # How far outside [0, 1] image values may stray (float rounding) before fit refuses them.
 RANGE_TOLERANCE = 1e-3
-
-
-def split_batch(data: Any) -> tuple[Any, Any | None]:
-    """``(inputs, labels or None)`` of a batch: the one home for batch unpacking.
-
-    A batch is ``inputs``, ``(inputs,)``, ``(inputs, labels)`` or ``(inputs, labels,
-    sample_weight)`` (Keras' ``x, y, sample_weight`` convention; lists count as tuples;
-    sample weights are dropped). Anything else that is not a tuple or list, such as a dict
-    of named inputs, is the inputs.
-    """
-    if not isinstance(data, (tuple, list)):
-        return data, None
-    if not 1 <= len(data) <= 3:
-        raise ValueError(
-            f"a batch is inputs, (inputs,), (inputs, labels) or (inputs, labels, "
-            f"sample_weight); got a {type(data).__name__} of {len(data)} items"
-        )
-    return data[0], (data[1] if len(data) > 1 else None)
 
 
 def first_batch(data: Any) -> np.ndarray | None:
@@ -46,7 +29,7 @@ def first_batch(data: Any) -> np.ndarray | None:
     elif not isinstance(data, (tuple, list, np.ndarray)) and not tf.is_tensor(data):
         return None
     try:
-        inputs = split_batch(data)[0]
+        inputs = unpack_batch(data)[0]
     except ValueError:  # e.g. a long Python list: left for Keras to judge
         return None
     if isinstance(inputs, np.ndarray) or tf.is_tensor(inputs):
@@ -202,7 +185,7 @@ class Trainer(keras.Model):
         Single-objective subclasses only define ``step_losses(images, training)``,
         returning a dict with a ``"loss"`` entry and one entry per tracker.
         """
-        images = split_batch(data)[0]
+        images = unpack_batch(data)[0]
         with tf.GradientTape() as tape:
             values = self.step_losses(images, training=True)
         grads = tape.gradient(values["loss"], self.trainable_variables)
@@ -210,7 +193,7 @@ class Trainer(keras.Model):
         return self.record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        return self.record(self.step_losses(split_batch(data)[0], training=False))
+        return self.record(self.step_losses(unpack_batch(data)[0], training=False))
 
     # -- sampling helpers --------------------------------------------------------------
     def normal(self, shape: Any) -> tf.Tensor:

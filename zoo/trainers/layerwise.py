@@ -13,8 +13,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from zoo.data.batches import unpack_batch
 from zoo.trainers.autoencoder import Autoencoder
-from zoo.trainers.base import split_batch
 
 
 def layer_pairs(model: Autoencoder) -> list[tuple[keras.layers.Dense, keras.layers.Dense]]:
@@ -63,7 +63,7 @@ def greedy_layerwise_pretrain(
         frozen = list(below)
 
         def features(batch, frozen=frozen):
-            h = flatten(split_batch(batch)[0])
+            h = flatten(unpack_batch(batch)[0])
             for layer in frozen:
                 h = layer(h)
             return h, h

@@ -36,8 +36,9 @@ import tensorflow_probability as tfp
 from keras import ops
 
 from zoo import losses, networks
+from zoo.data.batches import unpack_batch
 from zoo.ema import WeightAverage, check_decay
-from zoo.trainers.base import Trainer, split_batch
+from zoo.trainers.base import Trainer
 from zoo.trainers.vae_tasks import VAETasks
 
 tfd = tfp.distributions
@@ -509,7 +510,7 @@ class VAE(Trainer):
         return values
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = split_batch(data)
+        images, labels = unpack_batch(data)
         labels = labels if self.conditional else None
         if self.output_bias_ready is not None:
             self._init_output_bias_once(images)
@@ -522,7 +523,7 @@ class VAE(Trainer):
         return self.record(values)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        images, labels = split_batch(data)
+        images, labels = unpack_batch(data)
         labels = labels if self.conditional else None
         return self.record(self.step_losses(images, training=False, labels=labels))
 
