@@ -55,7 +55,7 @@ def test_f1_calibration_uses_labels(trained_threes):
 
 
 def test_detector_errors_are_clear(digits):
-    with pytest.raises(TypeError, match="has no anomaly_score"):
+    with pytest.raises(TypeError, match=r"GAN \(gan\) scores no anomalies"):
         AnomalyDetector(zoo.load("dcgan_tiny"))
     with pytest.raises(ValueError, match="no threshold yet"):
         AnomalyDetector(zoo.load("conv_ae_tiny")).predict(digits[:2])

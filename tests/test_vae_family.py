@@ -13,7 +13,8 @@ import tensorflow as tf
 
 import zoo
 from zoo.trainers import VAE
-from zoo.trainers.vae import CVAE, likelihood
+from zoo.trainers.vae import CVAE
+from zoo.trainers.vae_distributions import likelihood
 
 
 def sigmoid(x):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo.trainers.vae import likelihood, posterior, standard_normal_prior
+from zoo.trainers.vae_distributions import likelihood, posterior, standard_normal_prior
 
 
 def softplus(x: np.ndarray) -> np.ndarray:

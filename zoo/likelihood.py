@@ -39,7 +39,7 @@ from zoo.tasks.protocols import LikelihoodModel
 
 #: Burda et al. (2015): a latent unit is active if Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
-#: The zoo's image likelihoods (zoo.trainers.vae.LIKELIHOODS).
+#: The zoo's image likelihoods (zoo.trainers.vae_distributions.LIKELIHOODS).
 LIKELIHOOD_NAMES = ("bernoulli", "continuous_bernoulli", "gaussian", "gaussian_learned")
 #: Chunk of posterior samples evaluated at once (times the example batch).
 DEFAULT_BATCH_K = 500
