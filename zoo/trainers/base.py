@@ -43,12 +43,15 @@ class Trainer(keras.Model):
     Subclasses declare:
     - ``NETWORKS``: constructor arguments that are sub-networks (serialised in the config);
     - ``OPTIMIZERS``: compile argument -> network it updates (``None`` = all weights);
-    - ``TRACKERS``: names of the ``keras.metrics.Mean`` trackers ``train_step`` updates.
+    - ``TRACKERS``: names of the ``keras.metrics.Mean`` trackers ``train_step`` updates;
+    - ``declaration``: its :class:`zoo.tasks.TaskDeclaration` subclass, what the model can
+      do and how it is served (read through :func:`zoo.tasks.declaration_of`).
     """
 
     NETWORKS: ClassVar[tuple[str, ...]] = ()
     OPTIMIZERS: ClassVar[dict[str, str | None]] = {"optimizer": None}
     TRACKERS: ClassVar[tuple[str, ...]] = ("loss",)
+    declaration: ClassVar[type | None] = None
 
     def __init__(
         self, *, seed: int | None = None, trackers: tuple[str, ...] | None = None, **kwargs: Any
