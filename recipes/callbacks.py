@@ -22,6 +22,7 @@ import tensorflow as tf
 from zoo.recipes.recipe import Recipe, RecipeError
 
 from zoo import data as zdata
+from zoo.data.batches import unpack_batch
 from zoo.fileio import atomic_write_text
 from zoo.tasks import Generator, declaration_of
 from zoo.trainers.base import Trainer
@@ -145,7 +146,7 @@ class ImageGrids(keras.callbacks.Callback):
 
 def take_images(ds: tf.data.Dataset, n: int, seed: int = 0) -> np.ndarray:
     """Up to ``n`` images from an unbatched dataset (labels dropped), shuffled with ``seed``."""
-    taken = ds.shuffle(4096, seed=seed).take(int(n)).map(lambda *x: x[0])
+    taken = ds.shuffle(4096, seed=seed).take(int(n)).map(lambda *x: unpack_batch(x)[0])
     return np.stack(list(taken.as_numpy_iterator())).astype("float32")
 
 
