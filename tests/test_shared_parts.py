@@ -313,3 +313,19 @@ def test_sequence_autoencoder_adds_activity_regulariser_losses():
     model.compile()
     reported = model.evaluate(sequences, batch_size=4, verbose=0, return_dict=True)
     np.testing.assert_allclose(reported["loss"] - reported["reconstruction"], penalty, rtol=1e-4)
+
+
+def test_one_image_shape_check_for_configs_and_data():
+    """zoo.data's check is zoo.shapes' check raised as DataError (one rule, one message)."""
+    from zoo.data import DataError
+    from zoo.data.core import check_image_shape as data_check
+    from zoo.shapes import check_image_shape
+
+    assert check_image_shape([28, 28, 1]) == data_check((28, 28, 1)) == (28, 28, 1)
+    for bad in ((28, 28), (28, 0, 1), "abc"):
+        with pytest.raises(ValueError) as config_error:
+            check_image_shape(bad)
+        with pytest.raises(DataError) as data_error:
+            data_check(bad)
+        assert str(config_error.value) == str(data_error.value)
+        assert "image_shape must be (height, width, channels)" in str(data_error.value)

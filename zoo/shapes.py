@@ -9,13 +9,19 @@ from collections.abc import Sequence
 ImageShape = tuple[int, int, int]
 
 
-def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
-    """Validate an (height, width, channels) triple."""
-    shape = tuple(int(s) for s in image_shape)
+def check_image_shape(
+    image_shape: Sequence[int], error: type[ValueError] = ValueError
+) -> ImageShape:
+    """Validate an (height, width, channels) triple of positive sizes; the one image-shape
+    check (``zoo.data`` raises it as its ``DataError``)."""
+    try:
+        shape = tuple(int(d) for d in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(
-            f"image_shape must be (height, width, channels), e.g. (28, 28, 1) or (64, 64, 3); "
-            f"got {tuple(image_shape)}"
+        raise error(
+            f"image_shape must be (height, width, channels) with positive sizes, e.g. "
+            f"(28, 28, 1) or (64, 64, 3); got {image_shape!r}"
         )
     return shape  # type: ignore[return-value]
 

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-ImageShape = tuple[int, int, int]
+from zoo import shapes
+
+ImageShape = shapes.ImageShape
 
 
 class DataError(ValueError):
@@ -23,17 +25,9 @@ def fmt_shape(shape: Sequence[int | None]) -> str:
 
 
 def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
-    """Validate an ``(H, W, C)`` shape and return it as a tuple of ints."""
-    try:
-        shape = tuple(int(d) for d in image_shape)
-    except (TypeError, ValueError):
-        shape = ()
-    if len(shape) != 3 or min(shape) <= 0:
-        raise DataError(
-            f"image_shape must be (height, width, channels) with positive sizes, got "
-            f"{image_shape!r}; pass e.g. image_shape=(28, 28, 1) or (64, 64, 3)"
-        )
-    return shape  # type: ignore[return-value]
+    """Validate an ``(H, W, C)`` shape (:func:`zoo.shapes.check_image_shape`), raising
+    :class:`DataError`."""
+    return shapes.check_image_shape(image_shape, DataError)
 
 
 def to_float_images(x: tf.Tensor | object) -> tf.Tensor:
