@@ -8,6 +8,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo_output
+# Test processes (pytest-xdist); each test file runs whole in one of them.
+JOBS   ?= 2
 
 .PHONY: demo test lint format bench clean
 
@@ -25,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile
 
 format: $(STAMP)
 	$(BIN)/ruff format .

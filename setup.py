@@ -42,7 +42,7 @@ INSTALL_REQUIRES = [
     "tensorflow-serving-api==2.21.*",
 ]
 
-EXTRAS_REQUIRE = {"dev": ["pytest>=8", "ruff==0.17.*"]}
+EXTRAS_REQUIRE = {"dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.*"]}
 
 setup(
     name="zoo",
