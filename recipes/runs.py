@@ -25,7 +25,10 @@ def load_run(path: str | os.PathLike) -> keras.Model:
         return _load_keras(path)
     if path.is_dir():
         if (path / "model.keras").is_file():
-            return _load_keras(path / "model.keras")
+            model = _load_keras(path / "model.keras")
+            if (path / "recipe.toml").is_file():  # the registered name the run trained
+                model.zoo_name = load_recipe(path / "recipe.toml").model
+            return model
         if (path / "recipe.toml").is_file():
             # registry.load builds the run's model from its recipe.toml (one code path)
             return registry.load(load_recipe(path / "recipe.toml").model, weights=str(path))
@@ -42,4 +45,7 @@ def _load_keras(path: Path) -> keras.Model:
     import keras
 
     registry.load_model_modules()  # Keras must know the zoo's classes to rebuild them
-    return keras.saving.load_model(path, safe_mode=True)
+    model = keras.saving.load_model(path, safe_mode=True)
+    if model.name in registry.list_models():
+        model.zoo_name = model.name
+    return model

@@ -119,11 +119,13 @@ def build_flip_translator(image_shape=(28, 28, 1), width: int = 4, seed: int | N
 
 @pytest.fixture(scope="module")
 def registered():
-    if NAME not in registry.list_models():
-        registry.register(NAME, family="translator", description="toy: mirror images")(
-            build_flip_translator
-        )
-    return NAME
+    """The toy in the registry for this module's tests only (other test files list every
+    registered model and must not see it)."""
+    registry.register(NAME, family="translator", description="toy: mirror images")(
+        build_flip_translator
+    )
+    yield NAME
+    del registry._REGISTRY[NAME]
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +178,7 @@ def test_export_checks_parity_to_the_declared_tolerance(exported):
     _, result = exported
     meta = result.metadata
     assert meta["model"]["family"] == "translator" and meta["model"]["tasks"] == ["Translator"]
+    assert meta["model"]["registered_name"] == NAME  # from the run's recipe
     assert meta["serving_default"] == "translate" and meta["threshold"] is None
     assert set(result.onnx_paths) == {"translate"}
     parity = meta["parity"]

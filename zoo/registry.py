@@ -441,6 +441,7 @@ def load(name: str, weights: str | Path | None = None, **config: Any) -> keras.M
 
         model = keras.saving.load_model(weights, safe_mode=True)
         _check_same_model(name, model.name, weights)
+        model.zoo_name = name
         return model
     run = run_folder(weights) if weights is not None else None
     if run is not None:
