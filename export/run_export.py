@@ -20,6 +20,7 @@ import tensorflow as tf
 from zoo.export import versioning
 from zoo.export.exporter import FORMATS, ExportResult, export_model
 
+from zoo import registry
 from zoo.data.batches import unpack_batch
 from zoo.tasks import AnomalyScorer, declaration_of
 
@@ -54,14 +55,6 @@ class CalibrationData(NamedTuple):
     examples: np.ndarray
     labels: np.ndarray | None
     description: str
-
-
-def run_folder_of(target: str | os.PathLike) -> Path | None:
-    """The run folder behind ``target`` (a run folder, or the ``model.keras`` in one):
-    the folder holding ``recipe.toml``; None for a bare ``.keras`` file or a model name."""
-    path = Path(target)
-    folder = path if path.is_dir() else path.parent if path.is_file() else None
-    return folder if folder is not None and (folder / "recipe.toml").is_file() else None
 
 
 def _collect(dataset: tf.data.Dataset, conditional: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -245,7 +238,7 @@ def calibration_data(
         return calibration
     if calibration is not None:
         return file_calibration_data(model, calibration)
-    run_dir = None if run is None else run_folder_of(run)
+    run_dir = None if run is None or not Path(run).exists() else registry.run_folder(run)
     if run_dir is None:
         what = "a model name" if run is None or not Path(run).exists() else "not a run folder"
         raise CalibrationError(
