@@ -27,12 +27,12 @@ from zoo.shapes import bottom_shape, default_filters
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
-#: Modules that register models when imported (one per family).
-MODEL_MODULES: tuple[str, ...] = (
-    "zoo.models.autoencoders",
-    "zoo.models.vae",
-    "zoo.models.gans",
-)
+
+def model_modules() -> list[str]:
+    """The modules that register models when imported: every module of ``zoo/models/``
+    (one per family), so a new family's builders need no list to be added to."""
+    folder = Path(__file__).parent / "models"
+    return [f"zoo.models.{p.stem}" for p in sorted(folder.glob("*.py")) if p.stem != "__init__"]
 
 
 class UnknownModelError(KeyError):
@@ -204,7 +204,7 @@ def _scan() -> None:
     if _SCANNED:
         return
     _SCANNED = True
-    for module in MODEL_MODULES:
+    for module in model_modules():
         specs = _read_module(module)
         if specs is None:
             importlib.import_module(module)  # its decorators register it
@@ -219,7 +219,7 @@ def load_model_modules() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for module in MODEL_MODULES:
+        for module in model_modules():
             importlib.import_module(module)
 
 

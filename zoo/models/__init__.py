@@ -1,3 +1,3 @@
 """Model builders, one module per family; importing a module registers its models
-(``zoo.registry.MODEL_MODULES`` lists them, ``zoo.registry.load_model_modules`` imports
+(``zoo.registry.model_modules`` finds them, ``zoo.registry.load_model_modules`` imports
 them all)."""
