@@ -276,7 +276,7 @@ def _build_metadata(
         thresh = {
             **threshold.to_dict(),
             "score_definition": definition,
-            "rule": "is_anomaly = anomaly_score > threshold",
+            "rule": calibration.RULE,
         }
         score = {
             "definition": definition,

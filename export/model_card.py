@@ -56,7 +56,13 @@ def _threshold_lines(meta: Mapping[str, Any]) -> list[str]:
     t = meta.get("threshold")
     if not t:
         return ["This model has no anomaly threshold (it is a generator)."]
-    lines = [f"- Value: **{_g(t['value'])}** (`is_anomaly = anomaly_score > threshold`)"]
+    rule = t.get("rule", "is_anomaly = anomaly_score > threshold")
+    lines = [
+        f"- Value: **{_g(t['value'])}** (`{rule}`)",
+        "- A NaN or infinite input gives a NaN or infinite score and is flagged as an anomaly: "
+        "it is never called normal (the rule is in the graph, so TF Serving and ONNX Runtime "
+        "decide the same).",
+    ]
     method = t["method"]
     if method == "quantile":
         lines += [

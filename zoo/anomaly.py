@@ -32,6 +32,7 @@ from zoo.calibration import (
     calibrate_threshold,
     calibrate_threshold_f1,
     calibration_size_warning,
+    is_anomaly,
     warn_if_calibration_too_small,
 )
 from zoo.metrics import AnomalyReport, evaluate_scores, plot_scores
@@ -102,12 +103,13 @@ class AnomalyDetector:
         return self.threshold
 
     def predict(self, x: Any) -> np.ndarray:
-        """Verdicts: True where ``score > threshold``."""
+        """Verdicts: True where ``score > threshold`` or the score is not finite
+        (:data:`zoo.calibration.RULE`)."""
         if self.threshold is None:
             raise ValueError(
                 "no threshold yet: call calibrate(normal_heldout) or calibrate_f1(x, labels)"
             )
-        return self.score(x) > self.threshold.value
+        return is_anomaly(self.score(x), self.threshold.value)
 
     def evaluate(
         self,

@@ -1,7 +1,8 @@
 """Anomaly thresholds from scores: a quantile of normal scores, or the best F1 on labels.
 
 Convention throughout the zoo: a *higher* score is more anomalous and an example is
-flagged when ``score > threshold`` (strictly). The quantile rule follows the usual
+flagged when ``score > threshold`` (strictly) or its score is not finite (:data:`RULE`:
+a NaN or infinite input is never called normal). The quantile rule follows the usual
 "fix the false-positive rate on held-out normal data" practice (as in anomalib's
 adaptive thresholds); the F1 rule is the classic precision/recall trade-off.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "calibrate_threshold",
     "calibrate_threshold_f1",
     "calibration_size_warning",
+    "is_anomaly",
     "min_calibration_size",
     "warn_if_calibration_too_small",
 ]
@@ -33,6 +35,17 @@ __all__ = [
 #: The size rule for a quantile threshold: at least this many calibration scores must
 #: lie above it (see :func:`min_calibration_size`).
 MIN_SCORES_ABOVE_THRESHOLD = 10
+
+
+#: The decision rule, in words (metadata, model cards, signature descriptions).
+RULE = "is_anomaly = anomaly_score > threshold, or anomaly_score is NaN or infinite"
+
+
+def is_anomaly(scores: Any, threshold: Any) -> np.ndarray:
+    """The verdicts of :data:`RULE`: ``score > threshold`` or a non-finite score (a NaN
+    score compares False with everything, so without this a NaN input would be normal)."""
+    scores = np.asarray(scores, np.float64)
+    return (scores > np.asarray(threshold, np.float64)) | ~np.isfinite(scores)
 
 
 class CalibrationSizeWarning(UserWarning):

@@ -75,7 +75,8 @@ class AnomalyScorer(Protocol):
 
     ``anomaly_score(x)`` -> float ``[N]``, higher = more anomalous; conditional models take
     ``labels=`` and score each example under its label. A threshold ``t`` applies as
-    ``is_anomaly = score > t`` (strictly greater), calibrated on held-out normal data
+    ``is_anomaly = score > t`` (strictly greater) or the score is not finite (a NaN or
+    infinite input is never normal), with ``t`` calibrated on held-out normal data
     (:mod:`zoo.calibration`)."""
 
     def anomaly_score(self, x: Any) -> Any: ...

@@ -150,12 +150,20 @@ def score_outputs(
     normalization: tuple[float, float] | None,
     extra: dict[str, tf.Tensor] | None = None,
 ) -> dict[str, tf.Tensor]:
-    """``anomaly_score``, ``threshold``, ``is_anomaly = score > threshold`` and, when
+    """``anomaly_score``, ``threshold``, ``is_anomaly = score > threshold or score not
+    finite`` (:data:`zoo.calibration.RULE`) and, when
     calibrated, ``normalized_score = (score - mean) / std``; ``extra`` outputs are added
     as float32 (e.g. a sequence model's ``step_scores``)."""
     score = tf.cast(tf.reshape(score, [-1]), tf.float32)
     threshold = tf.broadcast_to(tf.cast(threshold, tf.float32), tf.shape(score))
-    outputs = {"anomaly_score": score, "threshold": threshold, "is_anomaly": score > threshold}
+    # a NaN score compares False with any threshold: flag non-finite scores explicitly,
+    # in the graph, so TF Serving and ONNX Runtime never call a NaN/inf input normal
+    not_finite = tf.math.is_nan(score) | tf.math.is_inf(score)
+    outputs = {
+        "anomaly_score": score,
+        "threshold": threshold,
+        "is_anomaly": (score > threshold) | not_finite,
+    }
     if normalization is not None:
         # Python floats -> Const nodes built here, inside the traced function: a tensor
         # captured from outside would become an extra (unfed) ONNX graph input.
@@ -285,7 +293,8 @@ class SignatureBuilder:
             specs,
             onnx=True,
             description=f"{key}{self.with_labels} -> anomaly_score [N], threshold [N] "
-            f"(calibrated), is_anomaly = score > threshold{normalized}{extra_description}",
+            f"(calibrated), is_anomaly = score > threshold or score not finite{normalized}"
+            f"{extra_description}",
         )
         self.add(
             "score_with_threshold",
