@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
+#: Deepest JSON nesting a request may have: far above any tensor's rank, far below
+#: Python's recursion limit (deeper bodies get 400, not a RecursionError's 500).
+MAX_JSON_DEPTH = 64
 
 
 class RequestError(Exception):
@@ -77,14 +80,32 @@ class Servable(Protocol):
 # --------------------------------------------------------------------------- predict
 
 
+def json_depth(value: Any) -> int:
+    """How deeply ``value``'s lists and objects nest (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            if depth + 1 > MAX_JSON_DEPTH:
+                break
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def check_predict_body(body: Any) -> dict[str, Any]:
-    """The JSON-decoded body if it is an object (checked before the model is looked up)."""
+    """The JSON-decoded body if it is an object nested at most :data:`MAX_JSON_DEPTH`
+    deep (checked before the model is looked up)."""
     if not isinstance(body, dict):
         raise RequestError(
             400,
             'the request body must be a JSON object: {"instances": [...]} (row format) '
             'or {"inputs": ...} (columnar format)',
         )
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise RequestError(400, f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
@@ -96,6 +117,7 @@ def predict_response(
     sig_name = body.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(sig_name, str):
         raise RequestError(400, "'signature_name' key must be a string value.")
+    sig_name = sig_name or DEFAULT_SIGNATURE  # TF Serving: an empty name is the default
     if sig_name not in servable.signatures:
         available = ", ".join(sorted(servable.signatures))
         raise RequestError(
@@ -151,9 +173,18 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"b64"}
 
 
-def _check_keys(given: dict[str, Any], specs: dict[str, InputSpec], where: str, sig: str) -> None:
+def _check_keys(
+    given: dict[str, Any],
+    specs: dict[str, InputSpec],
+    where: str,
+    sig: str,
+    *,
+    extra_allowed: bool = False,
+) -> None:
+    """Every input present; unknown keys are refused unless ``extra_allowed`` (TF
+    Serving ignores unknown keys of a columnar ``inputs`` object)."""
     missing = [k for k in specs if k not in given]
-    unknown = [k for k in given if k not in specs]
+    unknown = [] if extra_allowed else [k for k in given if k not in specs]
     if missing or unknown:
         problems = []
         if missing:
@@ -206,7 +237,7 @@ def _columnar_inputs(
     inputs: Any, specs: dict[str, InputSpec], sig: str
 ) -> tuple[dict[str, np.ndarray], int | None]:
     if isinstance(inputs, dict) and not _is_b64(inputs):
-        _check_keys(inputs, specs, "inputs", sig)
+        _check_keys(inputs, specs, "inputs", sig, extra_allowed=True)
         arrays = {
             key: _to_array(inputs[key], spec, f"inputs['{key}']") for key, spec in specs.items()
         }
@@ -303,11 +334,21 @@ def _to_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
     else:
         try:
             raw = np.array(value)
-        except (ValueError, TypeError):
+            if raw.dtype == object and spec.dtype.is_floating and _all_numbers(value):
+                raw = np.array(value, dtype=np.float64)  # integers beyond int64 (TF Serving
+                # reads every JSON number as a double for a float input)
+        except (ValueError, TypeError, OverflowError):
             raise _ragged_error(value, spec, where) from None
         arr = _cast(raw, value, spec)
     _check_shape(arr, spec)
     return arr
+
+
+def _all_numbers(value: Any) -> bool:
+    """Whether every leaf of nested lists ``value`` is a JSON number (not a boolean)."""
+    leaves: list[Any] = []
+    _flatten(value, leaves)
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves)
 
 
 def _flatten(value: Any, out: list[Any]) -> None:
@@ -335,7 +376,16 @@ def _cast(raw: np.ndarray, value: Any, spec: InputSpec) -> np.ndarray:
     elif kind == "b":
         got = "booleans"
     elif tf_dtype.is_floating and kind in "fiu":
-        return raw.astype(np_dtype)
+        with np.errstate(over="ignore"):
+            out = raw.astype(np_dtype)
+        if not np.all(np.isfinite(out[np.isfinite(raw)])):  # e.g. 1e39 for a float32
+            info = np.finfo(np_dtype)
+            raise RequestError(
+                400,
+                f"input '{spec.key}' expects {spec.describe}; a value is out of its range "
+                f"(|x| <= {info.max:.4g})",
+            )
+        return out
     elif tf_dtype.is_integer and kind in "iu":
         info = np.iinfo(np_dtype)
         if raw.min() < info.min or raw.max() > info.max:
