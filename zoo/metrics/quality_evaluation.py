@@ -118,29 +118,16 @@ class SampleQualityEvaluator:
 
 
 def sample_quality_report(
-    generated_images: Any,
-    real_reference: Any,
-    real_heldout: Any,
-    *,
-    feature_extractor: str | FeatureExtractor = "mnist_classifier",
-    k: int = 3,
-    k_dc: int = 5,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    seed: int = 0,
+    generated_images: Any, real_reference: Any, real_heldout: Any, **settings: Any
 ) -> SampleQualityReport:
     """Every metric of ``generated_images`` against ``real_reference`` (e.g. the training
     split), beside the floor of ``real_heldout`` (e.g. the test split) against the same
-    reference. Give ``generated_images`` as many images as ``real_heldout`` so the floor
+    reference; ``settings`` are :class:`SampleQualityEvaluator`'s keywords
+    (``feature_extractor``, ``k``, ``k_dc``, ``kid_subsets``, ``kid_subset_size``,
+    ``seed``). Give ``generated_images`` as many images as ``real_heldout`` so the floor
     has the same sample-size bias. Images: uint8 or floats in [0, 1], (N, H, W[, C])."""
-    evaluator = SampleQualityEvaluator(
-        real_reference, real_heldout, feature_extractor=feature_extractor, k=k, k_dc=k_dc,
-        kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed,
-    )  # fmt: skip
+    evaluator = SampleQualityEvaluator(real_reference, real_heldout, **settings)
     return evaluator.evaluate(generated_images)
-
-
-# --------------------------------------------------------------------------- models
 
 
 # --------------------------------------------------------------------------- models

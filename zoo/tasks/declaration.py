@@ -11,6 +11,7 @@ runner logs (docs/ARCHITECTURE.md, "How to add a model").
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,7 +26,7 @@ __all__ = ["TaskDeclaration", "declaration_of"]
 PARITY_BATCH = 4
 
 
-class TaskDeclaration:
+class TaskDeclaration(ABC):
     """Base declaration, bound to one model (``declaration_of(model)``).
 
     Class attributes a declaration sets:
@@ -71,6 +72,7 @@ class TaskDeclaration:
         return self.examples.key if self.examples is not None else "z"
 
     # -- export -----------------------------------------------------------------------------
+    @abstractmethod
     def signatures(
         self,
         threshold: float | None = None,
@@ -78,7 +80,6 @@ class TaskDeclaration:
     ) -> SignatureSet:
         """The serving signatures. ``threshold`` (for anomaly scorers) and
         ``normalization``'s ``(mean, std)`` are baked into ``score`` as constants."""
-        raise NotImplementedError(f"{type(self).__name__} declares no serving signatures")
 
     def score_definition(self) -> str | None:
         """What the anomaly score measures, in words (metadata and model card)."""
@@ -136,8 +137,9 @@ class TaskDeclaration:
             x = values[kind.key]
             scores = anomaly_scores(self.model, x, values.get("labels"), label="parity scores")
             return np.full([n], float(np.median(scores)), np.float32)
-        raise NotImplementedError(
-            f"{type(self).__name__} has no example for the input {name!r}: override example_value"
+        raise ValueError(
+            f"{type(self).__name__} has no example for the input {name!r}: a declaration "
+            "whose signatures take other inputs overrides example_value"
         )
 
     def example_inputs(
