@@ -40,9 +40,12 @@ INSTALL_REQUIRES = [
     "onnx>=1.17",
     "onnxruntime>=1.20",
     "tensorflow-serving-api==2.21.*",
+    "aiohttp>=3.10",  # zoo serve: REST transport (asyncio HTTP/1.1 server)
+    "grpcio>=1.60",  # zoo serve: TF Serving's gRPC PredictionService
+    "prometheus-client>=0.20",  # zoo serve: metrics at monitoring.config's path
 ]
 
-EXTRAS_REQUIRE = {"dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.*"]}
+EXTRAS_REQUIRE = {"dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.*", "dockerfile-parse>=2.0", "jsonschema>=4.20"]}
 
 setup(
     name="zoo",

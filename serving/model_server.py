@@ -15,9 +15,12 @@ its status is 404 "Could not find any versions of model ..." and its requests 40
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .config import (
     ModelConfig,
@@ -27,7 +30,16 @@ from .config import (
     select_versions,
     version_folders,
 )
-from .rest_format import InputSpec, RequestError, check_predict_body, predict_response
+from .rest_format import check_predict_body, predict_response, run_directly
+from .servable import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_SIGNATURE,
+    InputSpec,
+    RequestError,
+    batch_size_of,
+    check_arrays,
+    check_batch_size,
+)
 
 __all__ = ["ModelServer", "ServableVersion", "ServedModel"]
 
@@ -271,9 +283,44 @@ class ModelServer:
         version: int | None = None,
         label: str | None = None,
         *,
-        max_batch_size: int | None = None,
+        max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
     ) -> dict[str, Any]:
         """Run a REST predict request body (already JSON-decoded); return the response JSON."""
         body = check_predict_body(body)
         servable = self.resolve(name, version, label)
-        return predict_response(body, servable, max_batch_size=max_batch_size)
+        return predict_response(body, servable, max_batch_size=max_batch_size, run=self.run)
+
+    def predict_arrays(
+        self,
+        name: str,
+        signature_name: str,
+        arrays: Mapping[str, np.ndarray],
+        version: int | None = None,
+        label: str | None = None,
+        *,
+        max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
+    ) -> tuple[ServableVersion, str, dict[str, np.ndarray]]:
+        """Run a signature on numpy inputs (the gRPC path): (servable, signature, outputs).
+
+        An empty ``signature_name`` is ``serving_default``; inputs must match the
+        signature's keys, dtypes and shapes exactly (400 otherwise)."""
+        servable = self.resolve(name, version, label)
+        sig = signature_name or DEFAULT_SIGNATURE
+        if sig not in servable.signatures:
+            available = ", ".join(sorted(servable.signatures))
+            raise RequestError(
+                400,
+                f'Serving signature name: "{sig}" not found in signature def; model '
+                f"'{name}' version {servable.version} has signatures: {available}",
+            )
+        specs = servable.inputs[sig]
+        arrays = dict(arrays)
+        check_arrays(arrays, specs, sig)
+        check_batch_size(batch_size_of(arrays, specs), max_batch_size)
+        return servable, sig, self.run(servable, sig, arrays)
+
+    def run(
+        self, servable: ServableVersion, sig: str, arrays: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Call one signature on checked arrays (every transport's predict ends here)."""
+        return run_directly(servable, sig, arrays)

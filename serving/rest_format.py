@@ -20,10 +20,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from .servable import (
+    DEFAULT_SIGNATURE,
+    InputSpec,
+    RequestError,
+    Servable,
+    batch_size_of,
+    call_signature,
+    check_batch_size,
+    check_shape,
+    describe_inputs,
+)
 
 __all__ = [
     "DEFAULT_SIGNATURE",
@@ -32,49 +44,20 @@ __all__ = [
     "Servable",
     "check_predict_body",
     "predict_response",
+    "tf_serving_floats",
 ]
 
-DEFAULT_SIGNATURE = "serving_default"
 #: Deepest JSON nesting a request may have: far above any tensor's rank, far below
 #: Python's recursion limit (deeper bodies get 400, not a RecursionError's 500).
 MAX_JSON_DEPTH = 64
 
-
-class RequestError(Exception):
-    """A request the server refuses: HTTP ``status`` and a message for ``{"error": ...}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+#: Runs one signature on checked arrays: (servable, signature name, arrays) -> outputs.
+SignatureRunner = Callable[[Servable, str, dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """One input of a signature: its key, ``tf.DType`` and static shape."""
-
-    key: str
-    dtype: Any  # tf.DType
-    shape: tuple[int | None, ...] | None  # None = unknown rank
-
-    @property
-    def shape_text(self) -> str:
-        if self.shape is None:
-            return "<any>"
-        return "[" + ", ".join("-1" if d is None else str(d) for d in self.shape) + "]"
-
-    @property
-    def describe(self) -> str:
-        return f"shape {self.shape_text} and dtype {self.dtype.name}"
-
-
-class Servable(Protocol):
-    """What a predict request runs on: one loaded version of a model."""
-
-    name: str
-    version: int
-    signatures: dict[str, Any]  # signature name -> concrete function
-    inputs: dict[str, dict[str, InputSpec]]  # signature name -> input key -> spec
+def run_directly(servable: Servable, sig: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Call the signature at once (no batching)."""
+    return call_signature(servable.signatures[sig], arrays, servable.inputs[sig], sig)
 
 
 # --------------------------------------------------------------------------- predict
@@ -110,9 +93,16 @@ def check_predict_body(body: Any) -> dict[str, Any]:
 
 
 def predict_response(
-    body: dict[str, Any], servable: Servable, *, max_batch_size: int | None = None
+    body: dict[str, Any],
+    servable: Servable,
+    *,
+    max_batch_size: int | None = None,
+    run: SignatureRunner = run_directly,
 ) -> dict[str, Any]:
-    """Run a predict request body on ``servable``; return the response JSON."""
+    """Run a predict request body on ``servable``; return the response JSON.
+
+    ``run`` calls the signature on the decoded arrays (the model server passes its
+    batching scheduler); the default calls it at once."""
     name = servable.name
     sig_name = body.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(sig_name, str):
@@ -137,15 +127,14 @@ def predict_response(
         raise RequestError(
             400,
             "Missing 'inputs' or 'instances' key; signature "
-            f"'{sig_name}' expects inputs: {_describe_inputs(specs)}",
+            f"'{sig_name}' expects inputs: {describe_inputs(specs)}",
         )
     if has_instances:
-        arrays, batch = _row_inputs(body["instances"], specs, sig_name, max_batch_size)
+        arrays = _row_inputs(body["instances"], specs, sig_name, max_batch_size)
     else:
-        arrays, batch = _columnar_inputs(body["inputs"], specs, sig_name)
-        if max_batch_size is not None and batch is not None and batch > max_batch_size:
-            raise _batch_too_large(batch, max_batch_size)
-    outputs = _call(servable.signatures[sig_name], arrays, specs, sig_name)
+        arrays = _columnar_inputs(body["inputs"], specs, sig_name)
+        check_batch_size(batch_size_of(arrays, specs), max_batch_size)
+    outputs = run(servable, sig_name, arrays)
     if has_instances:
         return {"predictions": _row_outputs(outputs, sig_name)}
     if len(outputs) == 1:
@@ -155,18 +144,6 @@ def predict_response(
 
 
 # --------------------------------------------------------------------------- request decoding
-
-
-def _describe_inputs(specs: dict[str, InputSpec]) -> str:
-    return ", ".join(f"'{k}' ({s.describe})" for k, s in specs.items()) or "none"
-
-
-def _batch_too_large(batch: int, limit: int) -> RequestError:
-    return RequestError(
-        400,
-        f"batch size {batch} is larger than max_batch_size {limit}; send at most {limit} "
-        "instances per request",
-    )
 
 
 def _is_b64(value: Any) -> bool:
@@ -194,48 +171,45 @@ def _check_keys(
         raise RequestError(
             400,
             f"{where}: {'; '.join(problems)}; signature '{sig}' expects inputs: "
-            f"{_describe_inputs(specs)}",
+            f"{describe_inputs(specs)}",
         )
 
 
 def _row_inputs(
     instances: Any, specs: dict[str, InputSpec], sig: str, max_batch_size: int | None
-) -> tuple[dict[str, np.ndarray], int]:
+) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
         raise RequestError(400, "'instances' must be a non-empty JSON list (one item per instance)")
     batch = len(instances)
-    if max_batch_size is not None and batch > max_batch_size:
-        raise _batch_too_large(batch, max_batch_size)
+    check_batch_size(batch, max_batch_size)  # before decoding: refuse early, cheaply
     named = isinstance(instances[0], dict) and not _is_b64(instances[0])
     if not named:
         if len(specs) != 1:
             raise RequestError(
                 400,
                 f"signature '{sig}' has {len(specs)} inputs, so each instance must be a JSON "
-                f"object keyed by input name; expected inputs: {_describe_inputs(specs)}",
+                f"object keyed by input name; expected inputs: {describe_inputs(specs)}",
             )
         ((key, spec),) = specs.items()
         if any(isinstance(x, dict) and not _is_b64(x) for x in instances):
             raise RequestError(400, "instances mix JSON objects and bare values; use one form")
-        return {key: _to_array(instances, spec, "instances")}, batch
+        return {key: _to_array(instances, spec, "instances")}
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict) or _is_b64(instance):
             raise RequestError(
                 400,
                 f"instances[{i}] is not a JSON object; every instance must be an object keyed "
-                f"by input name ({_describe_inputs(specs)})",
+                f"by input name ({describe_inputs(specs)})",
             )
         _check_keys(instance, specs, f"instances[{i}]", sig)
     arrays = {
         key: _to_array([inst[key] for inst in instances], spec, f"instances[*]['{key}']")
         for key, spec in specs.items()
     }
-    return arrays, batch
+    return arrays
 
 
-def _columnar_inputs(
-    inputs: Any, specs: dict[str, InputSpec], sig: str
-) -> tuple[dict[str, np.ndarray], int | None]:
+def _columnar_inputs(inputs: Any, specs: dict[str, InputSpec], sig: str) -> dict[str, np.ndarray]:
     if isinstance(inputs, dict) and not _is_b64(inputs):
         _check_keys(inputs, specs, "inputs", sig, extra_allowed=True)
         arrays = {
@@ -246,16 +220,11 @@ def _columnar_inputs(
             raise RequestError(
                 400,
                 f"signature '{sig}' has {len(specs)} inputs, so 'inputs' must be a JSON object "
-                f"keyed by input name; expected inputs: {_describe_inputs(specs)}",
+                f"keyed by input name; expected inputs: {describe_inputs(specs)}",
             )
         ((key, spec),) = specs.items()
         arrays = {key: _to_array(inputs, spec, "inputs")}
-    batch = None
-    for key, spec in specs.items():
-        arr = arrays[key]
-        if spec.shape and spec.shape[0] is None and arr.ndim >= 1:
-            batch = max(batch or 0, int(arr.shape[0]))
-    return arrays, batch
+    return arrays
 
 
 class _RaggedError(Exception):
@@ -340,7 +309,7 @@ def _to_array(value: Any, spec: InputSpec, where: str) -> np.ndarray:
         except (ValueError, TypeError, OverflowError):
             raise _ragged_error(value, spec, where) from None
         arr = _cast(raw, value, spec)
-    _check_shape(arr, spec)
+    check_shape(arr, spec)
     return arr
 
 
@@ -402,47 +371,6 @@ def _cast(raw: np.ndarray, value: Any, spec: InputSpec) -> np.ndarray:
     raise RequestError(400, f"input '{spec.key}' expects {spec.describe}; got {got}")
 
 
-def _check_shape(arr: np.ndarray, spec: InputSpec) -> None:
-    expected = spec.shape
-    if expected is None:
-        return
-    if arr.ndim != len(expected) or any(
-        e is not None and e != a for e, a in zip(expected, arr.shape, strict=False)
-    ):
-        raise RequestError(
-            400,
-            f"input '{spec.key}' expects {spec.describe}; got shape {list(arr.shape)}",
-        )
-
-
-def _error_line(err: Exception) -> str:
-    """The informative line of a TF runtime error: an in-graph check's own message
-    ("assertion failed: [...]") when there is one, else the first line."""
-    lines = [line.strip() for line in (getattr(err, "message", "") or str(err)).splitlines()]
-    lines = [line for line in lines if line]
-    for line in lines:
-        if line.startswith("assertion failed"):
-            return line
-    return lines[0] if lines else type(err).__name__
-
-
-def _call(
-    fn: Any, arrays: dict[str, np.ndarray], specs: dict[str, InputSpec], sig: str
-) -> dict[str, np.ndarray]:
-    import tensorflow as tf  # imported on first use: importing this module stays light
-
-    feeds = {k: tf.convert_to_tensor(arrays[k], dtype=specs[k].dtype) for k in specs}
-    try:
-        outputs = fn(**feeds)
-    except tf.errors.InvalidArgumentError as err:
-        raise RequestError(
-            400, f"signature '{sig}' rejected the input: {_error_line(err)}"
-        ) from None
-    if not isinstance(outputs, dict):
-        outputs = {"output_0": outputs}
-    return {k: np.asarray(v.numpy()) for k, v in outputs.items()}
-
-
 # --------------------------------------------------------------------------- response encoding
 
 
@@ -459,12 +387,54 @@ def _strings_to_json(value: Any, binary: bool) -> Any:
     return value
 
 
+def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """``values`` (float64) rounded to ``digits`` significant decimal digits: the double
+    nearest the decimal printf's ``%.<digits>g`` writes."""
+    magnitude = np.abs(values)
+    finite = np.isfinite(values) & (magnitude > 0)
+    exponent = np.floor(np.log10(np.where(finite, magnitude, 1.0))).astype(np.int64)
+    shift = digits - 1 - exponent  # decimal places that keep ``digits`` digits
+    # Powers of ten up to 1e22 are exact doubles, so one multiply or divide of the
+    # integer mantissa gives the correctly rounded double; beyond, printf decides.
+    exact = finite & (np.abs(shift) <= 22)
+    power = 10.0 ** np.abs(np.where(exact, shift, 0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mantissa = np.round(np.where(shift >= 0, values * power, values / power))
+        rounded = np.where(shift >= 0, mantissa / power, mantissa * power)
+    out = np.where(exact, rounded, values)
+    for i in np.flatnonzero(finite & ~exact):
+        out.flat[i] = float("%.*g" % (digits, values.flat[i]))
+    return out
+
+
+def tf_serving_floats(arr: np.ndarray) -> np.ndarray:
+    """Float64 values that print (Python ``repr``) the way TF Serving writes ``arr``.
+
+    TF Serving's JSON writer (``WriteDecimal`` in ``util/json_tensor.cc``) prints a float
+    with six significant digits when that reads back as the same float, else with
+    ``max_digits10`` (9 for float32, 17 for float64): ``0.2`` stays ``0.2``, not
+    ``0.20000000298023224`` as a float32 widened to a double would print.
+    """
+    dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+    exact = arr.astype(dtype)
+    wide = exact.astype(np.float64)
+    if dtype == np.float64:
+        short = _round_significant(wide, 6)
+        return np.where(short == wide, short, wide)
+    short = _round_significant(wide, 6)
+    with np.errstate(over="ignore"):
+        fits = short.astype(np.float32) == exact
+    return np.where(fits, short, _round_significant(wide, 9))
+
+
 def _to_json(arr: np.ndarray, name: str) -> Any:
     """Numpy output -> JSON value; strings named ``*_bytes`` (or not UTF-8) as {"b64": ...}."""
     if arr.dtype.kind in "OSU":
         return _strings_to_json(arr.tolist(), binary=name.endswith("_bytes"))
     if arr.dtype.kind == "V":  # ml_dtypes' bfloat16 and friends: tolist() is not JSON-ready
         arr = arr.astype(np.float32)
+    if arr.dtype.kind == "f":
+        return tf_serving_floats(arr).tolist()
     return arr.tolist()
 
 

@@ -27,6 +27,7 @@ SPLIT_FILES = (
     "serving/server.py",
     "serving/model_server.py",
     "serving/rest_format.py",
+    "serving/servable.py",
     "recipes/runner.py",
     "recipes/callbacks.py",
 )
@@ -49,7 +50,8 @@ def defined_names(name: str) -> set[str]:
 
 def test_each_concept_is_defined_in_one_module():
     homes = {
-        "serving/rest_format.py": {"RequestError", "InputSpec", "predict_response"},
+        "serving/servable.py": {"RequestError", "InputSpec", "call_signature", "check_arrays"},
+        "serving/rest_format.py": {"predict_response", "tf_serving_floats"},
         "serving/model_server.py": {"ModelServer", "ServableVersion", "ServedModel"},
         "serving/server.py": {"ServingHTTPServer", "make_server", "main", "build_arg_parser"},
         "recipes/callbacks.py": {
@@ -84,7 +86,7 @@ def test_runner_defines_no_callback_class():
 
 def test_rest_format_and_model_server_import_without_tensorflow():
     code = (
-        "import sys; import zoo.serving.rest_format, zoo.serving.model_server, "
+        "import sys; import zoo.serving.rest_format, zoo.serving.model_server, zoo.serving.servable, "
         "zoo.serving.server; print('tensorflow' in sys.modules)"
     )
     out = subprocess.run(

@@ -16,6 +16,7 @@ from zoo.serving.rest_format import (
     check_predict_body,
     json_depth,
     predict_response,
+    tf_serving_floats,
 )
 
 
@@ -60,3 +61,39 @@ def test_deeply_nested_bodies_are_a_client_error():
         check_predict_body(body)
     assert info.value.status == 400
     assert check_predict_body({"instances": [[1, 2]]})  # a normal body passes
+
+
+def _tf_serving_text(value: np.float32 | np.float64) -> str:
+    """TF Serving's rule, written with printf as its WriteDecimal does: six significant
+    digits when they read back as the same value, else max_digits10."""
+    kind = type(value)
+    text = "%g" % value
+    if kind(text) != value:
+        text = "%.*g" % (9 if kind is np.float32 else 17, value)
+    return text
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_floats_print_as_tf_serving_prints_them(dtype):
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.uniform(-1, 1, 3000),
+            rng.normal(size=3000) * 10.0 ** rng.integers(-30, 30, 3000),
+            [0.2, 0.1, 1.0, -0.0, 9e6, 3e-5, 123456789.0, 0.636961699],
+        ]
+    ).astype(dtype)
+    printed = json.dumps(tf_serving_floats(values).tolist())
+    read_back = json.loads(printed)
+    expected = [float(_tf_serving_text(v)) for v in values]
+    assert read_back == expected  # the same decimal numbers TF Serving writes
+    assert np.array_equal(np.asarray(read_back, dtype), values)  # and they round-trip
+    # short where it can be: float32 0.2 is not widened to 0.20000000298023224
+    assert json.dumps(tf_serving_floats(np.array([0.2], np.float32)).tolist()) == "[0.2]"
+
+
+def test_non_finite_outputs_print_as_tf_serving_tokens():
+    printed = json.dumps(
+        tf_serving_floats(np.array([np.nan, np.inf, -np.inf], np.float32)).tolist()
+    )
+    assert printed == "[NaN, Infinity, -Infinity]"
