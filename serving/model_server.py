@@ -1,29 +1,36 @@
 """The models of a TF Serving ``models.config``, loaded per version, as TF Serving serves them.
 
 :class:`ModelServer` loads every model version the config's version policies select
-(``tf.saved_model.load``, serve tag), resolves version labels, and answers the three
-REST APIs as JSON-ready dicts: model status (``GetModelStatusResponse``), metadata
-(``GetModelMetadataResponse`` with the ``signature_def`` map) and predict (request
-format in :mod:`zoo.serving.rest_format`). Lookups fail as TF Serving's do: unknown
-model or version 404 "Servable not found ...", unknown label 400.
+(``tf.saved_model.load``, serve tag, warmup records replayed before a version is
+AVAILABLE; lifecycle in :mod:`zoo.serving.versions`), resolves version labels, and
+answers the three REST APIs as JSON-ready dicts: model status
+(``GetModelStatusResponse``), metadata (``GetModelMetadataResponse`` with the
+``signature_def`` map) and predict (request format in :mod:`zoo.serving.rest_format`).
+Lookups fail as TF Serving's do: unknown model or version 404 "Servable not found ...",
+unknown label 400.
 
-A configured model with no version folder yet (nothing exported) is kept as waiting:
-its status is 404 "Could not find any versions of model ..." and its requests 404
-"Servable not found ...". Versions are read at construction only.
+Like tensorflow_model_server's ``--file_system_poll_wait_seconds``, a background
+thread re-reads every base path (default every second; 0 reads once at start): new
+versions are loaded, and versions the policy drops are unloaded once a selected
+version is AVAILABLE, so a new export replaces the old one with no failed request.
+A configured model with no version folder yet waits: its status is 404 "Could not
+find any versions of model ...", its requests 404 "Servable not found ...", until a
+version appears. With ``batching`` (:class:`~zoo.serving.batching.BatchingOptions`),
+concurrent predict calls are merged by :class:`~zoo.serving.batching.BatchScheduler`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .batching import BatchingOptions, BatchScheduler
 from .config import (
-    ModelConfig,
     load_model_server_config,
     resolve_base_path,
     resolve_version_labels,
@@ -34,104 +41,19 @@ from .rest_format import check_predict_body, predict_response, run_directly
 from .servable import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_SIGNATURE,
-    InputSpec,
     RequestError,
     batch_size_of,
     check_arrays,
     check_batch_size,
 )
+from .versions import ServableVersion, ServedModel
 
-__all__ = ["ModelServer", "ServableVersion", "ServedModel"]
+__all__ = ["DEFAULT_POLL_WAIT_SECONDS", "ModelServer", "ServableVersion", "ServedModel"]
 
 log = logging.getLogger("zoo.serving")
 
-
-@dataclass
-class ServableVersion:
-    """One loaded version of a model: its SavedModel, signatures and metadata."""
-
-    name: str
-    version: int
-    path: Path
-    loaded: Any  # the object tf.saved_model.load returned; keeps variables alive
-    signatures: dict[str, Any]
-    signature_defs: dict[str, Any]  # JSON form of the SignatureDefMap, as TF Serving prints it
-    inputs: dict[str, dict[str, InputSpec]] = field(default_factory=dict)
-
-
-@dataclass
-class ServedModel:
-    """A model of the config with its loaded versions and version labels."""
-
-    config: ModelConfig
-    base_path: Path
-    versions: dict[int, ServableVersion]
-    labels: dict[str, int]
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def latest(self) -> ServableVersion:
-        if not self.versions:
-            raise RequestError(
-                404,
-                f"Servable not found for request: Latest({self.name}); no version of "
-                f"'{self.name}' is loaded (nothing under {self.base_path} when the server "
-                "started: export a version, then restart the server)",
-            )
-        return self.versions[max(self.versions)]
-
-
-def _read_signature_defs(version_dir: Path) -> dict[str, Any]:
-    """The serve-tagged MetaGraph's signature defs, as TF Serving's metadata JSON prints them."""
-    from google.protobuf import json_format, text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
-    saved_model = saved_model_pb2.SavedModel()
-    pb = version_dir / "saved_model.pb"
-    if pb.is_file():
-        saved_model.ParseFromString(pb.read_bytes())
-    else:
-        text_format.Parse((version_dir / "saved_model.pbtxt").read_text(), saved_model)
-    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
-    if not graphs:
-        raise ValueError(f"{version_dir}: the SavedModel has no MetaGraph tagged 'serve'")
-    sig_map = get_model_metadata_pb2.SignatureDefMap()
-    for key, sig in graphs[0].signature_def.items():
-        sig_map.signature_def[key].CopyFrom(sig)
-    return json_format.MessageToDict(
-        sig_map, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )["signature_def"]
-
-
-def _load_version(name: str, version: int, path: Path) -> ServableVersion:
-    import tensorflow as tf  # imported on first use: `zoo serve --help` stays fast
-
-    loaded = tf.saved_model.load(str(path), tags=["serve"])
-    signatures = dict(loaded.signatures)
-    inputs: dict[str, dict[str, InputSpec]] = {}
-    for sig_name, fn in signatures.items():
-        specs = fn.structured_input_signature[1]
-        inputs[sig_name] = {
-            key: InputSpec(
-                key,
-                spec.dtype,
-                None if spec.shape.rank is None else tuple(spec.shape.as_list()),
-            )
-            for key, spec in sorted(specs.items())
-        }
-    return ServableVersion(
-        name=name,
-        version=version,
-        path=path,
-        loaded=loaded,
-        signatures=signatures,
-        signature_defs=_read_signature_defs(path),
-        inputs=inputs,
-    )
+#: tensorflow_model_server's default ``--file_system_poll_wait_seconds``.
+DEFAULT_POLL_WAIT_SECONDS = 1.0
 
 
 class ModelServer:
@@ -139,7 +61,8 @@ class ModelServer:
 
     ``models_root`` is the local folder that stands for the container's ``/models``
     (default: ``<config dir>/models``). Methods return JSON-ready dicts or raise
-    :class:`RequestError`; they are safe to call from many threads.
+    :class:`RequestError`; they are safe to call from many threads. Call :meth:`close`
+    to stop polling and batching.
     """
 
     def __init__(
@@ -148,12 +71,16 @@ class ModelServer:
         models_root: str | Path | None = None,
         *,
         allow_version_labels_for_unavailable_models: bool = False,
+        file_system_poll_wait_seconds: float = DEFAULT_POLL_WAIT_SECONDS,
+        batching: BatchingOptions | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.config = load_model_server_config(self.config_path)
         config_dir = self.config_path.resolve().parent
         self.models_root = Path(models_root) if models_root is not None else config_dir / "models"
         self.models: dict[str, ServedModel] = {}
+        #: Notified on every version state change (see :meth:`wait_until`).
+        self.changed = threading.Condition()
         for model_config in self.config.model_config_list.config:
             base = resolve_base_path(model_config.base_path, self.models_root, config_dir)
             folders = version_folders(base)
@@ -178,13 +105,56 @@ class ModelServer:
                     raise ValueError(problem + extra)
                 # Nothing exported yet: serve the other models, answer 404 for this one.
                 log.warning("%s: it is not available until a version is exported", problem)
-            versions = {v: _load_version(model_config.name, v, folders[v]) for v in chosen}
             labels = resolve_version_labels(
                 model_config,
                 chosen,
                 allow_unavailable=allow_version_labels_for_unavailable_models,
             )
-            self.models[model_config.name] = ServedModel(model_config, base, versions, labels)
+            model = ServedModel(model_config, base, labels)
+            model.poll(self.changed)
+            self.models[model_config.name] = model
+        self.batcher = BatchScheduler(batching) if batching is not None else None
+        self.poll_wait_seconds = float(file_system_poll_wait_seconds)
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        if self.poll_wait_seconds > 0:
+            self._poller = threading.Thread(
+                target=self._poll_forever, name="zoo-serving-poll", daemon=True
+            )
+            self._poller.start()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def poll(self) -> None:
+        """Re-read every model's base path once and load/unload what its policy says."""
+        for model in self.models.values():
+            model.poll(self.changed)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.poll_wait_seconds):
+            try:
+                self.poll()
+            except Exception:  # a bad folder must not end polling
+                log.exception("polling the model base paths failed")
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until ``condition()`` holds after some version state change (or at once);
+        False when ``timeout`` seconds pass first."""
+        with self.changed:
+            return self.changed.wait_for(condition, timeout)
+
+    def state(self, name: str, version: int) -> str | None:
+        """The manager state of one version (``LOADING``, ``AVAILABLE``, ``END``...), if seen."""
+        status = self.models[name].states.get(version)
+        return None if status is None else status.state
+
+    def close(self) -> None:
+        """Stop polling and the batch threads (idempotent)."""
+        self._stop.set()
+        if self._poller is not None and self._poller is not threading.current_thread():
+            self._poller.join()
+        if self.batcher is not None:
+            self.batcher.close()
 
     # ---------------------------------------------------------------- lookups
 
@@ -221,50 +191,55 @@ class ModelServer:
         """
         if label is not None:
             model = self._model(name, f"Latest({name})")
-            if label not in model.labels:
-                known = ", ".join(f"{k} -> {v}" for k, v in sorted(model.labels.items()))
-                raise RequestError(
-                    400,
-                    f"Unrecognized servable version label: {label}; model '{name}' has "
-                    + (f"labels: {known}" if known else "no version labels"),
-                )
-            version = model.labels[label]
+            version = self._label_version(model, label)
         else:
             request = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             model = self._model(name, request)
         if version is None:
             return model.latest
-        if version not in model.versions:
+        versions = model.versions  # one snapshot: the poller replaces the map
+        if version not in versions:
             raise RequestError(
                 404,
-                f"Servable not found for request: Specific({name}, {version}); loaded versions "
-                f"of '{name}': {', '.join(str(v) for v in sorted(model.versions))}",
+                f"Servable not found for request: Specific({name}, {version}); loaded "
+                f"versions of '{name}': {', '.join(str(v) for v in sorted(versions)) or 'none'}",
             )
-        return model.versions[version]
+        return versions[version]
+
+    @staticmethod
+    def _label_version(model: ServedModel, label: str) -> int:
+        if label not in model.labels:
+            known = ", ".join(f"{k} -> {v}" for k, v in sorted(model.labels.items()))
+            raise RequestError(
+                400,
+                f"Unrecognized servable version label: {label}; model '{model.name}' has "
+                + (f"labels: {known}" if known else "no version labels"),
+            )
+        return model.labels[label]
 
     # ---------------------------------------------------------------- APIs
 
     def status(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> dict[str, Any]:
-        """``GetModelStatusResponse`` JSON: every loaded version, or the one named."""
+        """``GetModelStatusResponse`` JSON, as TF Serving's GetModelStatus answers: every
+        version the manager has seen (LOADING, AVAILABLE, UNLOADING, END, failed loads with
+        their error), highest first, or the one version named (a label names its version)."""
         model = self._model(name, f"Latest({name})")
-        if not model.versions:
+        states = model.states
+        if not states:
             raise RequestError(404, f"Could not find any versions of model {name}")
         if version is None and label is None:
-            versions = sorted(model.versions, reverse=True)
-        else:
-            versions = [self.resolve(name, version, label).version]
-        return {
-            "model_version_status": [
-                {
-                    "version": str(v),
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
-                }
-                for v in versions
-            ]
-        }
+            return model.status_json(sorted(states, reverse=True))
+        if label is not None:
+            version = self._label_version(model, label)
+        if version not in states:
+            raise RequestError(
+                404,
+                f"Servable not found for request: Specific({name}, {version}); versions of "
+                f"'{name}' seen: {', '.join(str(v) for v in sorted(states))}",
+            )
+        return model.status_json([version])
 
     def metadata(
         self, name: str, version: int | None = None, label: str | None = None
@@ -322,5 +297,8 @@ class ModelServer:
     def run(
         self, servable: ServableVersion, sig: str, arrays: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Call one signature on checked arrays (every transport's predict ends here)."""
+        """Call one signature on checked arrays (every transport's predict ends here): through
+        the batch scheduler when batching is on, else at once."""
+        if self.batcher is not None:
+            return self.batcher.run(servable, sig, arrays)
         return run_directly(servable, sig, arrays)

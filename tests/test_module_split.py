@@ -28,6 +28,8 @@ SPLIT_FILES = (
     "serving/model_server.py",
     "serving/rest_format.py",
     "serving/servable.py",
+    "serving/versions.py",
+    "serving/batching.py",
     "recipes/runner.py",
     "recipes/callbacks.py",
 )
@@ -52,7 +54,9 @@ def test_each_concept_is_defined_in_one_module():
     homes = {
         "serving/servable.py": {"RequestError", "InputSpec", "call_signature", "check_arrays"},
         "serving/rest_format.py": {"predict_response", "tf_serving_floats"},
-        "serving/model_server.py": {"ModelServer", "ServableVersion", "ServedModel"},
+        "serving/model_server.py": {"ModelServer"},
+        "serving/versions.py": {"ServableVersion", "ServedModel", "load_version", "warm_up"},
+        "serving/batching.py": {"BatchScheduler", "BatchingOptions"},
         "serving/server.py": {"ServingHTTPServer", "make_server", "main", "build_arg_parser"},
         "recipes/callbacks.py": {
             "ZooTensorBoard",
