@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from zoo.tasks.signatures import LABEL_RULE
+
 __all__ = ["MODEL_CARD_FILE", "render"]
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -85,8 +87,8 @@ def _threshold_lines(meta: Mapping[str, Any]) -> list[str]:
                 f"{_g(t['observed_fpr'])}"
             )
     lines.append(
-        "- `score_with_threshold` takes the threshold as an input instead (a scalar or one "
-        "per example)."
+        "- `score_with_threshold` takes the threshold as an input instead: `threshold` [N], "
+        "one per example (batch first, as TF Serving's batching needs; a scalar is refused)."
     )
     return lines
 
@@ -203,7 +205,9 @@ def render(meta: Mapping[str, Any]) -> str:
     if model.get("num_classes"):
         out.append(
             f"- Conditional on `labels`: int64 class ids in [0, {model['num_classes']}), one "
-            "per example, in every signature; an id outside that range fails the request"
+            f"per example, in every signature; {LABEL_RULE.format(k=model['num_classes'])} "
+            "(the other examples of the batch are unaffected; a score signature flags it "
+            "as an anomaly)"
         )
     out += [
         "",

@@ -19,16 +19,21 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BATCH_DIM",
     "CUSTOM_OP_HANDLERS",
     "DEFAULT_OPSET",
     "OnnxConversionError",
     "convert_signature",
+    "name_batch_dimension",
     "random_op_types",
     "run_onnx",
 ]
 
 #: Opset written by default (onnxruntime 1.31 runs up to 23).
 DEFAULT_OPSET = 17
+
+#: The symbolic first dimension of every ONNX input and output: the batch.
+BATCH_DIM = "N"
 
 RANDOM_OP_PREFIXES = ("Random", "Multinomial", "Bernoulli")
 
@@ -112,6 +117,23 @@ def random_op_types(model_proto: Any) -> list[str]:
     return found
 
 
+def name_batch_dimension(model_proto: Any, symbol: str = BATCH_DIM) -> None:
+    """Declare the first dimension of every graph input and output as ``symbol``.
+
+    Every zoo signature is batch first (TF Serving's batching needs it), and tf2onnx
+    gives each open dimension its own name (``unk__12``): one name says that the inputs'
+    batch sizes must agree (``threshold`` [N] beside ``images`` [N, ...]) and that the
+    outputs have one row per example."""
+    for value in [*model_proto.graph.input, *model_proto.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if not dims:
+            raise OnnxConversionError(
+                f"ONNX {value.name!r} has no batch dimension; zoo signatures are batch first"
+            )
+        dims[0].ClearField("dim_value")
+        dims[0].dim_param = symbol
+
+
 def convert_signature(
     signature: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET
 ) -> Any:
@@ -135,14 +157,7 @@ def convert_signature(
             opset=opset,
             custom_op_handlers=dict(CUSTOM_OP_HANDLERS),
         )
-        # tf2onnx declares unknown-rank inputs (``threshold``) as scalars, and the ONNX
-        # checker refuses inputs without a rank: declare them [k] (pass [1] or [N]).
-        open_rank = {s.name for s in function.input_signature if s.shape.rank is None}
-        for graph_input in model_proto.graph.input:
-            if graph_input.name in open_rank:
-                shape = graph_input.type.tensor_type.shape
-                shape.ClearField("dim")
-                shape.dim.add().dim_param = f"{graph_input.name}_size"
+        name_batch_dimension(model_proto)
         onnx.checker.check_model(model_proto, full_check=True)
         onnx.save(model_proto, str(path))
     except Exception as error:

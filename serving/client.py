@@ -20,7 +20,13 @@ from urllib.parse import quote
 
 import numpy as np
 
-__all__ = ["DT_TO_NUMPY", "GrpcServingClient", "ServingClient", "ServingError"]
+__all__ = [
+    "DT_TO_NUMPY",
+    "GrpcServingClient",
+    "InvalidLabelsError",
+    "ServingClient",
+    "ServingError",
+]
 
 #: TF Serving metadata dtype names -> numpy dtypes (DT_STRING -> object arrays of bytes).
 DT_TO_NUMPY: dict[str, Any] = {
@@ -68,6 +74,24 @@ class ServingError(Exception):
         self.message = message
         self.url = url
         self.grpc_code = grpc_code
+
+
+class InvalidLabelsError(ServingError):
+    """Some ``labels`` are not class ids of the model: the exported signatures answer an id
+    outside [0, num_classes) with NaN outputs for that example (and normal outputs for the
+    others), and the convenience methods turn those rows into this error. ``rows`` and
+    ``labels`` name them; ``outputs`` holds the whole answer (the other rows are valid)."""
+
+    def __init__(self, model: str, rows: np.ndarray, labels: np.ndarray, outputs: dict) -> None:
+        super().__init__(
+            400,
+            f"labels {labels.tolist()} (rows {rows.tolist()}) are not class ids of model "
+            f"'{model}': its signatures return NaN for a label outside [0, num_classes); "
+            "use ids in that range (zoo_export.json and the model card give num_classes)",
+        )
+        self.rows = rows
+        self.labels = labels
+        self.outputs = outputs
 
 
 # --------------------------------------------------------------------------- JSON <-> numpy
@@ -118,14 +142,44 @@ def _model_path(model: str, version: int | None, label: str | None) -> str:
 
 
 def _conditioned(inputs: dict[str, Any], labels: Any) -> dict[str, Any]:
-    """``inputs`` plus ``labels`` as int64 class ids, for conditional models."""
+    """``inputs`` plus ``labels`` as int64 class ids [N], for conditional models."""
     if labels is None:
         return inputs
-    return {**inputs, "labels": np.asarray(labels, dtype=np.int64)}
+    return {**inputs, "labels": np.asarray(labels, dtype=np.int64).reshape(-1)}
+
+
+def _per_example(threshold: Any, n: int) -> np.ndarray:
+    """``threshold`` as float32 [n]: ``score_with_threshold`` takes one per example (batch
+    first, so TF Serving's batching can merge requests); a number is repeated n times."""
+    value = np.asarray(threshold, dtype=np.float32)
+    if value.ndim == 0:
+        return np.full([n], value, np.float32)
+    if value.shape != (n,):
+        raise ValueError(
+            f"threshold must be a number or one per example, shape [{n}]; "
+            f"got shape {list(value.shape)}"
+        )
+    return value
+
+
+def _check_labels(model: str, inputs: dict[str, Any], outputs: dict, key: str, out: str) -> None:
+    """Raise :class:`InvalidLabelsError` for the rows whose output ``out`` came back all NaN
+    from a finite input ``key`` under given labels: the signatures' answer to a label
+    outside [0, num_classes). A non-finite input's NaN score is an answer, not an error."""
+    if "labels" not in inputs:
+        return
+    n = len(inputs["labels"])
+    given = np.asarray(inputs[key]).reshape(n, -1)
+    answer = np.asarray(outputs[out], dtype=np.float64).reshape(n, -1)
+    rows = np.flatnonzero(np.isnan(answer).all(axis=1) & np.isfinite(given).all(axis=1))
+    if rows.size:
+        raise InvalidLabelsError(model, rows, inputs["labels"][rows], outputs)
 
 
 class _Convenience(abc.ABC):
     """``generate``, ``score`` and ``score_sequences`` on top of ``predict`` (REST and gRPC)."""
+
+    model: str
 
     @abc.abstractmethod
     def predict(
@@ -142,39 +196,56 @@ class _Convenience(abc.ABC):
         version: int | None = None,
         label: str | None = None,
     ) -> np.ndarray:
-        """Images from latent vectors ``z`` (and class ``labels`` for conditional models)."""
+        """Images from latent vectors ``z`` (and class ``labels`` for conditional models;
+        a label outside the model's classes raises :class:`InvalidLabelsError`)."""
         inputs = _conditioned({"z": np.asarray(z, dtype=np.float32)}, labels)
         out = self.predict(inputs, signature_name, version=version, label=label)
+        _check_labels(self.model, inputs, out, "z", "images")
         return out["images"]
 
     def score(
         self,
         images: Any,
         labels: Any = None,
-        signature_name: str = "score",
+        signature_name: str | None = None,
         *,
+        threshold: Any = None,
         version: int | None = None,
         label: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Anomaly scores (float32) and verdicts (bool) for a batch of ``images`` (under
-        class ``labels`` [N] for a conditional model such as a CVAE)."""
-        inputs = _conditioned({"images": np.asarray(images, dtype=np.float32)}, labels)
-        out = self.predict(inputs, signature_name, version=version, label=label)
+        class ``labels`` [N] for a conditional model such as a CVAE; a label outside its
+        classes raises :class:`InvalidLabelsError`). ``signature_name`` defaults to
+        ``score`` (the calibrated threshold), or ``score_with_threshold`` when a
+        ``threshold`` is given: a number (sent as one per example) or an array [N]."""
+        images = np.asarray(images, dtype=np.float32)
+        inputs = _conditioned({"images": images}, labels)
+        if threshold is not None:
+            inputs["threshold"] = _per_example(threshold, len(images))
+        name = signature_name or ("score" if threshold is None else "score_with_threshold")
+        out = self.predict(inputs, name, version=version, label=label)
+        _check_labels(self.model, inputs, out, "images", "anomaly_score")
         return out["anomaly_score"], out["is_anomaly"]
 
     def score_sequences(
         self,
         sequences: Any,
-        signature_name: str = "score",
+        signature_name: str | None = None,
         *,
+        threshold: Any = None,
         version: int | None = None,
         label: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Anomaly scores [N] (float32), verdicts [N] (bool) and per-step scores [N, T]
         (float32, 0 at padding) for ``sequences`` [N, T, F] padded with the model's
-        ``mask_value``, from a sequence autoencoder's ``score`` signature."""
-        inputs = {"sequences": np.asarray(sequences, dtype=np.float32)}
-        out = self.predict(inputs, signature_name, version=version, label=label)
+        ``mask_value``, from a sequence autoencoder's ``score`` signature (or
+        ``score_with_threshold`` with a ``threshold``, as in :meth:`score`)."""
+        sequences = np.asarray(sequences, dtype=np.float32)
+        inputs = {"sequences": sequences}
+        if threshold is not None:
+            inputs["threshold"] = _per_example(threshold, len(sequences))
+        name = signature_name or ("score" if threshold is None else "score_with_threshold")
+        out = self.predict(inputs, name, version=version, label=label)
         return out["anomaly_score"], out["is_anomaly"], out["step_scores"]
 
 

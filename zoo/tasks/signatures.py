@@ -4,8 +4,16 @@ A :class:`Signature` is a ``tf.function`` with an explicit input signature that 
 returns dicts of plain tensors (the signature key is TF Serving's ``signature_name``, the
 argument names and dict keys its tensor names), whether ONNX can express it, and the
 parity tolerance it is checked to. :class:`SignatureBuilder` holds the pieces every
-declaration shares: labels checked in the graph, seeded sampling of z, and the anomaly
+declaration shares: labels masked per example, seeded sampling of z, and the anomaly
 ``score`` / ``score_with_threshold`` pair. Nothing here knows a model class.
+
+Every input and output is batch first, one row per example, and no op fails because of
+one example's values: TF Serving's batching session (``--enable_batching``) merges
+concurrent requests into one batch, refuses inputs without a batch dimension or whose
+first dimensions disagree, and fails every merged request when an op fails. So a label
+outside [0, K) gives NaN float outputs for its own example (:func:`class_ids`,
+:func:`nan_rows`) instead of a failing assertion, and ``score_with_threshold`` takes one
+threshold per example.
 """
 
 from __future__ import annotations
@@ -124,13 +132,41 @@ def sample_z(seed: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
     return tf.map_fn(one, seed, fn_output_signature=tf.TensorSpec(list(shape), tf.float32))
 
 
-def class_ids(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """``labels`` [N] int64, checked in the graph to be class ids in [0, num_classes): an
-    out-of-range id would otherwise select no class (one-hot) or fail deep in a lookup."""
-    valid = tf.reduce_all((labels >= 0) & (labels < num_classes))
-    message = f"labels must be class ids in [0, {num_classes}); got"
-    with tf.control_dependencies([tf.debugging.Assert(valid, [message, labels])]):
-        return tf.identity(labels)
+#: The per-example label rule, in words (descriptions, model card, README).
+LABEL_RULE = "a label outside [0, {k}) gives NaN float outputs for that example"
+
+
+def class_ids(labels: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``labels`` [N] int64 -> ``(ids, valid)``: ``valid[i]`` is whether ``labels[i]`` is a
+    class id in [0, num_classes), and ``ids`` holds class 0 where it is not (a placeholder
+    that computes; :func:`nan_rows` then hides that example's outputs). No assertion: in a
+    batch merged by TF Serving, a failing op would fail every request in it."""
+    valid = (labels >= 0) & (labels < num_classes)
+    return tf.where(valid, labels, tf.zeros_like(labels)), valid
+
+
+def nan_rows(outputs: dict[str, tf.Tensor], valid: tf.Tensor) -> dict[str, tf.Tensor]:
+    """``outputs`` (batch first) with every float output NaN in the rows where ``valid``
+    [N] is False; the other rows and non-float outputs are returned unchanged."""
+    masked = {}
+    for key, value in outputs.items():
+        if value.dtype.is_floating:
+            rows = tf.reshape(valid, [-1] + [1] * (value.shape.rank - 1))
+            value = tf.where(rows, value, tf.constant(math.nan, value.dtype))
+        masked[key] = value
+    return masked
+
+
+def one_per_example(threshold: tf.Tensor, score: tf.Tensor) -> tf.Tensor:
+    """``threshold`` [M] checked to hold one value per example of ``score`` [N] (M == N).
+
+    The check can fail only for a request whose own inputs disagree: TF Serving's
+    batching session refuses such a request before merging it, and without batching the
+    failure is that request's (a 400 naming the sizes)."""
+    m, n = tf.size(threshold), tf.size(score)
+    message = "threshold needs one value per example, shape [N]; got thresholds, examples:"
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(m, n), [message, m, n])]):
+        return tf.identity(threshold)
 
 
 def check_normalization(
@@ -150,20 +186,13 @@ def score_outputs(
     normalization: tuple[float, float] | None,
     extra: dict[str, tf.Tensor] | None = None,
 ) -> dict[str, tf.Tensor]:
-    """``anomaly_score``, ``threshold``, ``is_anomaly = score > threshold or score not
-    finite`` (:data:`zoo.calibration.RULE`) and, when
-    calibrated, ``normalized_score = (score - mean) / std``; ``extra`` outputs are added
-    as float32 (e.g. a sequence model's ``step_scores``)."""
+    """The float outputs of a score signature: ``anomaly_score``, ``threshold`` [N] and,
+    when calibrated, ``normalized_score = (score - mean) / std``; ``extra`` outputs are
+    added as float32 (e.g. a sequence model's ``step_scores``). :func:`with_verdicts`
+    adds ``is_anomaly`` once labels have been masked."""
     score = tf.cast(tf.reshape(score, [-1]), tf.float32)
     threshold = tf.broadcast_to(tf.cast(threshold, tf.float32), tf.shape(score))
-    # a NaN score compares False with any threshold: flag non-finite scores explicitly,
-    # in the graph, so TF Serving and ONNX Runtime never call a NaN/inf input normal
-    not_finite = tf.math.is_nan(score) | tf.math.is_inf(score)
-    outputs = {
-        "anomaly_score": score,
-        "threshold": threshold,
-        "is_anomaly": (score > threshold) | not_finite,
-    }
+    outputs = {"anomaly_score": score, "threshold": threshold}
     if normalization is not None:
         # Python floats -> Const nodes built here, inside the traced function: a tensor
         # captured from outside would become an extra (unfed) ONNX graph input.
@@ -176,9 +205,20 @@ def score_outputs(
     return outputs
 
 
+def with_verdicts(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """``outputs`` plus ``is_anomaly = score > threshold or score not finite``
+    (:data:`zoo.calibration.RULE`), so an example whose label made its score NaN is
+    flagged too."""
+    score, threshold = outputs["anomaly_score"], outputs["threshold"]
+    # a NaN score compares False with any threshold: flag non-finite scores explicitly,
+    # in the graph, so TF Serving and ONNX Runtime never call a NaN/inf input normal
+    not_finite = tf.math.is_nan(score) | tf.math.is_inf(score)
+    return {**outputs, "is_anomaly": (score > threshold) | not_finite}
+
+
 class SignatureBuilder:
     """Collects one model's signatures. ``num_classes`` > 0 makes every signature that
-    names a ``labels`` input check its ids in the graph."""
+    names a ``labels`` input mask its examples per label (:data:`LABEL_RULE`)."""
 
     def __init__(self, num_classes: int = 0):
         self.num_classes = int(num_classes)
@@ -192,7 +232,14 @@ class SignatureBuilder:
     @property
     def with_labels(self) -> str:
         """The labels input in words, for descriptions (empty when unconditional)."""
-        return f", labels [N] int64 in [0, {self.num_classes})" if self.num_classes else ""
+        if not self.num_classes:
+            return ""
+        return f", labels [N] int64 in [0, {self.num_classes}) ({self.label_rule})"
+
+    @property
+    def label_rule(self) -> str:
+        """:data:`LABEL_RULE` for this model's number of classes."""
+        return LABEL_RULE.format(k=self.num_classes)
 
     def add(
         self,
@@ -205,17 +252,25 @@ class SignatureBuilder:
         onnx_renames: dict[str, str] | None = None,
         savedmodel_only_reason: str | None = None,
         tolerance: Tolerance | None = None,
+        derive: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
     ) -> None:
         """Register ``body`` (a dict of input tensors by name -> dict of outputs) as a
-        signature taking ``specs``' tensors positionally, with labels checked."""
+        signature taking ``specs``' tensors positionally. With a ``labels`` input, the body
+        sees valid class ids and the float outputs of out-of-range labels' examples are NaN
+        (:func:`class_ids`, :func:`nan_rows`); ``derive`` then adds outputs computed from
+        the masked ones (e.g. :func:`with_verdicts`)."""
         names = [s.name for s in specs]
         num_classes = self.num_classes
 
         def positional(*args: tf.Tensor) -> dict[str, tf.Tensor]:
             inputs = dict(zip(names, args, strict=True))
+            valid = None
             if "labels" in inputs:
-                inputs["labels"] = class_ids(inputs["labels"], num_classes)
-            return body(inputs)
+                inputs["labels"], valid = class_ids(inputs["labels"], num_classes)
+            outputs = body(inputs)
+            if valid is not None:
+                outputs = nan_rows(outputs, valid)
+            return derive(outputs) if derive is not None else outputs
 
         positional.__name__ = name
         function = tf.function(positional, input_signature=specs)
@@ -268,15 +323,15 @@ class SignatureBuilder:
         extra_description: str = "",
     ) -> None:
         """``score`` (the calibrated ``threshold`` baked in as a constant) and
-        ``score_with_threshold`` (the threshold as an input, scalar or one per example).
-        ``scores(inputs)`` -> (anomaly_score [N], extra outputs)."""
+        ``score_with_threshold`` (``threshold`` [N], one per example, batch first so TF
+        Serving's batching can merge and split it). ``scores(inputs)`` -> (anomaly_score
+        [N], extra outputs)."""
         if threshold is None or not math.isfinite(float(threshold)):
             raise ValueError(f"anomaly signatures need a finite threshold; got {threshold!r}")
         calibrated = float(threshold)  # a Python float: a Const node, not a captured tensor
         key = example_spec.name
         specs = [example_spec, *self.label_specs]
-        # Scalar or one threshold per example: the rank is left open on purpose.
-        threshold_spec = tf.TensorSpec(None, tf.float32, name="threshold")
+        threshold_spec = tf.TensorSpec([None], tf.float32, name="threshold")
         normalized = ", normalized_score = (score - mean) / std" if normalization else ""
 
         def score(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -285,7 +340,8 @@ class SignatureBuilder:
 
         def score_with_threshold(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             value, extra = scores(i)
-            return score_outputs(value, i["threshold"], normalization, extra)
+            given = one_per_example(i["threshold"], value)
+            return score_outputs(value, given, normalization, extra)
 
         self.add(
             "score",
@@ -295,15 +351,17 @@ class SignatureBuilder:
             description=f"{key}{self.with_labels} -> anomaly_score [N], threshold [N] "
             f"(calibrated), is_anomaly = score > threshold or score not finite{normalized}"
             f"{extra_description}",
+            derive=with_verdicts,
         )
         self.add(
             "score_with_threshold",
             score_with_threshold,
             [*specs, threshold_spec],
             onnx=True,
-            description=f"{key}{self.with_labels}, threshold (scalar or [N]) -> "
+            description=f"{key}{self.with_labels}, threshold [N] (one per example) -> "
             f"anomaly_score, threshold, is_anomaly{normalized}{extra_description}",
             onnx_renames={"threshold": "threshold_out"},
+            derive=with_verdicts,
         )
 
     def build(
