@@ -30,6 +30,7 @@ keras = pytest.importorskip("keras")
 from zoo.serving import server as server_mod  # noqa: E402
 from zoo.serving.client import GrpcServingClient, ServingClient, ServingError  # noqa: E402
 from zoo.serving.model_server import ModelServer  # noqa: E402
+from zoo.serving.servable import RequestError  # noqa: E402
 from zoo.serving.server import ServingHTTPServer, make_server  # noqa: E402
 
 SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
@@ -461,7 +462,13 @@ BAD_REQUESTS = {
         ],
     ),
     "unknown_path": ("/v2/whatever", None, 404, ["/v1/models/{name}"]),
-    "unknown_verb": ("/v1/models/toy:explain", {"instances": Z2}, 404, [":explain"]),
+    # TF Serving: every path under /v1/ is its REST API's; one naming no API is 400.
+    "unknown_verb": (
+        "/v1/models/toy:explain",
+        {"instances": Z2},
+        400,
+        ["Malformed request: POST /v1/models/toy:explain"],
+    ),
 }
 
 
@@ -597,7 +604,7 @@ def test_model_without_versions_does_not_stop_the_server(toy, tmp_path, caplog):
         (lambda: ms.predict("pending", {"inputs": []}, version=1), 404, "Specific(pending, 1)"),
         (lambda: ms.resolve("pending", label="stable"), 400, "no version labels"),
     ]:
-        with pytest.raises(server_mod.RequestError) as info:
+        with pytest.raises(RequestError) as info:
             call_it()
         assert info.value.status == status and message in info.value.message
 
