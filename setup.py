@@ -45,7 +45,16 @@ INSTALL_REQUIRES = [
     "prometheus-client>=0.20",  # zoo serve: metrics at monitoring.config's path
 ]
 
-EXTRAS_REQUIRE = {"dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff==0.17.*", "dockerfile-parse>=2.0", "jsonschema>=4.20"]}
+EXTRAS_REQUIRE = {
+    "dev": [
+        "pytest>=8",
+        "pytest-xdist>=3.6",
+        "ruff==0.17.*",
+        "dockerfile-parse>=2.0",
+        "jsonschema>=4.20",
+        "pyyaml>=6",  # tests/test_container_files.py reads serving/docker-compose.yml
+    ]
+}
 
 setup(
     name="zoo",

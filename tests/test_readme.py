@@ -60,8 +60,8 @@ EXCUSED_PROGRAMS = {
     "reads are written by the `zoo train` lines run here",
     "curl": "asks a server on port 8501 filled by `make demo`; tests/test_serving.py "
     "sends the same REST requests to a real `zoo serve`",
-    "docker": "no Docker engine here; serving/docker-compose.yml is checked by "
-    "tests/test_serving_configs.py",
+    "docker": "no Docker engine here; serving/Dockerfile and docker-compose.yml are checked "
+    "by tests/test_container_files.py",
 }
 EXCUSED_ZOO = {
     "serve": "runs until stopped, on the models `make demo` exports; tests/test_serving.py "

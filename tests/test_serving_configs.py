@@ -18,7 +18,6 @@ SERVING_DIR = Path(__file__).resolve().parents[1] / "serving"
 MODELS_CONFIG = SERVING_DIR / "models.config"
 BATCHING = SERVING_DIR / "batching_parameters.txt"
 MONITORING = SERVING_DIR / "monitoring.config"
-DOCKERFILE = SERVING_DIR / "Dockerfile"
 COMPOSE = SERVING_DIR / "docker-compose.yml"
 
 
@@ -239,51 +238,8 @@ def test_monitoring_config_rejects_unknown_fields_and_bad_types(tmp_path, text, 
         assert fragment in str(info.value), (fragment, str(info.value))
 
 
-# --------------------------------------------------------------------------- Dockerfile & compose
-
-
-def _dockerfile_instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            out.append((keyword.upper(), rest.strip()))
-    return out
-
-
-def test_dockerfile_pins_a_tf_serving_at_least_as_new_as_tensorflow():
-    tf = pytest.importorskip("tensorflow")
-    froms = [rest for keyword, rest in _dockerfile_instructions() if keyword == "FROM"]
-    assert len(froms) == 1
-    image, _, tag = froms[0].partition(":")
-    assert image == "tensorflow/serving"
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)$", tag)
-    assert match, f"tag {tag!r} is not a pinned release like 2.21.0"
-    served = tuple(int(x) for x in match.groups())
-    exported = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", tf.__version__).groups())
-    assert served[:2] >= exported, (tag, tf.__version__)
-
-
-def test_dockerfile_passes_flags_to_the_image_entrypoint():
-    instructions = _dockerfile_instructions()
-    keywords = [k for k, _ in instructions]
-    assert "ENTRYPOINT" not in keywords  # the image's tf_serving_entrypoint.sh appends "$@"
-    copies = [rest.split() for k, rest in instructions if k == "COPY"]
-    copied = {Path(src).name for parts in copies for src in parts[:-1]}
-    assert {"models.config", "batching_parameters.txt", "monitoring.config"} <= copied
-    assert all(parts[-1] == "/config/" for parts in copies)
-    for name in copied:
-        assert (SERVING_DIR / name).is_file()
-    (cmd,) = [rest for k, rest in instructions if k == "CMD"]
-    flags = json.loads(cmd)  # exec form: appended to the entrypoint as arguments
-    assert all(flag.startswith("--") for flag in flags)
-    assert "--model_config_file=/config/models.config" in flags
-    assert "--enable_batching" in flags
-    assert "--batching_parameters_file=/config/batching_parameters.txt" in flags
-    assert "--monitoring_config_file=/config/monitoring.config" in flags
-    assert "--rest_api_port=8501" in flags and "--port=8500" in flags
+# --------------------------------------------------------------------------- compose healthcheck
+# (the static checks of serving/Dockerfile and docker-compose.yml: tests/test_container_files.py)
 
 
 def _compose_healthcheck() -> list[str]:
@@ -291,20 +247,6 @@ def _compose_healthcheck() -> list[str]:
     match = re.search(r"^\s*healthcheck:\s*\n\s*(?:#.*\n\s*)*test:\s*(\[.*\])\s*$", text, re.M)
     assert match, "healthcheck.test must be an exec-form list"
     return json.loads(match.group(1))
-
-
-def test_compose_builds_the_image_mounts_models_and_checks_health_without_curl():
-    text = COMPOSE.read_text()
-    assert re.search(r"^\s*context:\s*\.\s*$", text, re.M)
-    assert re.search(r"^\s*dockerfile:\s*Dockerfile\s*$", text, re.M)
-    assert re.search(r"""^\s*-\s*["']?\./models:/models:ro["']?\s*$""", text, re.M)
-    ports = re.findall(r"""^\s*-\s*["']([\d.:]+)["']\s*$""", text, re.M)
-    assert {p.rsplit(":", 2)[-1] for p in ports} == {"8500", "8501"}
-    test = _compose_healthcheck()
-    assert test[0] == "CMD" and test[1] == "bash"
-    assert not any(tool in " ".join(test) for tool in ("curl", "wget"))
-    assert "/dev/tcp/127.0.0.1/8501" in test[-1]
-    assert "/v1/models/dcgan" in test[-1]
 
 
 # --------------------------------------------------------------------------- against real models
