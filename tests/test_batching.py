@@ -297,3 +297,40 @@ def test_model_server_runs_predict_through_the_batch_scheduler(tmp_path: Path):
     for body, answer in zip(bodies, answers, strict=True):
         assert answer["predictions"] == [[v + 1.0 for v in body["instances"][0]]]
     np.testing.assert_array_equal(grpc_outputs["y"], rows(1, start=20) + 1.0)
+
+
+def test_real_cvae_export_isolates_a_bad_label_under_batching(tmp_path: Path):
+    """A ``cvae_tiny`` export (labels outside [0, 10) give NaN for that example): five
+    clients merged into one ``generate`` call; the one with a bad label gets NaN, the
+    others exactly what calling alone gives. Loading also replays its warmup records."""
+    from zoo.export import export_model
+    from zoo.serving.servable import call_signature
+
+    import zoo
+
+    export_model(
+        zoo.load("cvae_tiny"), tmp_path / "models", "toy", threshold=544.0, formats="savedmodel"
+    )
+    config = write_config(tmp_path, "latest { num_versions: 1 }")
+    n, bad = 5, 2
+    options = BatchingOptions(max_batch_size=n, batch_timeout_micros=LONG_WAIT)
+    ms = ModelServer(config, tmp_path / "models", file_system_poll_wait_seconds=0, batching=options)
+    z = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    requests = [{"z": z[i : i + 1], "labels": np.array([i], np.int64)} for i in range(n)]
+    requests[bad]["labels"] = np.array([99], np.int64)
+    try:
+        with ThreadPoolExecutor(n) as pool:
+            answers = list(pool.map(lambda r: ms.predict_arrays("toy", "generate", r)[2], requests))
+    finally:
+        ms.close()
+    assert ms.batcher is not None and ms.batcher.calls == 1
+    servable = ms.resolve("toy")
+    specs = servable.inputs["generate"]
+    for i, (request, got) in enumerate(zip(requests, answers, strict=True)):
+        (images,) = got.values()
+        if i == bad:
+            assert np.isnan(images).all()
+            continue
+        alone = call_signature(servable.signatures["generate"], request, specs, "generate")
+        np.testing.assert_allclose(images, next(iter(alone.values())), rtol=1e-6, atol=1e-6)
+        assert np.isfinite(images).all()
