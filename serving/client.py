@@ -176,6 +176,28 @@ def _check_labels(model: str, inputs: dict[str, Any], outputs: dict, key: str, o
         raise InvalidLabelsError(model, rows, inputs["labels"][rows], outputs)
 
 
+def _wait_until_available(
+    client: ServingClient | GrpcServingClient, where: str, timeout: float, interval: float
+) -> dict[str, Any]:
+    """Poll ``client.status()`` until a version is AVAILABLE (both clients' method)."""
+    deadline = time.monotonic() + timeout
+    last: str = "no answer yet"
+    while True:
+        try:
+            status = client.status()
+            if any(s.get("state") == "AVAILABLE" for s in status["model_version_status"]):
+                return status
+            last = f"status {status}"
+        except (ServingError, ConnectionError, OSError, KeyError, ValueError) as err:
+            last = str(err)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"model '{client.model}' at {where} not AVAILABLE after {timeout:.0f}s; "
+                f"last: {last}"
+            )
+        time.sleep(interval)
+
+
 class _Convenience(abc.ABC):
     """``generate``, ``score`` and ``score_sequences`` on top of ``predict`` (REST and gRPC)."""
 
@@ -304,22 +326,7 @@ class ServingClient(_Convenience):
 
     def wait_until_available(self, timeout: float = 60.0, interval: float = 0.25) -> dict[str, Any]:
         """Poll the status until a version is AVAILABLE; return it, or raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        last: str = "no answer yet"
-        while True:
-            try:
-                status = self.status()
-                if any(s.get("state") == "AVAILABLE" for s in status["model_version_status"]):
-                    return status
-                last = f"status {status}"
-            except (ServingError, ConnectionError, OSError, KeyError, ValueError) as err:
-                last = str(err)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"model '{self.model}' at {self.base_url} not AVAILABLE after {timeout:.0f}s; "
-                    f"last: {last}"
-                )
-            time.sleep(interval)
+        return _wait_until_available(self, self.base_url, timeout, interval)
 
     def predict(
         self,
@@ -372,7 +379,16 @@ class ServingClient(_Convenience):
 
 
 class GrpcServingClient(_Convenience):
-    """gRPC client (``PredictionService/Predict``) for tensorflow_model_server's port 8500."""
+    """gRPC client for tensorflow_model_server's ``--port`` (8500) and ``zoo serve --port``.
+
+    ``status()`` and ``metadata()`` return the same JSON-shaped dicts as
+    :class:`ServingClient` (``ModelService/GetModelStatus`` and
+    ``PredictionService/GetModelMetadata``, printed as TF Serving's REST API prints
+    them); ``predict`` returns each output with the dtype of its ``TensorProto``. A
+    refusal raises :class:`ServingError` with the HTTP status TF Serving's REST API
+    gives for the gRPC code (``grpc_code`` names the code); an unreachable server
+    raises ConnectionError.
+    """
 
     def __init__(
         self,
@@ -387,6 +403,18 @@ class GrpcServingClient(_Convenience):
         self.timeout = timeout
         self._channel = channel
         self._stub: Any = None
+        self._model_stub: Any = None
+
+    @staticmethod
+    def _model_spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
+        """Fill a ``ModelSpec``: name and, optionally, a version or a label."""
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        spec.name = model
+        if version is not None:
+            spec.version.value = int(version)
+        elif label is not None:
+            spec.version_label = label
 
     def build_request(
         self,
@@ -399,15 +427,9 @@ class GrpcServingClient(_Convenience):
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
-        if version is not None and label is not None:
-            raise ValueError("give a version or a label, not both")
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model
+        self._model_spec(request.model_spec, self.model, version, label)
         request.model_spec.signature_name = signature_name
-        if version is not None:
-            request.model_spec.version.value = int(version)
-        elif label is not None:
-            request.model_spec.version_label = label
         for key, value in inputs.items():
             request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
         return request
@@ -419,15 +441,87 @@ class GrpcServingClient(_Convenience):
 
         return {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
 
+    def _get_channel(self) -> Any:
+        if self._channel is None:
+            import grpc
+
+            # Outputs (image batches) may exceed gRPC's default 4 MB receive limit.
+            options = [("grpc.max_receive_message_length", -1)]
+            self._channel = grpc.insecure_channel(self.target, options=options)
+        return self._channel
+
     def _get_stub(self) -> Any:
         if self._stub is None:
-            import grpc
             from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-            if self._channel is None:
-                self._channel = grpc.insecure_channel(self.target)
-            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            channel = self._get_channel()
+            self._stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         return self._stub
+
+    def _get_model_stub(self) -> Any:
+        if self._model_stub is None:
+            from tensorflow_serving.apis import model_service_pb2_grpc
+
+            self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._get_channel())
+        return self._model_stub
+
+    def _call(self, method: Any, request: Any) -> Any:
+        """One RPC; gRPC errors become :class:`ServingError` (or ConnectionError)."""
+        import grpc
+
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            code = err.code().name if err.code() is not None else "UNKNOWN"
+            details = err.details() or code
+            if code == "UNAVAILABLE" and "connect" in details.lower():
+                raise ConnectionError(
+                    f"cannot reach the serving gRPC API at {self.target}: {details}"
+                ) from None
+            raise ServingError(
+                _GRPC_TO_HTTP.get(code, 500), details, url=self.target, grpc_code=code
+            ) from None
+
+    @staticmethod
+    def _to_json(message: Any) -> dict[str, Any]:
+        from google.protobuf import json_format
+
+        return json_format.MessageToDict(
+            message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+
+    def status(self, version: int | None = None, label: str | None = None) -> dict[str, Any]:
+        """``ModelService/GetModelStatus``: the model's ``model_version_status``."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec, self.model, version, label)
+        return self._to_json(self._call(self._get_model_stub().GetModelStatus, request))
+
+    def metadata(self, version: int | None = None, label: str | None = None) -> dict[str, Any]:
+        """``PredictionService/GetModelMetadata``: model spec and signature defs, shaped as
+        the REST API's ``/metadata`` answer."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._model_spec(request.model_spec, self.model, version, label)
+        request.metadata_field.append("signature_def")
+        response = self._call(self._get_stub().GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        spec = self._to_json(response.model_spec)
+        return {
+            "model_spec": {
+                "name": spec["name"],
+                "signature_name": spec["signature_name"],
+                "version": spec.get("version", ""),
+            },
+            "metadata": {"signature_def": self._to_json(sig_map)},
+        }
+
+    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.25) -> dict[str, Any]:
+        """Poll the status until a version is AVAILABLE; return it, or raise TimeoutError."""
+        return _wait_until_available(self, self.target, timeout, interval)
 
     def predict(
         self,
@@ -437,21 +531,12 @@ class GrpcServingClient(_Convenience):
         label: str | None = None,
     ) -> dict[str, np.ndarray]:
         """Run ``Predict``; gRPC errors raise :class:`ServingError` (status as REST would give)."""
-        import grpc
-
         request = self.build_request(inputs, signature_name, version, label)
-        try:
-            response = self._get_stub().Predict(request, timeout=self.timeout)
-        except grpc.RpcError as err:
-            code = err.code().name if err.code() is not None else "UNKNOWN"
-            raise ServingError(
-                _GRPC_TO_HTTP.get(code, 500), err.details() or code, url=self.target, grpc_code=code
-            ) from None
-        return self.parse_response(response)
+        return self.parse_response(self._call(self._get_stub().Predict, request))
 
     def close(self) -> None:
-        """Close the channel this client opened."""
+        """Close the channel."""
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-            self._stub = None
+            self._stub = self._model_stub = None

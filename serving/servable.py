@@ -117,8 +117,9 @@ def check_arrays(arrays: dict[str, np.ndarray], specs: dict[str, InputSpec], sig
     missing = [k for k in specs if k not in arrays]
     unknown = [k for k in arrays if k not in specs]
     if missing or unknown:
-        problems = [f"missing input(s) {missing}"] if missing else []
-        problems += [f"unknown input(s) {unknown}"] if unknown else []
+        # Worded as the REST codec words it, so both APIs refuse alike.
+        problems = [f"missing input(s) {', '.join(map(repr, missing))}"] if missing else []
+        problems += [f"unknown input(s) {', '.join(map(repr, unknown))}"] if unknown else []
         raise RequestError(
             400,
             f"{'; '.join(problems)}; signature '{sig}' expects inputs: {describe_inputs(specs)}",
