@@ -156,8 +156,8 @@ class BatchScheduler:
             raise RequestError(
                 400,
                 f"Task size {size} is larger than maximum input batch size {limit}; send at "
-                f"most {limit} examples per request (the batching parameters file's "
-                "max_batch_size)",
+                f"most {limit} examples per request (batching parameters: max_batch_size "
+                f"{limit})",
             )
         if size == 0:
             return call_signature(servable.signatures[sig], arrays, servable.inputs[sig], sig)

@@ -20,9 +20,10 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import validate_batching_parameters, validate_monitoring_config
+from .batching import BatchingOptions
+from .config import validate_monitoring_config
 from .metrics import metrics_path
-from .model_server import ModelServer
+from .model_server import DEFAULT_POLL_WAIT_SECONDS, ModelServer
 from .rest_server import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_NUM_THREADS,
@@ -54,13 +55,17 @@ def make_server(
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     monitoring_config_file: str | Path | None = None,
     allow_version_labels_for_unavailable_models: bool = False,
+    file_system_poll_wait_seconds: float = DEFAULT_POLL_WAIT_SECONDS,
+    batching: BatchingOptions | None = None,
     verbose: bool = False,
 ) -> ServingHTTPServer:
     """Load the config's models and bind a REST server (call ``serve_forever`` to run it).
 
     Binds loopback unless ``host`` says otherwise; ``port=0`` picks a free port (see
     ``server_address`` / ``url``). ``monitoring_config_file`` (TF Serving's
-    ``MonitoringConfig``) serves Prometheus metrics at the path it names.
+    ``MonitoringConfig``) serves Prometheus metrics at the path it names. The model
+    server polls the base paths every ``file_system_poll_wait_seconds`` (0: once) and,
+    with ``batching``, merges concurrent predicts (:mod:`zoo.serving.batching`).
     """
     monitoring = (
         validate_monitoring_config(monitoring_config_file) if monitoring_config_file else {}
@@ -69,6 +74,8 @@ def make_server(
         config_path,
         models_root,
         allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
+        file_system_poll_wait_seconds=file_system_poll_wait_seconds,
+        batching=batching,
     )
     # TensorFlow leaves ~0.5M long-lived objects tracked by the garbage collector; every
     # JSON response builds many small lists, which triggers full collections over them.
@@ -143,9 +150,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--enable_batching",
         action="store_true",
-        help="apply --batching_parameters_file's max_batch_size (requests are not merged)",
+        help="merge concurrent predict requests into batches, as set by "
+        "--batching_parameters_file (None: TF Serving's BatchingParameters defaults)",
     )
     parser.add_argument("--batching_parameters_file", default=None)
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=int,
+        default=int(DEFAULT_POLL_WAIT_SECONDS),
+        help="seconds between polls of the models' base paths for new versions (0: only at start)",
+    )
     parser.add_argument(
         "--monitoring_config_file",
         default=None,
@@ -158,14 +172,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def _max_batch_size(args: argparse.Namespace) -> int:
-    """--max_batch_size, else the batching file's with --enable_batching, else the default."""
-    if args.max_batch_size is not None:
-        return args.max_batch_size
-    if args.batching_parameters_file:
-        params = validate_batching_parameters(args.batching_parameters_file)
-        if args.enable_batching and not params.get("enable_large_batch_splitting", False):
-            return params.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
-    return DEFAULT_MAX_BATCH_SIZE
+    """--max_batch_size, else the default (with --enable_batching, the batch scheduler
+    also refuses a request above the batching file's max_batch_size)."""
+    return DEFAULT_MAX_BATCH_SIZE if args.max_batch_size is None else args.max_batch_size
+
+
+def _batching(args: argparse.Namespace) -> BatchingOptions | None:
+    """The batching parameters with --enable_batching (the file is checked when given)."""
+    file = args.batching_parameters_file
+    options = BatchingOptions.from_file(file) if file else BatchingOptions()
+    return options if args.enable_batching else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_ms=args.rest_api_timeout_in_ms,
             monitoring_config_file=args.monitoring_config_file,
             allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+            file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+            batching=_batching(args),
             verbose=args.verbose,
         )
     except (ValueError, OSError) as err:

@@ -282,3 +282,43 @@ def test_hot_swap_through_the_rest_server_fails_no_request(tmp_path, base):
         server.server_close()
         ms.close()
     check_swap(result, ms)
+
+
+# --------------------------------------------------------------------------- zoo serve flags
+
+
+def test_zoo_serve_flags_reach_the_model_server(tmp_path, base):
+    from zoo.serving import server as server_mod
+    from zoo.serving.batching import BatchingOptions
+
+    parse = server_mod.build_arg_parser().parse_args
+    args = parse(["--model_config_file", "m.config"])
+    assert args.file_system_poll_wait_seconds == 1  # TF Serving's default
+    assert server_mod._batching(args) is None
+    batching_file = Path(server_mod.__file__).parent / "batching_parameters.txt"
+    args = parse(
+        [
+            "--model_config_file=m.config",
+            "--enable_batching",
+            f"--batching_parameters_file={batching_file}",
+        ]
+    )
+    options = server_mod._batching(args)
+    assert options == BatchingOptions(
+        max_batch_size=64, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=100
+    )
+    export_version(base / "1", value=1.0)
+    config = write_config(tmp_path, "latest { num_versions: 1 }")
+    server = make_server(
+        config,
+        models_root=tmp_path / "models",
+        port=0,
+        file_system_poll_wait_seconds=0.05,
+        batching=options,
+    )
+    ms = server.model_server
+    poller = ms._poller
+    assert ms.batcher is not None and ms.batcher.options == options
+    assert poller is not None and poller.is_alive()
+    server.server_close()  # closes the model server: polling stops
+    assert not poller.is_alive()
