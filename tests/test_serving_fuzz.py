@@ -4,6 +4,8 @@ Every request is sent as raw bytes over a socket (so framing, headers and encodi
 are exactly what the case says) to a server made by ``make_server(port=0)`` over a
 tiny exported model. Each must get a 4xx answer with ``Content-Type: application/json``
 and a body ``{"error": "..."}``, and a good request right after it must still work.
+A body that stops short of its announced length gets 408 after the server's body
+timeout (1 s here).
 
 The corpus (:func:`bad_requests`) and the checks (:func:`exchange`, :func:`problem`)
 need only the standard library; ``bench/serving_load.py`` sends the same corpus to a
@@ -26,6 +28,7 @@ WIDTH = 8
 MAX_BATCH = 16
 MAX_BODY = 64 * 1024
 DEEP = 600  # nesting depth TF Serving refuses with 400; the old server answered 500
+STALL_MS = 1000  # the server's --rest_api_timeout_in_ms: a body that stops arriving gets 408
 
 CONFIG = f"""
 model_config_list {{
@@ -43,12 +46,10 @@ model_config_list {{
 
 @dataclass(frozen=True)
 class BadRequest:
-    """One bad request: its id, the exact bytes sent, and whether the client then
-    half-closes (``shutdown(SHUT_WR)``) to say no more bytes will come."""
+    """One bad request: its id and the exact bytes sent."""
 
     id: str
     data: bytes
-    half_close: bool = False
 
 
 def http(
@@ -89,14 +90,15 @@ def bad_requests(
 ) -> list[BadRequest]:
     """The corpus, for a model whose ``serving_default`` takes one float input
     ``input_name`` of shape ``[None, width]``. Every request is wrong whatever the
-    server's leniency (e.g. case-insensitive paths still name an unknown model)."""
+    server's leniency (e.g. case-insensitive paths still name an unknown model). Three
+    bodies stop short of their length and wait for the server's body timeout."""
     status, predict = f"/v1/models/{model}", f"/v1/models/{model}:predict"
     good = good_body(width)
     row = [0.25] * width
     cases: list[BadRequest] = []
 
-    def add(id: str, data: bytes, half_close: bool = False) -> None:
-        cases.append(BadRequest(id, data, half_close))
+    def add(id: str, data: bytes) -> None:
+        cases.append(BadRequest(id, data))
 
     def post(id: str, body: bytes | str, path: str = predict, **kw) -> None:
         add(id, http("POST", path, body, **kw))
@@ -276,38 +278,35 @@ def bad_requests(
     add(
         "length-huge",
         http("POST", predict, headers=["Content-Length: 99999999999999999999"]) + b"{",
-        half_close=True,
     )
     add(
         "length-above-limit-short-body",
         http("POST", predict, headers=[f"Content-Length: {max_request_bytes + 1}"]) + b"{",
-        half_close=True,
     )
     add(
         "length-longer-than-body",
         http("POST", predict, headers=["Content-Length: 100"]) + b'{"instances": ',
-        half_close=True,
     )
     add(
         "length-shorter-than-body",
         http("POST", predict, headers=["Content-Length: 5"]) + good.encode(),
     )
-    add("length-missing", http("POST", predict, headers=[]) + good.encode(), half_close=True)
+    add("length-missing", http("POST", predict, headers=[]) + good.encode())
     te = "Transfer-Encoding: chunked"
     head = http("POST", predict, headers=[te])
-    for id, body, half_close in [
-        ("chunked-bad-json", chunked(b'{"instances": ', b"[[0.1"), False),
-        ("chunked-wrong-width", chunked(bad.encode()), False),
-        ("chunked-above-limit", chunked(*[good.encode()] * rows), False),
-        ("chunked-bad-size", b"zz\r\n" + good.encode() + b"\r\n0\r\n\r\n", False),
-        ("chunked-negative-size", b"-1\r\n{}\r\n0\r\n\r\n", False),
-        ("chunked-size-beyond-data", b"ffff\r\n" + good.encode(), True),
-        ("chunked-no-last-chunk", chunked(good.encode(), end=b""), True),
-        ("chunked-garbage-extension", chunked(end=b"0;;;=\x01\r\n\r\n"), False),
-        ("chunked-garbage-trailer", chunked(bad.encode(), end=b"0\r\nno colon\r\n\r\n"), False),
-        ("chunked-missing-crlf", b"5\r\n{}{}}XX0\r\n\r\n", False),
+    for id, body in [
+        ("chunked-bad-json", chunked(b'{"instances": ', b"[[0.1")),
+        ("chunked-wrong-width", chunked(bad.encode())),
+        ("chunked-above-limit", chunked(*[good.encode()] * rows)),
+        ("chunked-bad-size", b"zz\r\n" + good.encode() + b"\r\n0\r\n\r\n"),
+        ("chunked-negative-size", b"-1\r\n{}\r\n0\r\n\r\n"),
+        ("chunked-size-beyond-data", b"ffff\r\n" + good.encode()),
+        ("chunked-no-last-chunk", chunked(good.encode(), end=b"")),
+        ("chunked-garbage-extension", chunked(end=b"0;;;=\x01\r\n\r\n")),
+        ("chunked-garbage-trailer", chunked(bad.encode(), end=b"0\r\nno colon\r\n\r\n")),
+        ("chunked-missing-crlf", b"5\r\n{}{}}XX0\r\n\r\n"),
     ]:
-        add(id, head + body, half_close)
+        add(id, head + body)
     for id, headers in [
         ("te-and-length", [te, f"Content-Length: {len(good)}"]),
         ("te-gzip", ["Transfer-Encoding: gzip"]),
@@ -341,7 +340,6 @@ def bad_requests(
             predict,
             headers=["Expect: 100-continue", f"Content-Length: {max_request_bytes * 2}"],
         ),
-        half_close=True,
     )
     add("header-upgrade-h2c", http("GET", nope, headers=["Connection: Upgrade", "Upgrade: h2c"]))
     add(
@@ -388,17 +386,13 @@ def _read_chunked(buffer: bytes, more) -> bytes:
         body, buffer = body + buffer[:size], buffer[size + 2 :]
 
 
-def exchange(
-    address: tuple[str, int], data: bytes, *, half_close: bool = False, timeout: float = 10.0
-) -> Response:
+def exchange(address: tuple[str, int], data: bytes, *, timeout: float = 10.0) -> Response:
     """Send ``data`` on a new connection and read one final (non-1xx) response."""
     response = Response()
     with socket.create_connection(address, timeout=timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
         except OSError as err:  # the server may answer and close before reading it all
             response.note = f"send: {type(err).__name__}"
 
@@ -496,6 +490,7 @@ def address(tmp_path_factory):
         port=0,
         max_batch_size=MAX_BATCH,
         max_request_bytes=MAX_BODY,
+        timeout_ms=STALL_MS,
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -508,7 +503,7 @@ def address(tmp_path_factory):
 def test_corpus_is_large_and_distinct():
     assert len(CORPUS) >= 100
     assert len({case.id for case in CORPUS}) == len(CORPUS)
-    assert len({(case.data, case.half_close) for case in CORPUS}) == len(CORPUS)
+    assert len({case.data for case in CORPUS}) == len(CORPUS)
     # The corpus follows its limits: the refused body and batch are just past them.
     by_id = {case.id: case for case in CORPUS}
     body = by_id["req-body-too-large"].data.split(b"\r\n\r\n", 1)[1]
@@ -523,7 +518,7 @@ def test_good_request_works(address):
 
 @pytest.mark.parametrize("case", CORPUS, ids=[case.id for case in CORPUS])
 def test_bad_request_gets_json_4xx_and_server_lives(address, case):
-    response = exchange(address, case.data, half_close=case.half_close)
+    response = exchange(address, case.data)
     assert problem(response, head=case.data.startswith(b"HEAD ")) is None
     assert good_answer(address) is None
 
@@ -541,3 +536,27 @@ def test_problem_names_what_is_wrong():
     assert "not JSON" in problem(Response(400, json_400, b"oops"))
     assert "not {'error': str}" in problem(Response(400, json_400, b'{"error": 1}'))
     assert problem(Response(405, json_400), head=True) is None
+
+
+def test_load_bench_counts_errors_and_checks_targets():
+    from bench.serving_load import Cell, Tally
+
+    tally = Tally(seconds=2.0)
+    for ms in range(1, 101):
+        tally.answered(200, ms / 1000)
+    tally.answered(503, 0.5)
+    tally.answered(400, 0.1)
+    tally.failures["ServerDisconnectedError"] += 2
+    assert (tally.requests, tally.errors, tally.server_errors) == (104, 4, 1)
+    assert tally.rate == 52.0
+    assert tally.percentile_ms(50) == pytest.approx(50.5)  # over the 200s only
+    assert tally.what_failed() == "400 x1, 503 x1, ServerDisconnectedError x2"
+    cell = Cell("dcgan", "generate", 1, 128, True, tally, in_process_ms=0.5)
+    assert cell.overhead_ms == pytest.approx(50.0)
+    assert cell.misses() == ["4 errors (1 5xx: 400 x1, 503 x1, ServerDisconnectedError x2)"]
+    slow = Tally(seconds=1.0)
+    slow.answered(200, 1.5)
+    assert Cell("dcgan", "generate", 1, 128, False, slow, 0.5).misses() == [
+        "p99 1500 ms >= 1000 (queueing: 128 clients / 1 req/s = 128000 ms each)"
+    ]
+    assert Cell("dcgan", "generate", 1, 32, False, slow, 0.5).misses() == []
