@@ -106,9 +106,7 @@ CONFIG_FILE_CHECKS: dict[str, Callable[[Path], Any]] = {
 
 
 def _parse_dockerfile(path: Path = DOCKERFILE, **build_args: str) -> DockerfileParser:
-    parser = DockerfileParser(path=str(path), build_args=build_args or None)
-    parser.cache_content = True
-    return parser
+    return DockerfileParser(path=str(path), build_args=build_args or None)
 
 
 def _instructions(parser: DockerfileParser) -> list[tuple[str, str]]:
@@ -151,7 +149,10 @@ def _service(doc: dict[str, Any]) -> dict[str, Any]:
 
 def _schema_errors(doc: Any) -> list[str]:
     schema = json.loads(COMPOSE_SCHEMA.read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    assert schema["title"] == "Compose Specification"
+    cls = jsonschema.validators.validator_for(schema)  # the draft its "$schema" names
+    cls.check_schema(schema)
+    validator = cls(schema)
     return [
         f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
     ]
