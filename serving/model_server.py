@@ -81,6 +81,7 @@ class ModelServer:
         self.models: dict[str, ServedModel] = {}
         #: Notified on every version state change (see :meth:`wait_until`).
         self.changed = threading.Condition()
+        self._poll_lock = threading.Lock()  # one poll at a time (thread or caller)
         for model_config in self.config.model_config_list.config:
             base = resolve_base_path(model_config.base_path, self.models_root, config_dir)
             folders = version_folders(base)
@@ -127,8 +128,9 @@ class ModelServer:
 
     def poll(self) -> None:
         """Re-read every model's base path once and load/unload what its policy says."""
-        for model in self.models.values():
-            model.poll(self.changed)
+        with self._poll_lock:
+            for model in self.models.values():
+                model.poll(self.changed)
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.poll_wait_seconds):
@@ -145,7 +147,8 @@ class ModelServer:
 
     def state(self, name: str, version: int) -> str | None:
         """The manager state of one version (``LOADING``, ``AVAILABLE``, ``END``...), if seen."""
-        status = self.models[name].states.get(version)
+        model = self.models.get(name)
+        status = None if model is None else model.states.get(version)
         return None if status is None else status.state
 
     def close(self) -> None:
