@@ -49,7 +49,7 @@ class LocalServer:
     def __init__(self, config: Path, models_root: Path, timeout: float = 120.0):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "zoo.cli", "serve", "--model_config_file", str(config),
-             "--models_root", str(models_root), "--rest_api_port", "0"],
+             "--models_root", str(models_root), "--rest_api_port", "0", "--port", "0"],
             stdout=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )  # fmt: skip
         deadline = time.monotonic() + timeout

@@ -10,8 +10,9 @@ for every Prometheus counter it appends ``_total`` to the counter's samples
 unit (microseconds) and buckets (10 x 1.8^i, 33 buckets, up to ~20 minutes).
 
 Labels here: ``model_name``, ``API`` (predict, metadata, status), ``signature_name``
-(empty for status and metadata), ``entrypoint`` (``REST``) and ``status`` (the HTTP
-status code; TF Serving's counter carries the canonical error code instead). The
+(empty for status and metadata), ``entrypoint`` (``REST``, or ``GRPC`` for the gRPC API
+of :mod:`zoo.serving.grpc_server`) and ``status`` (the HTTP status code, for gRPC the
+HTTP equivalent of its code; TF Serving's counter carries the canonical error code instead). The
 latency of every request is recorded, not only successful ones. Each server owns its
 :class:`~prometheus_client.CollectorRegistry`, so several servers in one process do
 not share counts.
@@ -64,9 +65,17 @@ class ServingMetrics:
             registry=self.registry,
         )
 
-    def observe(self, model: str, api: str, signature: str, status: int, seconds: float) -> None:
-        """Count one answered request and record its latency."""
-        labels = (model, api, signature, "REST", str(status))
+    def observe(
+        self,
+        model: str,
+        api: str,
+        signature: str,
+        status: int,
+        seconds: float,
+        entrypoint: str = "REST",
+    ) -> None:
+        """Count one answered request and record its latency (``entrypoint``: REST or GRPC)."""
+        labels = (model, api, signature, entrypoint, str(status))
         self.request_count.labels(*labels).inc()
         self.request_latency.labels(*labels).observe(seconds * 1e6)
 

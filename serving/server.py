@@ -1,8 +1,9 @@
-"""``zoo serve``: a local server speaking TF Serving's REST API over a ``models.config``.
+"""``zoo serve``: a local server speaking TF Serving's REST and gRPC APIs over a ``models.config``.
 
 :func:`make_server` loads a :class:`~zoo.serving.model_server.ModelServer` (every model
 version the config's version policies select) and binds the REST transport of
-:mod:`zoo.serving.rest_server` (aiohttp) to it; :func:`main` is the command line, with
+:mod:`zoo.serving.rest_server` (aiohttp) to it, and with ``grpc_port`` the gRPC API of
+:mod:`zoo.serving.grpc_server` beside it; :func:`main` is the command line, with
 tensorflow_model_server's flag names. TensorFlow is imported on first use.
 
 A configured model with no version folder yet (nothing exported) does not stop the
@@ -19,6 +20,7 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .batching import BatchingOptions
 from .config import validate_monitoring_config
@@ -32,15 +34,40 @@ from .rest_server import (
 )
 from .servable import DEFAULT_MAX_BATCH_SIZE
 
+if TYPE_CHECKING:
+    from .grpc_server import GrpcServer
+
 __all__ = [
+    "DEFAULT_GRPC_PORT",
     "DEFAULT_MAX_REQUEST_BYTES",
     "ServingHTTPServer",
+    "ServingServer",
     "build_arg_parser",
     "main",
     "make_server",
 ]
 
 log = logging.getLogger("zoo.serving")
+
+#: tensorflow_model_server's ``--port`` (gRPC) default.
+DEFAULT_GRPC_PORT = 8500
+
+
+class ServingServer(ServingHTTPServer):
+    """The REST server and, when ``grpc_server`` is set, TF Serving's gRPC API on the same
+    model server: ``make_server`` starts it, ``shutdown()`` / ``server_close()`` stop both."""
+
+    grpc_server: GrpcServer | None = None
+
+    def shutdown(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=None)
+        super().server_close()
 
 
 def make_server(
@@ -49,6 +76,7 @@ def make_server(
     models_root: str | Path | None = None,
     host: str = "127.0.0.1",
     port: int = 8501,
+    grpc_port: int | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
     num_threads: int = DEFAULT_NUM_THREADS,
@@ -58,11 +86,13 @@ def make_server(
     file_system_poll_wait_seconds: float = DEFAULT_POLL_WAIT_SECONDS,
     batching: BatchingOptions | None = None,
     verbose: bool = False,
-) -> ServingHTTPServer:
+) -> ServingServer:
     """Load the config's models and bind a REST server (call ``serve_forever`` to run it).
 
     Binds loopback unless ``host`` says otherwise; ``port=0`` picks a free port (see
-    ``server_address`` / ``url``). ``monitoring_config_file`` (TF Serving's
+    ``server_address`` / ``url``). With ``grpc_port`` (0: a free one), TF Serving's gRPC
+    API answers at once on ``host`` (``server.grpc_server.target``), with the same
+    request-bytes and batch limits. ``monitoring_config_file`` (TF Serving's
     ``MonitoringConfig``) serves Prometheus metrics at the path it names. The model
     server polls the base paths every ``file_system_poll_wait_seconds`` (0: once) and,
     with ``batching``, merges concurrent predicts (:mod:`zoo.serving.batching`).
@@ -82,7 +112,7 @@ def make_server(
     # Freezing what loading created keeps collections short (batch-64 REST ~7x faster).
     gc.freeze()
     try:
-        return ServingHTTPServer(
+        server = ServingServer(
             (host, port),
             model_server,
             max_request_bytes=max_request_bytes,
@@ -96,6 +126,24 @@ def make_server(
     except BaseException:
         model_server.close()
         raise
+    if grpc_port is not None:
+        from .grpc_server import GrpcServer  # imports grpc and the serving protos
+
+        try:
+            server.grpc_server = GrpcServer(
+                model_server,
+                host=host,
+                port=grpc_port,
+                max_request_bytes=max_request_bytes,
+                max_batch_size=max_batch_size,
+                num_threads=num_threads,
+                metrics=server.metrics,
+            )
+        except BaseException:
+            server.server_close()
+            raise
+        server.grpc_server.start()
+    return server
 
 
 # --------------------------------------------------------------------------- CLI
@@ -110,6 +158,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--model_config_file", required=True, help="text-format ModelServerConfig (models.config)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_GRPC_PORT,
+        help="gRPC API port (PredictionService, ModelService), on --rest_api_host; "
+        "0 picks a free port",
     )
     parser.add_argument("--rest_api_port", type=int, default=8501, help="0 picks a free port")
     parser.add_argument(
@@ -193,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             models_root=args.models_root,
             host=args.rest_api_host,
             port=args.rest_api_port,
+            grpc_port=args.port,
             max_request_bytes=args.max_request_bytes,
             max_batch_size=_max_batch_size(args),
             num_threads=args.rest_api_num_threads,
@@ -209,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     metrics = f"; metrics at {server.url}{server.metrics_path}" if server.metrics_path else ""
+    grpc_api = f"; gRPC API at {server.grpc_server.target}" if server.grpc_server else ""
     print(
         f"zoo serve: loaded {server.model_server.summary()}; REST API at "
-        f"{server.url}/v1/models/<name>{metrics}",
+        f"{server.url}/v1/models/<name>{grpc_api}{metrics}",
         flush=True,
     )
     try:

@@ -57,7 +57,9 @@ def test_each_concept_is_defined_in_one_module():
         "serving/model_server.py": {"ModelServer"},
         "serving/versions.py": {"ServableVersion", "ServedModel", "load_version", "warm_up"},
         "serving/batching.py": {"BatchScheduler", "BatchingOptions"},
-        "serving/server.py": {"ServingHTTPServer", "make_server", "main", "build_arg_parser"},
+        "serving/server.py": {"ServingServer", "make_server", "main", "build_arg_parser"},
+        "serving/rest_server.py": {"ServingHTTPServer", "parse_route"},
+        "serving/grpc_server.py": {"GrpcServer", "grpc_code"},
         "recipes/callbacks.py": {
             "ZooTensorBoard",
             "ImageGrids",

@@ -214,7 +214,7 @@ def test_zoo_serve_answers_rest_requests_without_the_toy_code(exported, tmp_path
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     command = [sys.executable, "-m", "zoo.cli", "serve", f"--model_config_file={config}",
-               "--rest_api_port=0"]  # fmt: skip
+               "--rest_api_port=0", "--port=0"]  # fmt: skip
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
     )

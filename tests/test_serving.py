@@ -865,6 +865,7 @@ def test_main_serves_and_prints_one_line(toy):
         f"--model_config_file={toy['config']}",
         f"--models_root={toy['models']}",
         "--rest_api_port=0",
+        "--port=0",
         "--enable_batching",
         f"--batching_parameters_file={SERVING_DIR / 'batching_parameters.txt'}",
     ]
