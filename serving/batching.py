@@ -218,8 +218,9 @@ class BatchScheduler:
             first = queue.batches[0]
             if first.size >= limit or len(queue.batches) > 1 or now >= first.deadline:
                 queue.batches.popleft()
-                if not queue.batches:
-                    del self._queues[key]
+                del self._queues[key]
+                if queue.batches:  # to the back: queues take turns
+                    self._queues[key] = queue
                 return queue, first
             left = first.deadline - now
             wait = left if wait is None else min(wait, left)
