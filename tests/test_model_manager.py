@@ -322,3 +322,25 @@ def test_zoo_serve_flags_reach_the_model_server(tmp_path, base):
     assert poller is not None and poller.is_alive()
     server.server_close()  # closes the model server: polling stops
     assert not poller.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("current", "aspired", "action"),
+    [
+        ({1: "AVAILABLE"}, {2}, ("load", 2)),  # keep 1 until 2 is AVAILABLE
+        ({1: "AVAILABLE", 2: "AVAILABLE"}, {2}, ("unload", 1)),
+        ({1: "AVAILABLE", 2: "AVAILABLE"}, {3}, ("unload", 1)),  # two unselected: lowest goes
+        ({1: "AVAILABLE"}, set(), ("unload", 1)),  # nothing selected (folder removed)
+        ({1: "AVAILABLE", 2: "END!"}, {2}, None),  # 2 failed: 1 keeps serving, no retry
+        ({1: "END", 3: "AVAILABLE"}, {1, 3}, ("load", 1)),  # unloaded earlier, selected again
+        ({2: "AVAILABLE"}, {1, 2, 3}, ("load", 3)),  # highest new version first
+    ],
+)
+def test_next_action_is_tf_serving_availability_preserving_policy(current, aspired, action):
+    states = {
+        v: versions.VersionStatus("END", "UNKNOWN", "x")
+        if s == "END!"
+        else versions.VersionStatus(s)
+        for v, s in current.items()
+    }
+    assert versions.next_action(states, aspired) == action
