@@ -30,12 +30,18 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from .model_server import ModelServer
-from .servable import DEFAULT_MAX_BATCH_SIZE, DEFAULT_SIGNATURE, RequestError
+from .servable import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_SIGNATURE,
+    SIGNATURE_METHODS,
+    RequestError,
+    refuse_classify_regress,
+)
 
 __all__ = ["DEFAULT_GRPC_PORT", "GRPC_CODES", "GrpcServer", "grpc_code"]
 
@@ -53,10 +59,7 @@ GRPC_CODES: dict[int, grpc.StatusCode] = {
     501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-_METHODS = {
-    "classify": ("classification", "tensorflow/serving/classify"),
-    "regress": ("regression", "tensorflow/serving/regress"),
-}
+_INSTEAD = "call Predict for it instead"
 _SIGNATURE_DEF = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 _MAX_MESSAGE = 1024  # TF Serving's ToGRPCStatus truncates longer messages
 
@@ -165,13 +168,9 @@ class _Services:
         version, label = _version_of(spec)
         servable = self.model_server.resolve(spec.name, version, label)
         sig = spec.signature_name or DEFAULT_SIGNATURE
-        if sig not in servable.signature_defs:
-            raise RequestError(
-                400,
-                f"No signature was found with the name: {sig}; model '{spec.name}' version "
-                f"{servable.version} has signatures: {', '.join(sorted(servable.signature_defs))}",
-            )
-        self._check_method(api, spec.name, sig, servable.signature_defs[sig])
+        refuse_classify_regress(
+            api, spec.name, servable.version, sig, servable.signature_defs, _INSTEAD
+        )
 
     def multi_inference(self, request: Any) -> Any:
         """``MultiInference``: every task names one model's classify/regress signature."""
@@ -194,30 +193,16 @@ class _Services:
             seen.add(sig)
             if sig not in servable.signature_defs:
                 raise RequestError(400, f"Requested signature not found in model graph: {sig}")
-            api = next((k for k, (_, m) in _METHODS.items() if m == task.method_name), None)
+            api = next(
+                (k for k, (_, m) in SIGNATURE_METHODS.items() if m == task.method_name), None
+            )
             if api is None:
                 raise RequestError(501, f"Unsupported signature method_name: {task.method_name}")
-            self._check_method(api, name, sig, servable.signature_defs[sig])
+            refuse_classify_regress(
+                api, name, servable.version, sig, servable.signature_defs, _INSTEAD
+            )
         # Not reached: no tasks is a model spec without a name (404 above), as TF Serving.
         raise RequestError(400, "MultiInferenceRequest has no tasks; add at least one")
-
-    @staticmethod
-    def _check_method(api: str, name: str, sig: str, signature_def: dict[str, Any]) -> NoReturn:
-        """Refuse a Classify/Regress of ``sig``: 400 for a signature of another method (every
-        signature here), 501 for one of that method (tf.Example inputs are not run here)."""
-        kind, wanted = _METHODS[api]
-        method = signature_def.get("method_name", "")
-        if method != wanted:
-            raise RequestError(
-                400,
-                f"Expected {kind} signature method_name to be {wanted}. Was: {method} "
-                f"(signature '{sig}' of model '{name}'); call Predict for it instead",
-            )
-        raise RequestError(
-            501,
-            f"signature '{sig}' of model '{name}' is a {wanted} signature (tf.Example "
-            "input); this server runs predict signatures only: use tensorflow_model_server",
-        )
 
     # ---------------------------------------------------------------- ModelService
 

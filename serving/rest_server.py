@@ -62,7 +62,12 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from .metrics import ServingMetrics
 from .model_server import ModelServer
-from .servable import DEFAULT_MAX_BATCH_SIZE, DEFAULT_SIGNATURE, RequestError
+from .servable import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_SIGNATURE,
+    RequestError,
+    refuse_classify_regress,
+)
 
 __all__ = [
     "DEFAULT_BACKLOG",
@@ -100,7 +105,6 @@ _REST_API = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _SERVABLE = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
 _PREDICT = re.compile(rf"/v1/models/([^/:]+){_SERVABLE}:(classify|regress|predict)", re.IGNORECASE)
 _STATUS = re.compile(rf"/v1/models(?:/([^/:]+))?{_SERVABLE}(?:/(metadata))?", re.IGNORECASE)
-_METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 
 # --------------------------------------------------------------------------- routes
@@ -421,20 +425,13 @@ class ServingHTTPServer:
     def _refuse_classify_regress(self, route: Route, signature: str) -> None:
         """400 as TF Serving's Classify/Regress answer for a signature of another method."""
         servable = self.model_server.resolve(route.name, route.version, route.label)
-        defs = servable.signature_defs
-        if signature not in defs:
-            raise RequestError(
-                400,
-                f'Serving signature name: "{signature}" not found in signature def; model '
-                f"'{route.name}' version {servable.version} has signatures: "
-                f"{', '.join(sorted(defs))}",
-            )
-        method_name = defs[signature].get("method_name", "")
-        raise RequestError(
-            400,
-            f"Expected {route.api} signature method_name to be {_METHOD_NAMES[route.api]}. "
-            f"Was: {method_name} (signature '{signature}' of model '{route.name}'); "
-            f"send this request to POST /v1/models/{route.name}:predict instead",
+        refuse_classify_regress(
+            route.api,
+            route.name,
+            servable.version,
+            signature,
+            servable.signature_defs,
+            instead=f"send this request to POST /v1/models/{route.name}:predict instead",
         )
 
     def _signature_label(self, route: Route, signature: str) -> str:

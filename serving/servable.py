@@ -12,7 +12,7 @@ answers (gRPC maps it to its status code). TensorFlow is imported on first call.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_batch_size",
     "check_shape",
     "describe_inputs",
+    "refuse_classify_regress",
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -133,6 +134,42 @@ def check_arrays(arrays: dict[str, np.ndarray], specs: dict[str, InputSpec], sig
                 f"input '{key}' expects {spec.describe}; got dtype {arr.dtype.name}",
             )
         check_shape(arr, spec)
+
+
+#: TF Serving's classify and regress APIs: the word its messages use, the method_name.
+SIGNATURE_METHODS = {
+    "classify": ("classification", "tensorflow/serving/classify"),
+    "regress": ("regression", "tensorflow/serving/regress"),
+}
+
+
+def refuse_classify_regress(
+    api: str, model: str, version: int, sig: str, signature_defs: dict[str, Any], instead: str
+) -> NoReturn:
+    """Answer a Classify/Regress (REST ``:classify``/``:regress``, gRPC ``Classify``...) as
+    TF Serving's classifier.cc/regressor.cc do for the signatures served here: 400 for an
+    unknown signature or one of another method (every exported signature is a predict
+    one; ``instead`` says where to send it), 501 for a signature of that very method
+    (its tf.Example input is not run here)."""
+    kind, wanted = SIGNATURE_METHODS[api]
+    if sig not in signature_defs:
+        raise RequestError(
+            400,
+            f"No signature was found with the name: {sig}; model '{model}' version {version} "
+            f"has signatures: {', '.join(sorted(signature_defs))}",
+        )
+    method = signature_defs[sig].get("method_name", "")
+    if method != wanted:
+        raise RequestError(
+            400,
+            f"Expected {kind} signature method_name to be {wanted}. Was: {method} "
+            f"(signature '{sig}' of model '{model}'); {instead}",
+        )
+    raise RequestError(
+        501,
+        f"signature '{sig}' of model '{model}' is a {wanted} signature (tf.Example input); "
+        "this server runs predict signatures only: serve it with tensorflow_model_server",
+    )
 
 
 def _error_line(err: Exception) -> str:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -319,6 +320,45 @@ def test_classify_regress_and_multi_inference_refuse_predict_signatures(stubs):
     code, details = _rpc_error(prediction.MultiInference, multi)
     assert code == grpc.StatusCode.UNIMPLEMENTED
     assert details == "Unsupported signature method_name: tensorflow/serving/predict"
+
+
+@pytest.mark.parametrize(
+    ("api", "kind"), [("classify", "classification"), ("regress", "regression")]
+)
+@pytest.mark.parametrize("signature", ["score", "nope"])
+def test_classify_and_regress_refusals_match_rest(servers, stubs, api, kind, signature):
+    import json
+
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    prediction, _, _ = stubs
+    body = json.dumps({"signature_name": signature, "examples": [{"x": 1.0}]}).encode()
+    request = urllib.request.Request(f"{servers.url}/v1/models/toy:{api}", data=body)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    rest_status, rest_message = info.value.code, json.loads(info.value.read())["error"]
+    proto = (
+        classification_pb2.ClassificationRequest
+        if api == "classify"
+        else regression_pb2.RegressionRequest
+    )()
+    proto.model_spec.name = "toy"
+    proto.model_spec.signature_name = signature
+    code, details = _rpc_error(getattr(prediction, api.capitalize()), proto)
+    assert rest_status == 400 and code == grpc.StatusCode.INVALID_ARGUMENT
+    # One text, as TF Serving's; only where to send the request instead differs.
+    head = (
+        f"Expected {kind} signature method_name to be tensorflow/serving/{api}. Was: "
+        "tensorflow/serving/predict (signature 'score' of model 'toy'); "
+        if signature == "score"
+        else "No signature was found with the name: nope; model 'toy' version 2 has signatures: "
+    )
+    assert rest_message.startswith(head) and details.startswith(head)
+    if signature == "score":
+        assert rest_message.endswith("POST /v1/models/toy:predict instead")
+        assert details.endswith("call Predict for it instead")
+    else:
+        assert rest_message == details
 
 
 def test_get_model_status_proto_and_reload_config(stubs):
