@@ -222,8 +222,8 @@ PYTHON_BLOCKS: dict[str, PythonBlock | str] = {
     ),
     "from zoo.export import export_model": PythonBlock(_export_names, _check_export),
     "from zoo.serving.client import ServingClient, GrpcServingClient": (
-        "needs TF Serving's REST API on 127.0.0.1:8501 (and gRPC in the container); "
-        "tests/test_serving.py runs the same ServingClient against a real `zoo serve`"
+        "needs a server on 127.0.0.1:8501 (REST) and 8500 (gRPC); tests/test_grpc_server.py "
+        "runs the same contract through both clients against a real `zoo serve`"
     ),
 }
 
