@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -100,6 +101,8 @@ _USAGE = (
     "POST /v1/models/{name}[/versions/{version}|/labels/{label}]:predict"
 )
 _MAX_VERSION = 2**63 - 1
+#: A number that may not fit a double: a 3-digit exponent or 300 digits in a row.
+_HUGE_NUMBER = re.compile(rb"[eE]\+?0*[1-9][0-9]{2}|[0-9]{300}")
 
 _REST_API = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _SERVABLE = r"(?:/versions/([0-9]+)|/labels/([^/:]+))?"
@@ -469,10 +472,21 @@ async def _cancel_other_tasks() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"Number too big to be stored in double: {text[:40]}")
+    return value
+
+
 def _decode_json(data: bytes) -> Any:
+    """The JSON body; 400 "JSON Parse error" as TF Serving's parser answers, including
+    for a number beyond a double's range (Python would read 1e400 as infinity)."""
     if not data.strip():
         raise RequestError(400, "JSON Parse error: The document is empty")
     try:
+        if _HUGE_NUMBER.search(data):  # rare: check each float only then
+            return json.loads(data, parse_float=_finite_float)
         return json.loads(data)
     except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError
         raise RequestError(400, f"JSON Parse error: {err}") from None
