@@ -27,6 +27,8 @@ this module stays light.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +79,10 @@ def _version_of(model_spec: Any) -> tuple[int | None, str | None]:
     if choice == "version_label":
         return None, model_spec.version_label
     return None, None
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _require_model_spec(request: Any) -> Any:
@@ -323,14 +329,18 @@ class GrpcServer:
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), self._server)
         bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        taken = f"cannot bind the gRPC port {bind}: {{}}; choose another --port"
+        if port:  # ask the OS first: gRPC's own failure is a bare error plus a native log line
+            try:
+                socket.create_server((host, port), family=_family(host)).close()
+            except OSError as err:
+                raise OSError(taken.format(os.strerror(err.errno) if err.errno else err)) from None
         try:
             self.port = self._server.add_insecure_port(bind)
-        except RuntimeError as err:  # grpcio >= 1.60 raises instead of returning 0
-            raise OSError(
-                f"cannot bind the gRPC port {bind}: {err}; choose another --port"
-            ) from None
+        except RuntimeError:  # grpcio >= 1.60 raises instead of returning 0
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot bind the gRPC port {bind}; choose another --port")
+            raise OSError(taken.format("gRPC could not listen there"))
         self.host = host
 
     @property

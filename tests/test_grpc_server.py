@@ -455,17 +455,21 @@ def test_grpc_requests_are_counted_with_entrypoint_grpc(servers, grpc_client):
     assert counts[("predict", "serving_default", "404")] >= 1
 
 
-def test_shutdown_stops_both_apis_and_a_taken_port_is_an_error(toy):  # noqa: F811
+def test_shutdown_stops_both_apis_and_a_taken_port_is_an_error(toy, capsys):  # noqa: F811
     srv = make_server(toy["config"], models_root=toy["models"], port=0, grpc_port=0)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     target = srv.grpc_server.target
     made = GrpcServingClient(target, model="toy", timeout=5)
     assert made.status()["model_version_status"][0]["state"] == "AVAILABLE"
-    with pytest.raises(OSError, match=f"cannot bind the gRPC port {target}"):
-        make_server(
-            toy["config"], models_root=toy["models"], port=0, grpc_port=srv.grpc_server.port
-        )
+    argv = [f"--model_config_file={toy['config']}", f"--models_root={toy['models']}"]
+    argv += ["--rest_api_port=0", f"--port={srv.grpc_server.port}"]
+    assert server_mod.main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"zoo serve: error: cannot bind the gRPC port {target}: Address already in use; "
+        "choose another --port"
+    )
     srv.shutdown()
     srv.server_close()
     thread.join(10)

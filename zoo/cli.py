@@ -18,7 +18,7 @@ DESCRIPTION = """The generative model zoo.
   zoo sample RUN_OR_MODEL       a PNG grid of samples (generators) or reconstructions
   zoo export RUN_OR_MODEL       SavedModel (TF Serving layout) + ONNX, parity-checked
   zoo serve --model_config_file serving/models.config
-                                TF Serving's REST API, locally, over the same config
+                                TF Serving's REST and gRPC APIs, locally, over the same config
   zoo evaluate RUN              anomaly (AUROC, AUPR, F1, plots), likelihood (VAE: IS log p(x)),
                                 or sample quality (GAN: FID/KID/... in a classifier's features)
   zoo demo                      the main job: train, export, serve, request (bundled data)
