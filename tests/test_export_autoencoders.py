@@ -138,7 +138,7 @@ def test_signature_names_keys_dtypes_shapes(exported, loaded, name):
         assert sorted(sigs[key].structured_outputs) == outs, key
         for arg, spec in kwargs.items():
             shape = None if spec.shape.rank is None else spec.shape.as_list()
-            want = None if arg == "threshold" else [None, *model.image_shape]
+            want = [None] if arg == "threshold" else [None, *model.image_shape]
             assert spec.dtype == tf.float32 and shape == want, (key, arg)
         for out, spec in sigs[key].structured_outputs.items():
             assert spec.dtype == (tf.bool if out == "is_anomaly" else tf.float32), (key, out)
@@ -238,7 +238,8 @@ def test_normalized_score_is_score_minus_mean_over_std(exported, loaded, normal_
     np.testing.assert_allclose(norm["std"], scores.std(ddof=1), rtol=1e-5)
     examples = _examples(model, normal_images)[:3]
     key = "sequences" if sequences else "images"
-    for signature, extra in (("score", {}), ("score_with_threshold", {"threshold": 0.5})):
+    threshold = {"threshold": np.full(3, 0.5, np.float32)}
+    for signature, extra in (("score", {}), ("score_with_threshold", threshold)):
         out = loaded[name].signatures[signature](
             **{key: tf.constant(examples)}, **{k: tf.constant(v) for k, v in extra.items()}
         )
@@ -374,7 +375,8 @@ def test_served_round_trip_of_the_recurrent_model(exported, loaded, tmp_path):
         assert steps[0, 3:9].mean() > steps[0, 12:].mean()
         assert verdicts[0]
         with_threshold = client.predict(
-            {"sequences": batch, "threshold": np.float32(1e9)}, "score_with_threshold"
+            {"sequences": batch, "threshold": np.full(len(batch), 1e9, np.float32)},
+            "score_with_threshold",
         )
         assert not with_threshold["is_anomaly"].any()
         np.testing.assert_allclose(

@@ -51,7 +51,7 @@ def test_every_backend_flags_nonfinite_inputs(exported, images):
     (flags,) = session.run(["is_anomaly"], {"images": images})
     np.testing.assert_array_equal(flags, want)
     with_threshold = tf.saved_model.load(str(result.version_dir)).signatures["score_with_threshold"]
-    out = with_threshold(images=tf.constant(images), threshold=tf.constant(1e6, tf.float32))
+    out = with_threshold(images=tf.constant(images), threshold=tf.fill([4], 1e6))
     np.testing.assert_array_equal(out["is_anomaly"], want)
     assert result.metadata["threshold"]["rule"] == RULE
     assert "never called normal" in result.model_card.read_text()
