@@ -474,7 +474,9 @@ class GrpcServingClient(_Convenience):
         except grpc.RpcError as err:
             code = err.code().name if err.code() is not None else "UNKNOWN"
             details = err.details() or code
-            if code == "UNAVAILABLE" and "connect" in details.lower():
+            # The channel's own failure ("failed to connect to all addresses"), not a
+            # server's 503 (a full batch queue), which is a ServingError.
+            if code == "UNAVAILABLE" and "failed to connect" in details.lower():
                 raise ConnectionError(
                     f"cannot reach the serving gRPC API at {self.target}: {details}"
                 ) from None

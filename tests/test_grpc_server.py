@@ -506,3 +506,22 @@ def test_zoo_serve_port_flag_and_started_line(toy):  # noqa: F811
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_servers_unavailable_is_a_serving_error_not_a_connection_error():
+    class Unavailable(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "The batch scheduling queue to which this task was submitted is full"
+
+    class FullStub:
+        def Predict(self, request, timeout):
+            raise Unavailable()
+
+    made = GrpcServingClient(model="toy")
+    made._stub = FullStub()
+    with pytest.raises(ServingError) as info:
+        made.generate(rng_z(1))
+    assert info.value.status == 503 and info.value.grpc_code == "UNAVAILABLE"
