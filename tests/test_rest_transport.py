@@ -330,6 +330,19 @@ def test_batch_size_has_a_default_limit(server):
     assert request(server, "POST", PREDICT, ok)[0] == 200
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1E+309", "9" * 400 + ".5"])
+def test_number_beyond_a_double_is_a_json_parse_error(server, number):
+    body = ('{"instances": [[' + number + ", 1e308]]}").encode()
+    status, headers, payload = request(server, "POST", PREDICT, body)
+    assert status == 400
+    assert error_of(headers, payload).startswith(
+        "JSON Parse error: Number too big to be stored in double"
+    )
+    tiny = b'{"instances": [[1e-400, 2.5e+2]]}'  # underflow is 0, as in a double
+    status, _, payload = request(server, "POST", PREDICT, tiny)
+    assert status == 200 and json.loads(payload) == {"predictions": [[10.0, 260.0]]}
+
+
 @pytest.mark.parametrize(
     "data",
     [
