@@ -71,6 +71,13 @@ def conv_ae(tmp_path_factory) -> tuple[Any, Any]:
 
 
 @pytest.fixture(scope="module")
+def declared_cvae() -> tuple[Any, dict]:
+    """cvae_tiny and its declared signatures (not exported): (model, {name: Signature})."""
+    model = zoo.load("cvae_tiny")
+    return model, declaration_of(model).signatures(threshold=544.0).signatures
+
+
+@pytest.fixture(scope="module")
 def server(cvae, conv_ae, tmp_path_factory):
     """The local server over both exports (``cvae`` and ``ae``)."""
     blocks = "".join(
@@ -118,7 +125,7 @@ def _assert_masked_row(outputs: dict, row: int) -> None:
 # ----------------------------------------------------------------------------- 1. labels
 
 
-def test_every_labels_signature_masks_out_of_range_labels():
+def test_every_labels_signature_is_found_and_states_the_rule():
     """The declared signatures (Keras inside a tf.function): every signature with a
     ``labels`` input, of a CVAE and a conditional GAN."""
     for name, expected in (("cvae_tiny", CVAE_LABELLED), ("cgan_tiny", ["generate", "sample"])):
@@ -135,34 +142,28 @@ def test_every_labels_signature_masks_out_of_range_labels():
 
 @pytest.mark.parametrize("bad", [BAD, -1])
 @pytest.mark.parametrize("key", CVAE_LABELLED)
-def test_a_bad_label_gives_nan_for_its_example_only(digits, key, bad):
-    model = zoo.load("cvae_tiny")
-    signature = declaration_of(model).signatures(threshold=544.0).signatures[key]
+def test_a_bad_label_gives_nan_for_its_example_only(declared_cvae, digits, key, bad):
+    model, signatures = declared_cvae
+    signature = signatures[key]
 
-    def call(labels: list[int], rows: slice = slice(None)) -> dict:
-        given = _inputs(model, signature.input_names, digits, labels)
-        if rows != slice(None):  # the same examples alone
-            full = _inputs(model, signature.input_names, digits, [0, VALID, 1])
-            given = {k: v[rows] for k, v in full.items()}
-        out = signature.function(*(tf.constant(given[n]) for n in signature.input_names))
+    def call(inputs: dict) -> dict:
+        out = signature.function(*(tf.constant(inputs[n]) for n in signature.input_names))
         return {k: v.numpy() for k, v in out.items()}
 
-    merged = call([0, bad, 1])
+    valid_inputs = _inputs(model, signature.input_names, digits, [0, VALID, 1])
+    merged = call({**valid_inputs, "labels": np.array([0, bad, 1], np.int64)})
     _assert_masked_row(merged, 1)
     # the other examples are bit-identical to the same batch with a valid label there
-    valid = call([0, VALID, 1])
-    for key_out, value in _rows(merged, [0, 2]).items():
-        np.testing.assert_array_equal(value, valid[key_out][[0, 2]], err_msg=key_out)
-        assert np.isfinite(value).all() if value.dtype.kind == "f" else True
+    valid = call(valid_inputs)
+    for name, value in _rows(merged, [0, 2]).items():
+        np.testing.assert_array_equal(value, valid[name][[0, 2]], err_msg=name)
+        assert value.dtype.kind != "f" or np.isfinite(value).all(), name
     # and equal to calling them alone up to float32 round-off (TF's CPU kernels round
-    # differently for other batch sizes, with or without this masking)
+    # differently for another batch size, with or without this masking)
     for row in (0, 2):
-        alone = call([0], slice(row, row + 1))
-        for key_out, value in alone.items():
-            if value.dtype.kind == "f":
-                np.testing.assert_allclose(merged[key_out][row], value[0], atol=1e-6, rtol=1e-6)
-            else:
-                np.testing.assert_array_equal(merged[key_out][row], value[0])
+        alone = call({k: v[row : row + 1] for k, v in valid_inputs.items()})
+        for name, value in alone.items():
+            np.testing.assert_allclose(merged[name][row], value[0], atol=1e-6, rtol=1e-6)
 
 
 def test_exported_bad_labels_are_nan_in_savedmodel_tf1_loader_and_onnx(cvae, digits):
