@@ -403,7 +403,7 @@ def _round_significant(values: np.ndarray, digits: int) -> np.ndarray:
         rounded = np.where(shift >= 0, mantissa / power, mantissa * power)
     out = np.where(exact, rounded, values)
     for i in np.flatnonzero(finite & ~exact):
-        out.flat[i] = float("%.*g" % (digits, values.flat[i]))
+        out.flat[i] = float(f"{values.flat[i]:.{digits}g}")
     return out
 
 

@@ -92,7 +92,8 @@ def test_runner_defines_no_callback_class():
 
 def test_rest_format_and_model_server_import_without_tensorflow():
     code = (
-        "import sys; import zoo.serving.rest_format, zoo.serving.model_server, zoo.serving.servable, "
+        "import sys; import zoo.serving.rest_format, zoo.serving.model_server, "
+        "zoo.serving.servable, "
         "zoo.serving.server; print('tensorflow' in sys.modules)"
     )
     out = subprocess.run(

@@ -67,9 +67,9 @@ def _tf_serving_text(value: np.float32 | np.float64) -> str:
     """TF Serving's rule, written with printf as its WriteDecimal does: six significant
     digits when they read back as the same value, else max_digits10."""
     kind = type(value)
-    text = "%g" % value
+    text = f"{value:g}"
     if kind(text) != value:
-        text = "%.*g" % (9 if kind is np.float32 else 17, value)
+        text = f"{value:.{9 if kind is np.float32 else 17}g}"
     return text
 
 
