@@ -74,7 +74,9 @@ def json_depth(value: Any) -> int:
             deepest = max(deepest, depth + 1)
             if depth + 1 > MAX_JSON_DEPTH:
                 break
-            stack.extend((child, depth + 1) for child in item)
+            # only containers go on the stack: a list of a million numbers is one pass
+            # of type checks, not a million stack entries
+            stack.extend((c, depth + 1) for c in item if type(c) is list or type(c) is dict)
     return deepest
 
 
