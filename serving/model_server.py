@@ -40,11 +40,11 @@ from .config import (
 from .rest_format import check_predict_body, predict_response, run_directly
 from .servable import (
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_SIGNATURE,
     RequestError,
     batch_size_of,
     check_arrays,
     check_batch_size,
+    signature_of,
 )
 from .versions import ServableVersion, ServedModel
 
@@ -283,14 +283,7 @@ class ModelServer:
         An empty ``signature_name`` is ``serving_default``; inputs must match the
         signature's keys, dtypes and shapes exactly (400 otherwise)."""
         servable = self.resolve(name, version, label)
-        sig = signature_name or DEFAULT_SIGNATURE
-        if sig not in servable.signatures:
-            available = ", ".join(sorted(servable.signatures))
-            raise RequestError(
-                400,
-                f'Serving signature name: "{sig}" not found in signature def; model '
-                f"'{name}' version {servable.version} has signatures: {available}",
-            )
+        sig = signature_of(servable, signature_name)
         specs = servable.inputs[sig]
         arrays = dict(arrays)
         check_arrays(arrays, specs, sig)

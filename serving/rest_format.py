@@ -35,6 +35,7 @@ from .servable import (
     check_batch_size,
     check_shape,
     describe_inputs,
+    signature_of,
 )
 
 __all__ = [
@@ -105,18 +106,10 @@ def predict_response(
 
     ``run`` calls the signature on the decoded arrays (the model server passes its
     batching scheduler); the default calls it at once."""
-    name = servable.name
     sig_name = body.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(sig_name, str):
         raise RequestError(400, "'signature_name' key must be a string value.")
-    sig_name = sig_name or DEFAULT_SIGNATURE  # TF Serving: an empty name is the default
-    if sig_name not in servable.signatures:
-        available = ", ".join(sorted(servable.signatures))
-        raise RequestError(
-            400,
-            f'Serving signature name: "{sig_name}" not found in signature def; model '
-            f"'{name}' version {servable.version} has signatures: {available}",
-        )
+    sig_name = signature_of(servable, sig_name)  # TF Serving: an empty name is the default
     specs = servable.inputs[sig_name]
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances and has_inputs:

@@ -29,6 +29,7 @@ __all__ = [
     "check_shape",
     "describe_inputs",
     "refuse_classify_regress",
+    "signature_of",
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -72,6 +73,20 @@ class Servable(Protocol):
     version: int
     signatures: dict[str, Any]  # signature name -> concrete function
     inputs: dict[str, dict[str, InputSpec]]  # signature name -> input key -> spec
+
+
+def signature_of(servable: Servable, signature_name: str) -> str:
+    """The signature a request names (empty = ``serving_default``); 400 naming the
+    servable's signatures when it has no such one."""
+    sig = signature_name or DEFAULT_SIGNATURE
+    if sig not in servable.signatures:
+        available = ", ".join(sorted(servable.signatures))
+        raise RequestError(
+            400,
+            f'Serving signature name: "{sig}" not found in signature def; model '
+            f"'{servable.name}' version {servable.version} has signatures: {available}",
+        )
+    return sig
 
 
 def describe_inputs(specs: dict[str, InputSpec]) -> str:
