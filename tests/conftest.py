@@ -12,6 +12,21 @@ import numpy as np
 import pytest
 from recipe_helpers import recipe_toml
 
+#: Logical CPU devices every test process has (tf.distribute tests mirror over them).
+LOGICAL_CPUS = 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Split the CPU into ``LOGICAL_CPUS`` logical devices before TensorFlow starts, as
+    Keras's own distribute tests do, so ``MirroredStrategy`` has two replicas on a machine
+    without GPUs. Ops without a device scope still run on ``/CPU:0``."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(LOGICAL_CPUS)]
+    )
+
 
 @pytest.fixture(scope="session")
 def digits() -> np.ndarray:
