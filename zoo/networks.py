@@ -3,6 +3,10 @@
 Every builder returns a functional ``keras.Model`` (so it serialises with
 ``get_config`` and loads in safe mode) and works for any image size that can be
 halved once per entry of ``filters`` (28x28 -> 14 -> 7, 64x64 -> 32 -> 16 -> 8 -> 4).
+
+Under a mixed dtype policy (:mod:`zoo.precision`) every network's output layer computes
+in float32 (:data:`zoo.precision.OUTPUT_DTYPE`), and batch norm is synchronized across
+replicas (:func:`sync_batch_norm`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from keras import layers
 
 # The shape arithmetic has no Keras in it (the registry checks configs with it before
 # TensorFlow loads); it is re-exported here for the builders.
+from zoo.precision import OUTPUT_DTYPE
 from zoo.shapes import (  # noqa: F401
     ImageShape,
     bottom_shape,
@@ -22,6 +27,15 @@ from zoo.shapes import (  # noqa: F401
     default_filters,
     default_stages,
 )
+
+
+def sync_batch_norm() -> layers.BatchNormalization:
+    """Batch normalisation with statistics over the global batch: ``synchronized=True``
+    (Keras 3, TensorFlow backend) all-reduces the batch sums across the replicas of a
+    ``tf.distribute`` strategy, so N replicas at global batch B normalise (and update the
+    moving averages) as one device at batch B; without a strategy it is plain batch norm
+    (Ioffe & Szegedy, 2015). Statistics are computed in float32 under any dtype policy."""
+    return layers.BatchNormalization(synchronized=True)
 
 
 class Initializers:
@@ -79,10 +93,12 @@ def conv_encoder(
                 kernel_initializer=init(),
             )(x)  # fmt: skip
             if batch_norm and (i > 0 or j > 0):
-                x = layers.BatchNormalization()(x)
+                x = sync_batch_norm()(x)
             x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    outputs = layers.Dense(output_dim, kernel_initializer=init(), name="code")(x)
+    outputs = layers.Dense(output_dim, kernel_initializer=init(), name="code", dtype=OUTPUT_DTYPE)(
+        x
+    )
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -117,12 +133,12 @@ def conv_decoder(
             out_width, 4, strides=2, padding="same", kernel_initializer=init()
         )(x)
         if batch_norm:
-            x = layers.BatchNormalization()(x)
+            x = sync_batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
         for _ in range(convs_per_stage - 1):
             x = layers.Conv2D(out_width, 3, padding="same", kernel_initializer=init())(x)
             if batch_norm:
-                x = layers.BatchNormalization()(x)
+                x = sync_batch_norm()(x)
             x = layers.LeakyReLU(0.2)(x)
     outputs = layers.Conv2D(
         image_shape[-1],
@@ -131,6 +147,7 @@ def conv_decoder(
         activation=output_activation,
         kernel_initializer=init(),
         name="pixels",
+        dtype=OUTPUT_DTYPE,
     )(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -161,13 +178,13 @@ def dcgan_generator(
         x = layers.Concatenate(name="z_and_label")([z, OneHot(num_classes)(labels)])
     x = layers.Dense(height * width * widths[0], use_bias=False, kernel_initializer=init())(x)
     x = layers.Reshape((height, width, widths[0]))(x)
-    x = layers.BatchNormalization()(x)
+    x = sync_batch_norm()(x)
     x = layers.ReLU()(x)
     for out_width in widths[1:]:
         x = layers.Conv2DTranspose(
             out_width, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init()
         )(x)
-        x = layers.BatchNormalization()(x)
+        x = sync_batch_norm()(x)
         x = layers.ReLU()(x)
     outputs = layers.Conv2DTranspose(
         image_shape[-1],
@@ -177,6 +194,7 @@ def dcgan_generator(
         activation="tanh",
         kernel_initializer=init(),
         name="pixels",
+        dtype=OUTPUT_DTYPE,
     )(x)
     return keras.Model(inputs, outputs, name="generator")
 
@@ -196,10 +214,10 @@ def dcgan_discriminator(
             width, 4, strides=2, padding="same", use_bias=i == 0, kernel_initializer=init()
         )(x)
         if i > 0:
-            x = layers.BatchNormalization()(x)
+            x = sync_batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
     x = layers.Flatten()(x)
-    outputs = layers.Dense(1, kernel_initializer=init(), name="logit")(x)
+    outputs = layers.Dense(1, kernel_initializer=init(), name="logit", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inputs, outputs, name="discriminator")
 
 
@@ -223,9 +241,13 @@ def dense_encoder(
     x = layers.Flatten()(inputs)
     widths = [*hidden, latent_dim]
     for i, width in enumerate(widths, start=1):
-        act = code_activation if i == len(widths) else activation
+        last = i == len(widths)
         x = layers.Dense(
-            width, activation=act, kernel_initializer=init(), name=f"encoder_dense_{i}"
+            width,
+            activation=code_activation if last else activation,
+            kernel_initializer=init(),
+            name=f"encoder_dense_{i}",
+            dtype=OUTPUT_DTYPE if last else None,
         )(x)
     return keras.Model(inputs, x, name=name)
 
@@ -250,11 +272,14 @@ def dense_decoder(
     widths = [int(math.prod(output_shape)), *hidden]  # input of encoder layer i = widths[i-1]
     x = inputs
     for i in range(len(widths), 0, -1):
-        act = output_activation if i == 1 else activation
         x = layers.Dense(
-            widths[i - 1], activation=act, kernel_initializer=init(), name=f"decoder_dense_{i}"
+            widths[i - 1],
+            activation=output_activation if i == 1 else activation,
+            kernel_initializer=init(),
+            name=f"decoder_dense_{i}",
+            dtype=OUTPUT_DTYPE if i == 1 else None,
         )(x)
-    outputs = layers.Reshape(output_shape, name="pixels")(x)
+    outputs = layers.Reshape(output_shape, name="pixels", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -281,7 +306,9 @@ def recurrent_encoder(
     x = RNN_CELLS[cell](
         units, kernel_initializer=init(), recurrent_initializer=init.orthogonal(), name="rnn"
     )(x)
-    outputs = layers.Dense(latent_dim, kernel_initializer=init(), name="code")(x)
+    outputs = layers.Dense(latent_dim, kernel_initializer=init(), name="code", dtype=OUTPUT_DTYPE)(
+        x
+    )
     return keras.Model(inputs, outputs, name="encoder")
 
 
@@ -306,7 +333,9 @@ def recurrent_decoder(
         name="rnn",
     )(x)
     outputs = layers.TimeDistributed(
-        layers.Dense(features, kernel_initializer=init()), name="values"
+        layers.Dense(features, kernel_initializer=init(), dtype=OUTPUT_DTYPE),
+        name="values",
+        dtype=OUTPUT_DTYPE,
     )(x)
     return keras.Model(inputs, outputs, name="decoder")
 

@@ -11,6 +11,7 @@ import keras
 
 from zoo import networks
 from zoo.layers import MemoryAddressing
+from zoo.precision import OUTPUT_DTYPE
 from zoo.registry import register
 from zoo.trainers import Autoencoder, SequenceAutoencoder
 
@@ -63,7 +64,9 @@ def _conv(
 ) -> Autoencoder:
     """A convolutional autoencoder named ``name``; ``trainer`` as for :func:`_dense`.
     ``memory`` (``MemoryAddressing`` arguments) puts a memory module between the
-    encoder's code and the decoder (it is the decoder's first layer)."""
+    encoder's code and the decoder (it is the decoder's first layer; it computes in float32
+    under any dtype policy: its cosines, softmax, shrinkage and entropy use 1e-12 guards
+    that float16 rounds to zero)."""
     image_shape = networks.check_image_shape(image_shape)
     filters = tuple(filters or networks.default_filters(image_shape, base=32))
     layout = {"batch_norm": batch_norm, "convs_per_stage": convs_per_stage}
@@ -71,7 +74,9 @@ def _conv(
     decoder = networks.conv_decoder(latent_dim, image_shape, filters, **layout, seed=_seed(seed, 1))
     if memory is not None:
         codes = keras.Input((latent_dim,), name="z")
-        addressed = MemoryAddressing(**memory, seed=_seed(seed, 2), name="memory")(codes)
+        addressed = MemoryAddressing(
+            **memory, seed=_seed(seed, 2), name="memory", dtype=OUTPUT_DTYPE
+        )(codes)
         decoder = keras.Model(codes, decoder(addressed), name="decoder")
     model = Autoencoder(encoder, decoder, seed=seed, name=name, **trainer)
     model.build()

@@ -24,6 +24,7 @@ from keras import layers
 
 from zoo import networks
 from zoo.layers import MinibatchStdDev, OneHot, SpectralNorm
+from zoo.precision import OUTPUT_DTYPE
 from zoo.registry import register
 from zoo.trainers import GAN
 
@@ -38,7 +39,8 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
 
 
 def _spectral(enabled: bool, seed: int | None) -> Callable[[layers.Layer], layers.Layer]:
-    """Wrap layers in :class:`SpectralNorm` (distinct seeds for ``u``) when enabled."""
+    """Wrap layers in :class:`SpectralNorm` (distinct seeds for ``u``) when enabled; the
+    wrapper takes its layer's dtype policy (a float32 output layer stays float32)."""
     count = [0]
 
     def wrap(layer: layers.Layer) -> layers.Layer:
@@ -46,16 +48,16 @@ def _spectral(enabled: bool, seed: int | None) -> Callable[[layers.Layer], layer
             return layer
         count[0] += 1
         u_seed = None if seed is None else seed * 7919 + count[0]
-        return SpectralNorm(layer, seed=u_seed)
+        return SpectralNorm(layer, seed=u_seed, dtype=layer.dtype_policy)
 
     return wrap
 
 
 def _normalization(kind: str) -> layers.Layer | None:
-    """Batch norm, layer norm over every non-batch axis with per-channel scale and offset
-    (as in Gulrajani et al.'s critics), or nothing."""
+    """Batch norm (synchronized across replicas), layer norm over every non-batch axis with
+    per-channel scale and offset (as in Gulrajani et al.'s critics), or nothing."""
     if kind == "batch":
-        return layers.BatchNormalization()
+        return networks.sync_batch_norm()
     if kind == "layer":
         return layers.GroupNormalization(groups=1)
     return None
@@ -92,8 +94,10 @@ def mlp_generator(
         x = layers.Concatenate(name="z_and_label")([z, OneHot(num_classes)(labels)])
     for width in reversed(hidden):
         x = layers.Dense(width, activation="relu", kernel_initializer=init())(x)
-    x = layers.Dense(math.prod(image_shape), activation="tanh", kernel_initializer=init())(x)
-    outputs = layers.Reshape(image_shape, name="pixels")(x)
+    x = layers.Dense(
+        math.prod(image_shape), activation="tanh", kernel_initializer=init(), dtype=OUTPUT_DTYPE
+    )(x)
+    outputs = layers.Reshape(image_shape, name="pixels", dtype=OUTPUT_DTYPE)(x)
     return keras.Model(inputs if num_classes else z, outputs, name="generator")
 
 
@@ -108,16 +112,22 @@ def _head(
     sn: Callable[[layers.Layer], layers.Layer],
 ) -> keras.KerasTensor:
     """One logit from flat features; with a projection discriminator (Miyato & Koyama,
-    2018) the logit is ``psi(phi(x)) + <embed(y), phi(x)>``."""
-    logit = sn(layers.Dense(1, kernel_initializer=init(), name="logit"))(features)
+    2018) the logit is ``psi(phi(x)) + <embed(y), phi(x)>``. The head computes in float32
+    under any dtype policy (:mod:`zoo.precision`)."""
+    out = OUTPUT_DTYPE
+    logit = sn(layers.Dense(1, kernel_initializer=init(), name="logit", dtype=out))(features)
     if num_classes and conditioning == "projection":
         embedded = sn(
             layers.Embedding(
-                num_classes, int(features.shape[-1]), embeddings_initializer=init(), name="embed"
+                num_classes,
+                int(features.shape[-1]),
+                embeddings_initializer=init(),
+                name="embed",
+                dtype=out,
             )
         )(labels)
-        projection = layers.Dot(axes=1, name="projection")([embedded, features])
-        logit = layers.Add(name="conditional_logit")([logit, projection])
+        projection = layers.Dot(axes=1, name="projection", dtype=out)([embedded, features])
+        logit = layers.Add(name="conditional_logit", dtype=out)([logit, projection])
     return logit
 
 
