@@ -30,7 +30,7 @@ SCHEMA: dict[str, Any] = {
         "split": "train",
         "validation_split": "test",  # sample/tfds split used for validation ("" for none)
         "validation_fraction": 0.1,  # folder/numpy: the share held out
-        "batch_size": 64,
+        "batch_size": 64,  # GLOBAL: split evenly over a strategy's replicas
         "with_labels": False,
         "classes": [],  # keep only these labels (one-class training), e.g. [3]
         "n_series": 512,  # synthetic_series: how many normal series
@@ -44,6 +44,12 @@ SCHEMA: dict[str, Any] = {
         "deterministic": False,  # tf.config.experimental.enable_op_determinism()
         "verbose": 1,  # Keras progress bar: 1 bar, 2 one line per epoch, 0 silent
         "pretrain_epochs": 0,  # stacked autoencoders: greedy layer-wise epochs per layer
+        "precision": "float32",  # float32 | mixed_float16 | mixed_bfloat16 (zoo.precision)
+    },
+    "distribute": {  # zoo.distribute; the data.batch_size is the GLOBAL batch
+        "strategy": "default",  # default | mirrored | multi_worker (cluster from TF_CONFIG)
+        "devices": [],  # mirrored: e.g. ["/gpu:0", "/gpu:1"] ([] = every GPU, else the CPU)
+        "timeout_seconds": 300,  # multi_worker: a collective waiting longer fails the run
     },
     "logging": {
         "num_samples": 64,  # sample / reconstruction grid size (0 = no grids)
@@ -146,8 +152,37 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
             "logging.quality_samples must be an integer >= 6 (metrics need a few samples); "
             f"got {out['logging']['quality_samples']!r}"
         )
+    check_distribute(out)
     check_model_config(out["model"], out["model_config"], source)
     return out
+
+
+def check_distribute(values: dict[str, Any]) -> None:
+    """``[distribute]`` and ``training.precision`` hold known choices (no TensorFlow)."""
+    from zoo.distribute import STRATEGIES, DistributeError, check_choice
+    from zoo.precision import check_precision
+
+    table = values["distribute"]
+    try:
+        check_choice(table["strategy"])
+        check_precision(values["training"]["precision"])
+    except ValueError as error:
+        key = "distribute.strategy" if isinstance(error, DistributeError) else "training.precision"
+        raise RecipeError(f"{key}: {error}") from None
+    devices = table["devices"]
+    if not isinstance(devices, list) or not all(isinstance(d, str) and d for d in devices):
+        raise RecipeError(
+            f"distribute.devices must be a list of device names such as ['/gpu:0', '/gpu:1']; "
+            f"got {devices!r}"
+        )
+    if devices and table["strategy"] != "mirrored":
+        raise RecipeError(
+            f"distribute.devices = {devices} needs distribute.strategy = 'mirrored' (one of "
+            f"{', '.join(STRATEGIES)}; now {table['strategy']!r})"
+        )
+    timeout = table["timeout_seconds"]
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise RecipeError(f"distribute.timeout_seconds must be a positive number; got {timeout!r}")
 
 
 def check_model_config(model: str, config: Any, source: str = "<dict>") -> None:

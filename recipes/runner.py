@@ -31,7 +31,15 @@ from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 from zoo import data as zdata
 from zoo import registry
 from zoo.checkpoints import CheckpointEveryEpoch, TrainingState, latest_checkpoint
+from zoo.distribute import (
+    check_global_batch,
+    is_chief,
+    make_strategy,
+    remove_write_dir,
+    write_dir,
+)
 from zoo.fileio import atomic_path, atomic_write_text
+from zoo.precision import precision
 from zoo.tasks import declaration_of
 from zoo.trainers.base import Trainer
 
@@ -216,10 +224,13 @@ def write_hparams(run_dir: Path, recipe: Recipe) -> None:
 
 
 # -- the run ---------------------------------------------------------------------------
-def check_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool) -> Path:
-    """The run folder's path, after checking that it may be used (nothing is created)."""
+def check_run_dir(
+    logdir: str | os.PathLike, name: str, resume: bool, overwrite: bool, chief: bool = True
+) -> Path:
+    """The run folder's path, after checking that it may be used (nothing is created).
+    A non-chief worker writes elsewhere: only ``resume`` (the chief's checkpoints) is checked."""
     run_dir = Path(logdir) / name
-    for folder in (run_dir, *run_dir.parents):
+    for folder in (run_dir, *run_dir.parents) if chief else ():
         if folder.exists():
             if folder == run_dir and not folder.is_dir():
                 raise RecipeError(f"run folder {run_dir} is a file; pass --run-name NAME")
@@ -229,7 +240,7 @@ def check_run_dir(logdir: str | os.PathLike, name: str, resume: bool, overwrite:
                     "(it is created if missing)"
                 )
             break
-    kept = run_dir.exists() and any(run_dir.iterdir())
+    kept = chief and run_dir.exists() and any(run_dir.iterdir())
     if kept and not resume and not overwrite:
         raise RecipeError(
             f"run folder {run_dir} already exists; pass --resume to continue it, "
@@ -275,12 +286,40 @@ def train(
     callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> RunResult:
     """Run a recipe: build the model, data and optimizers, fit with TensorBoard,
-    image grids and per-epoch checkpoints; ``resume`` continues from the last checkpoint."""
+    image grids and per-epoch checkpoints; ``resume`` continues from the last checkpoint.
+
+    The recipe's ``[distribute]`` strategy holds the model and its optimizers (built in
+    its scope; the batch size is global) and ``training.precision`` is the dtype policy
+    while the run builds and trains (the previous policy is restored afterwards). Only the
+    chief writes the run folder; other workers write a temporary folder, removed at the end.
+    """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     elif overrides:
         raise RecipeError("pass overrides to load_recipe, or pass a recipe path to train")
-    run_dir = check_run_dir(logdir, run_name or recipe.name, resume, overwrite)
+    distribute = recipe.distribute  # multi_worker: built before TensorFlow runs any op
+    strategy = make_strategy(
+        distribute["strategy"],
+        distribute["devices"],
+        timeout_seconds=distribute["timeout_seconds"],
+    )
+    chief = is_chief(strategy)
+    run_dir = check_run_dir(logdir, run_name or recipe.name, resume, overwrite, chief)
+    with precision(recipe.training["precision"]):
+        return _train(recipe, strategy, run_dir, chief, resume, overwrite, callbacks)
+
+
+def _train(
+    recipe: Recipe,
+    strategy: tf.distribute.Strategy,
+    run_dir: Path,
+    chief: bool,
+    resume: bool,
+    overwrite: bool,
+    callbacks: list[keras.callbacks.Callback] | None,
+) -> RunResult:
+    """``train`` under its precision: the model and its optimizers built in the strategy's
+    scope (nothing else is: the logging's own models stay plain), data, folder, fit."""
     if recipe.training["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(recipe.seed)
@@ -290,7 +329,8 @@ def train(
     except registry.ConfigError as error:
         raise RecipeError(f"[model_config]: {error}") from None
     config["seed"] = recipe.model_config.get("seed", recipe.seed)
-    model = registry.load(recipe.model, **config)
+    with strategy.scope():
+        model = registry.load(recipe.model, **config)
     image_shape = tuple(model.image_shape)
     if declaration_of(model).num_classes and not recipe.data["with_labels"]:
         raise RecipeError(
@@ -301,6 +341,7 @@ def train(
 
     train_ds, val_ds, count = build_data(recipe, image_shape)
     batch_size = recipe.data["batch_size"]
+    check_global_batch(batch_size, strategy)
     batches = count // batch_size
     if batches == 0:
         raise RecipeError(
@@ -309,13 +350,16 @@ def train(
         )
     steps = min(batches, recipe.training["steps_per_epoch"] or batches)
     total_steps = steps * recipe.epochs
-    model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
+    with strategy.scope():  # optimizers built before fit: MirroredStrategy needs it
+        model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
+        model.build_optimizers()
 
     # Everything is validated: only now is the run folder touched.
-    created = make_run_dir(run_dir, replace=overwrite and not resume)
-    state = TrainingState(model, run_dir / "checkpoints")
+    created = chief and make_run_dir(run_dir, replace=overwrite and not resume)
+    out_dir = write_dir(run_dir, strategy)  # run_dir on the chief, else a temporary folder
+    state = TrainingState(model, out_dir / "checkpoints", restore_from=run_dir / "checkpoints")
     try:
-        return _run(recipe, model, state, train_ds, val_ds, extractor, steps, resume, callbacks)
+        result = _run(recipe, model, state, train_ds, val_ds, extractor, steps, resume, callbacks)
     except BaseException:
         if created and state.latest is None:  # nothing worth keeping: let a rerun start clean
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -323,6 +367,10 @@ def train(
                 f"removed {run_dir}: the run stopped before its first checkpoint", file=sys.stderr
             )
         raise
+    finally:
+        remove_write_dir(out_dir, run_dir)
+    result.run_dir = run_dir
+    return result
 
 
 def _run(
@@ -337,14 +385,14 @@ def _run(
     callbacks: list[keras.callbacks.Callback] | None,
 ) -> RunResult:
     """``train`` once its run folder exists: restore, log, fit, save ``model.keras``."""
-    run_dir = Path(state.manager.directory).parent
+    run_dir = Path(state.manager.directory).parent  # where this process writes
     initial_epoch = state.restore_latest() if resume else 0
     if resume and initial_epoch >= recipe.epochs:
         print(f"{run_dir}: already trained for {initial_epoch} epochs; nothing to resume")
     elif resume:
         print(
             f"resuming {run_dir} from epoch {initial_epoch + 1} of {recipe.epochs} "
-            f"(checkpoint {state.latest})"
+            f"(checkpoint {latest_checkpoint(state.restore_from)})"
         )
     atomic_write_text(run_dir / "recipe.toml", recipe.to_toml())
 
@@ -360,7 +408,14 @@ def _run(
         steps_per_epoch=steps,
     )
     val_batches = (
-        zdata.batch(val_ds, batch_size, shuffle=False, drop_remainder=False, cache=d["cache"])
+        zdata.batch(
+            val_ds,
+            batch_size,
+            shuffle=False,
+            # a last batch smaller than the replicas would leave a replica empty (NaN means)
+            drop_remainder=model.distribute_strategy.num_replicas_in_sync > 1,
+            cache=d["cache"],
+        )
         if val_ds is not None
         else None
     )

@@ -36,10 +36,23 @@ class TrainingDivergedError(RuntimeError):
 
 
 class TrainingState:
-    """The ``tf.train.Checkpoint`` of a trainer plus the number of finished epochs."""
+    """The ``tf.train.Checkpoint`` of a trainer plus the number of finished epochs.
 
-    def __init__(self, model: Trainer, directory: str | os.PathLike, max_to_keep: int = 3):
+    Saves go to ``directory``; :meth:`restore_latest` reads ``restore_from`` (default
+    ``directory``). A non-chief worker of a multi-worker run saves into a temporary folder
+    (the save is a collective operation every worker must call) but resumes from the
+    chief's checkpoints (:func:`zoo.distribute.write_dir`).
+    """
+
+    def __init__(
+        self,
+        model: Trainer,
+        directory: str | os.PathLike,
+        max_to_keep: int = 3,
+        restore_from: str | os.PathLike | None = None,
+    ):
         self.model = model
+        self.restore_from = Path(restore_from if restore_from is not None else directory)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=model,
@@ -59,10 +72,11 @@ class TrainingState:
 
     def restore_latest(self) -> int:
         """Restore the newest checkpoint; returns the number of finished epochs (0 if none)."""
-        if self.latest is None:
+        latest = latest_checkpoint(self.restore_from)
+        if latest is None:
             return 0
         self.model.build_optimizers()  # slots must exist to be restored into
-        self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
         return int(self.epoch.numpy())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -121,7 +122,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from zoo.recipes import load_recipe
 
-    recipe = load_recipe(args.recipe, args.set)  # checked before TensorFlow loads
+    recipe = load_recipe(args.recipe, args.set + train_flag_overrides(args))  # before TF loads
     _load_tensorflow()
     from zoo.recipes import train
 
@@ -145,6 +146,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if (run / "train").is_dir():
         print(f"TensorBoard:  tensorboard --logdir {run.parent}")
     return 0
+
+
+def train_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--strategy``, ``--devices`` and ``--precision`` as recipe overrides (they win over
+    the recipe and ``--set``, and are recorded in the run's ``recipe.toml``)."""
+    out = []
+    if args.strategy is not None:
+        out.append(f"distribute.strategy={json.dumps(args.strategy)}")
+    if args.devices is not None:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        out.append(f"distribute.devices={json.dumps(devices)}")
+    if args.precision is not None:
+        out.append(f"training.precision={json.dumps(args.precision)}")
+    return out
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -299,6 +314,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run from its last checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument(
+        "--strategy",
+        help="tf.distribute strategy: default | mirrored (one machine, several devices) | "
+        "multi_worker (the cluster in TF_CONFIG); data.batch_size stays the GLOBAL batch",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU, else CPU)",
+    )
+    p.add_argument(
+        "--precision", help="float32 (default) | mixed_float16 | mixed_bfloat16 (dtype policy)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -413,6 +441,7 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "zoo.cli": ("EvaluationError",),
     "zoo.sampling": ("SampleError",),
     "zoo.data": ("DataError",),
+    "zoo.distribute": ("DistributeError",),
     "zoo.export": ("CalibrationError", "ExportPathError", "OnnxConversionError", "ParityError"),
     "zoo.recipes.recipe": ("RecipeError",),
     "zoo.registry": ("ConfigError", "UnknownModelError"),
