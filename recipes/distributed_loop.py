@@ -264,8 +264,16 @@ def _warn_out_of_data(steps_per_epoch: int, epochs: int) -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    """The error's type and its first informative line (TensorFlow's start with
+    "Graph execution error:" and a node trace)."""
     text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip()
+        and not line.strip().startswith(("Graph execution", "Detected at", "[[", "File "))
+    ]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> str:
@@ -279,7 +287,7 @@ def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> st
         cluster, me = {}, None
     tasks = [(job, i) for job in ("chief", "worker") for i in range(len(cluster.get(job, [])))]
     named = {
-        (job, int(i)) for job, i in re.findall(r"job:(\w+)/replica:\d+/task:(\d+)", str(error))
+        (job, int(i)) for job, i in re.findall(r"job:(\w+)(?:/replica:\d+)?/task:(\d+)", str(error))
     }
     peers = [t for t in tasks if t != me]
     candidates = [t for t in peers if t in named] or peers

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from zoo.recipes.callbacks import HistoryFile, ZooTensorBoard, check_logging, logging_callbacks
+from zoo.recipes.distributed_loop import fit_for
 from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 
 from zoo import data as zdata
@@ -433,7 +434,7 @@ def _run(
         *(callbacks or []),
     ]
     try:
-        model.fit(
+        fit_for(model, model.distribute_strategy)(  # multi_worker: a custom loop (no fit)
             train_batches,
             epochs=recipe.epochs,
             initial_epoch=initial_epoch,
