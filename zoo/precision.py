@@ -23,7 +23,8 @@ VAE's mean and log-variance, :data:`OUTPUT_DTYPE`), so losses, likelihoods and K
 are computed in float32 as the Keras mixed-precision guide advises; the MemAE memory
 module (cosine similarities, a softmax, hard shrinkage and an entropy with 1e-12
 guards that underflow in float16); batch, layer and group normalisation compute their
-statistics in float32 by themselves. Exported signatures take and return float32.
+statistics in float32 by themselves. Exported signatures take and return float32 and
+compute in float32 (:func:`float32_compute`), whatever the training precision.
 
 This module imports no Keras at the top, so a recipe's precision can be checked
 without TensorFlow (:func:`check_precision`).
@@ -32,13 +33,16 @@ without TensorFlow (:func:`check_precision`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 __all__ = [
     "OUTPUT_DTYPE",
     "PRECISIONS",
     "check_precision",
+    "compute_dtype",
     "current_precision",
+    "float32_compute",
     "needs_loss_scaling",
     "precision",
     "set_precision",
@@ -73,6 +77,43 @@ def current_precision() -> str:
     import keras
 
     return keras.mixed_precision.dtype_policy().name
+
+
+def compute_dtype(networks: Iterable[Any]) -> str:
+    """The narrowest compute dtype of any layer in ``networks`` (``float32`` for a model
+    built under the float32 policy, ``bfloat16`` or ``float16`` under a mixed one)."""
+    found = set()
+    for network in networks:  # Keras layers and models; anything else computes nothing
+        flatten = getattr(network, "_flatten_layers", None)
+        found.update(layer.compute_dtype for layer in (flatten() if flatten else ()))
+    for dtype in ("float16", "bfloat16"):
+        if dtype in found:
+            return dtype
+    return "float32"
+
+
+@contextlib.contextmanager
+def float32_compute(networks: Iterable[Any]) -> Iterator[None]:
+    """Every layer of ``networks`` with a mixed dtype policy computes in float32 inside
+    (its variables are float32 already), and in its own policy again on exit. The
+    exported signatures of a model trained under a mixed policy are traced inside it, so
+    the SavedModel and ONNX graphs compute in float32: portable to CPUs without fast
+    16-bit floats and to ONNX Runtime, and equal to the float32 Keras model."""
+    import keras
+
+    float32 = keras.DTypePolicy("float32")
+    changed = []
+    for network in networks:
+        flatten = getattr(network, "_flatten_layers", None)
+        for layer in flatten() if flatten else ():
+            if layer.dtype_policy.name.startswith("mixed_"):
+                changed.append((layer, layer.dtype_policy))
+                layer.dtype_policy = float32
+    try:
+        yield
+    finally:
+        for layer, policy in changed:
+            layer.dtype_policy = policy
 
 
 def set_precision(name: str) -> None:

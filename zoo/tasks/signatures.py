@@ -14,16 +14,25 @@ first dimensions disagree, and fails every merged request when an op fails. So a
 outside [0, K) gives NaN float outputs for its own example (:func:`class_ids`,
 :func:`nan_rows`) instead of a failing assertion, and ``score_with_threshold`` takes one
 threshold per example.
+
+Signatures take, compute and return float32 whatever precision the model was trained in
+(:mod:`zoo.precision`): float inputs must be declared float32, and a model built under a
+mixed dtype policy is traced with its layers computing in float32
+(:func:`zoo.precision.float32_compute`), so its SavedModel and ONNX graphs match float32
+Keras to the usual tolerances.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
+
+from zoo.precision import compute_dtype, float32_compute
 
 __all__ = [
     "SAMPLE_NOT_ONNX",
@@ -157,6 +166,20 @@ def nan_rows(outputs: dict[str, tf.Tensor], valid: tf.Tensor) -> dict[str, tf.Te
     return masked
 
 
+def in_float32(signature: Signature, networks: list[Any]) -> Signature:
+    """``signature`` with its function (traced graph and eager reference alike) running
+    with every layer of ``networks`` computing in float32."""
+    body = signature.function.python_function
+
+    def float32_body(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+        with float32_compute(networks):
+            return body(*args)
+
+    float32_body.__name__ = signature.name
+    function = tf.function(float32_body, input_signature=signature.function.input_signature)
+    return dataclasses.replace(signature, function=function)
+
+
 def one_per_example(threshold: tf.Tensor, score: tf.Tensor) -> tf.Tensor:
     """``threshold`` [M] checked to hold one value per example of ``score`` [N] (M == N).
 
@@ -261,6 +284,13 @@ class SignatureBuilder:
         the masked ones (e.g. :func:`with_verdicts`)."""
         names = [s.name for s in specs]
         num_classes = self.num_classes
+        for spec in specs:
+            if spec.dtype.is_floating and spec.dtype != tf.float32:
+                raise ValueError(
+                    f"signature {name!r}: input {spec.name!r} is {spec.dtype.name}; "
+                    "exported float inputs are float32 whatever the training precision "
+                    "(declare tf.float32; the networks cast to their compute dtype)"
+                )
 
         def positional(*args: tf.Tensor) -> dict[str, tf.Tensor]:
             inputs = dict(zip(names, args, strict=True))
@@ -372,8 +402,11 @@ class SignatureBuilder:
     ) -> SignatureSet:
         if serving_default not in self.signatures:
             raise ValueError(f"serving_default {serving_default!r} is not a signature")
+        signatures = dict(self.signatures)
+        if compute_dtype(networks) != "float32":  # trained under a mixed dtype policy
+            signatures = {k: in_float32(s, networks) for k, s in signatures.items()}
         return SignatureSet(
-            dict(self.signatures),
+            signatures,
             {"serving_default": serving_default},
             list(networks),
             normalization,
