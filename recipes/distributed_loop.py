@@ -24,6 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from zoo.checkpoints import CheckpointEveryEpoch
 from zoo.distribute import check_global_batch, is_multi_worker
 
 #: TensorFlow errors a collective raises when a peer is gone or too slow.
@@ -150,7 +151,8 @@ def fit_distributed(
         if not is_multi_worker(strategy):
             raise
         worker = _failed_worker(error, strategy)
-        raise WorkerFailedError(worker, finished, _first_line(error)) from None
+        epoch = _checkpointed_epoch(callback_list.callbacks, finished)
+        raise WorkerFailedError(worker, epoch, _first_line(error)) from None
     return model.history
 
 
@@ -261,6 +263,15 @@ def _warn_out_of_data(steps_per_epoch: int, epochs: int) -> None:
         "epochs=...) does)",
         stacklevel=3,
     )
+
+
+def _checkpointed_epoch(callbacks: list[keras.callbacks.Callback], finished: int) -> int:
+    """The epoch of the newest checkpoint (a peer may fail after the save, before the
+    epoch's other callbacks end), else the last epoch whose callbacks all ran."""
+    for callback in callbacks:
+        if isinstance(callback, CheckpointEveryEpoch):
+            return int(callback.state.epoch.numpy())
+    return finished
 
 
 def _first_line(error: BaseException) -> str:

@@ -443,6 +443,7 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "zoo.data": ("DataError",),
     "zoo.distribute": ("DistributeError",),
     "zoo.export": ("CalibrationError", "ExportPathError", "OnnxConversionError", "ParityError"),
+    "zoo.recipes.distributed_loop": ("WorkerFailedError",),
     "zoo.recipes.recipe": ("RecipeError",),
     "zoo.registry": ("ConfigError", "UnknownModelError"),
 }
