@@ -12,6 +12,8 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from zoo import losses
+
 
 def _l2_normalize(x: Any, epsilon: float = 1e-12) -> Any:
     return x / (ops.sqrt(ops.sum(ops.square(x))) + epsilon)
@@ -138,6 +140,8 @@ class MinibatchStdDev(layers.Layer):
     Lets the discriminator see the variety of a batch, which discourages mode collapse.
     The whole batch is one group; real and fake batches are scored separately. The
     standard deviation is the population one, ``sqrt(mean((x - mean)^2) + epsilon)``.
+    Under ``tf.distribute`` the group is the GLOBAL batch (means by
+    :func:`zoo.losses.global_mean`), so N replicas see the value one device sees.
     """
 
     def __init__(self, epsilon: float = 1e-8, **kwargs: Any):
@@ -146,8 +150,8 @@ class MinibatchStdDev(layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, "float32")
-        mean = ops.mean(x, axis=0, keepdims=True)
-        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=0) + self.epsilon)
+        mean = losses.global_mean(x, axis=0)
+        std = ops.sqrt(losses.global_mean(ops.square(x - mean), axis=0) + self.epsilon)
         value = ops.cast(ops.mean(std), inputs.dtype)
         extra = ops.ones_like(inputs[..., :1]) * value
         return ops.concatenate([inputs, extra], axis=-1)

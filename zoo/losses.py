@@ -1,5 +1,7 @@
 """Losses, one home for all of them. Every function returns per-example values
-(shape ``[batch]``); trainers average them with :func:`average`.
+(shape ``[batch]``); trainers average them with :func:`average` (the local mean).
+Under ``tf.distribute`` the objective is divided by the replica count once, by
+:func:`scale_for_replicas`; batch statistics use :func:`global_mean`.
 
 GAN losses take discriminator *logits* D(x) (before any sigmoid); s = sigmoid. A
 discriminator may give several logits per example (a PatchGAN map [N, h, w, 1], Isola et
@@ -33,8 +35,59 @@ RECONSTRUCTION_LOSSES = ("mse", "mae", "bce")
 
 
 def average(per_example: tf.Tensor) -> tf.Tensor:
-    """Mean over the global batch, so the same step is right on one device or many."""
-    return tf.nn.compute_average_loss(per_example)
+    """The mean over this replica's batch (the plain mean on one device).
+
+    Every term of an objective is a local mean (or a global batch statistic, see
+    :func:`global_mean`); :func:`scale_for_replicas`, applied once to the whole objective by
+    :meth:`zoo.trainers.base.Trainer.minimize`, is the one home of the 1/replicas scaling.
+    """
+    return ops.mean(per_example)
+
+
+# -- tf.distribute: one home for the replica scaling and for global batch statistics -------
+def replicas_in_sync() -> int:
+    """How many replicas compute this step together (1 outside a ``tf.distribute`` strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: the strategy's count
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return context.num_replicas_in_sync
+
+
+def scale_for_replicas(loss: tf.Tensor) -> tf.Tensor:
+    """``loss / N`` for N replicas in sync (``loss`` unchanged on one device).
+
+    Keras's optimizers *sum* the replicas' gradients, so each replica must differentiate its
+    local objective divided by N: the sum of N local means / N is the global mean (exactly
+    when the replicas' batches are equal, as Keras's own ``train_step`` assumes,
+    ``keras.src.losses.loss.scale_loss_for_distribution``). This applies to every kind of
+    term alike (raw means, gradient penalties, KL terms, layers' ``add_loss``), which is
+    why it is applied once, to the whole objective, and never inside the terms.
+    """
+    n = replicas_in_sync()
+    if n == 1:
+        return loss
+    return loss / ops.cast(n, loss.dtype)
+
+
+def global_sum(value: tf.Tensor) -> tf.Tensor:
+    """``value`` summed over the replicas in sync (``value`` itself on one device);
+    differentiable (the gradient of an all-reduce sum is the all-reduce of the gradients)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def global_mean(x: tf.Tensor, axis: int | tuple[int, ...] = 0) -> tf.Tensor:
+    """The mean of ``x`` over ``axis`` (which includes the batch axis 0) across the GLOBAL
+    batch: the same value on every replica as on one device holding the whole batch. For
+    statistics of the batch that are not per-example means (a sparse autoencoder's mean
+    activation, a data-mean initialisation)."""
+    x = ops.convert_to_tensor(x)
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    count = ops.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    total, count = global_sum((ops.sum(x, axis=axes), count))
+    return total / count
 
 
 def _flat(x: tf.Tensor) -> tf.Tensor:
@@ -138,11 +191,18 @@ def gaussian_blur(images: tf.Tensor, sigma: float) -> tf.Tensor:
 
 
 # -- WGAN-GP (Gulrajani et al., 2017) ---------------------------------------------------
-def interpolation_weights(real: tf.Tensor, seed: Any = None) -> tf.Tensor:
+def interpolation_weights(
+    real: tf.Tensor, seed: Any = None, *, draw: Callable[..., tf.Tensor] | None = None
+) -> tf.Tensor:
     """alpha ~ Uniform[0, 1], one per example, shaped ``[batch, 1, ..., 1]`` to broadcast
     over ``real`` (Gulrajani et al., Algorithm 1; keras.io's example draws it from a normal
-    distribution, which leaves the segment between the real and the generated image)."""
+    distribution, which leaves the segment between the real and the generated image).
+
+    ``draw(shape, dtype=...)`` replaces ``keras.random.uniform`` with ``seed`` (a trainer
+    passes :meth:`zoo.trainers.base.Trainer.uniform`, replica-aware)."""
     shape = (ops.shape(real)[0],) + (1,) * (len(real.shape) - 1)
+    if draw is not None:
+        return draw(shape, dtype=real.dtype)
     return keras.random.uniform(shape, 0.0, 1.0, dtype=real.dtype, seed=seed)
 
 

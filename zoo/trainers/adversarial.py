@@ -10,7 +10,7 @@ differences are config flags (every flag is a constructor argument, in ``get_con
 - ``num_classes`` > 0: a conditional GAN (Mirza & Osindero, 2014). Both networks take
   ``[inputs, labels]`` (integer labels ``[batch]``); batches are ``(images, labels)``;
 - ``discriminator_steps`` critic steps per generator step; with ``split_batch`` each
-  critic step takes its own slice of the batch (a fresh real minibatch per critic step,
+  critic step takes its own share of the batch (a fresh real minibatch per critic step,
   Arjovsky et al., 2017, Algorithm 1);
 - ``clip_value``: weight clipping of every critic weight to [-c, c] after each critic step
   (WGAN); ``gradient_penalty``: lambda of the WGAN-GP penalty (Gulrajani et al., 2017);
@@ -274,7 +274,7 @@ class GAN(Trainer):
             "d_fake": ops.mean(fake_logits),
         }
         if self.gradient_penalty:
-            alpha = losses.interpolation_weights(real, seed=self.seed_generator)
+            alpha = losses.interpolation_weights(real, draw=self.uniform)
             penalty = losses.average(
                 losses.gradient_penalty(
                     lambda x: self._discriminate(x, labels, training), real, fake, alpha
@@ -301,26 +301,31 @@ class GAN(Trainer):
         self, images: tf.Tensor, labels: tf.Tensor | None, step: Any
     ) -> tuple[tf.Tensor, tf.Tensor | None]:
         """The real minibatch of critic step ``step`` (0-based). With ``split_batch``, the
-        batch is cut into ``discriminator_steps`` consecutive slices of ``batch // steps``
-        examples (the remainder is unused; a batch smaller than ``discriminator_steps`` is
-        reused one example per step); otherwise every step takes the whole batch."""
+        batch is dealt out to the ``discriminator_steps`` = n critic steps: step k takes
+        examples k, k + n, k + 2n, ... (``batch // n`` of them; the remainder is unused; a
+        batch smaller than n is reused one example per step); otherwise every step takes
+        the whole batch. Dealt, not cut into consecutive slices, so that on replicas whose
+        batches are multiples of n each critic step sees the same examples as on one device.
+        """
         n = self.discriminator_steps
         if n == 1 or not self.split_batch:
             return images, labels
         batch = ops.shape(images)[0]
         size = ops.maximum(batch // n, 1)
-        start = ops.minimum(step * size, batch - size)
-        chunk = slice(start, start + size)
-        return images[chunk], (None if labels is None else labels[chunk])
+        taken = ops.minimum(step + n * ops.arange(size), batch - 1)
+        return ops.take(images, taken, axis=0), (
+            None if labels is None else ops.take(labels, taken, axis=0)
+        )
 
     def critic_step(self, real: tf.Tensor, labels: tf.Tensor | None) -> dict[str, tf.Tensor]:
         """One critic update on a real minibatch and as many generated images."""
-        d_vars = self.discriminator.trainable_variables
         z = self.normal((ops.shape(real)[0], self.latent_dim))
-        with tf.GradientTape() as tape:
-            d_values = self.discriminator_objective(real, z, labels=labels)
-        grads = tape.gradient(d_values["d_loss"], d_vars)
-        self.discriminator_optimizer.apply(grads, d_vars)
+        d_values = self.minimize(
+            lambda: self.discriminator_objective(real, z, labels=labels),
+            self.discriminator_optimizer,
+            self.discriminator.trainable_variables,
+            key="d_loss",
+        )
         if self.clip_value is not None:
             self.clip_discriminator()
         return d_values
@@ -329,8 +334,11 @@ class GAN(Trainer):
         images, labels = unpack_batch(data)
         labels = self._labels(labels) if self.conditional else None
         n = self.discriminator_steps
-        if n == 1:
-            d_values = self.critic_step(images, labels)
+        if n == 1 or losses.replicas_in_sync() > 1:
+            # Under tf.distribute the critic steps are unrolled: a replica may not reach a
+            # synchronisation point (the optimizer's gradient all-reduce) inside a loop.
+            for step in range(n):
+                d_values = self.critic_step(*self.critic_batch(images, labels, step))
         else:
             # A graph loop, not n unrolled copies: tracing stays as cheap as for one step.
             d_vars = self.discriminator.trainable_variables
@@ -350,15 +358,16 @@ class GAN(Trainer):
         # The generator's batch: as many samples as the last critic step, with its labels
         # (so generated classes follow the data's class frequencies).
         real, real_labels = self.critic_batch(images, labels, n - 1)
-        g_vars = self.generator.trainable_variables
         z = self.normal((ops.shape(real)[0], self.latent_dim))
-        with tf.GradientTape() as tape:
-            g_loss = self.generator_objective(z, labels=real_labels)
-        grads = tape.gradient(g_loss, g_vars)
-        self.generator_optimizer.apply(grads, g_vars)
+        g_loss = self.minimize(
+            lambda: {"g_loss": self.generator_objective(z, labels=real_labels)},
+            self.generator_optimizer,
+            self.generator.trainable_variables,
+            key="g_loss",
+        )["g_loss"]
         if self.generator_average is not None:
             self.update_ema()
-        return self.record({**d_values, "g_loss": g_loss})
+        return self.record({**d_values, "g_loss": g_loss}, ops.shape(images)[0])
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = unpack_batch(data)
@@ -366,7 +375,7 @@ class GAN(Trainer):
         z = self.normal((ops.shape(images)[0], self.latent_dim))
         d_values = self.discriminator_objective(images, z, training=False, labels=labels)
         g_loss = self.generator_objective(z, training=False, labels=labels)
-        return self.record({**d_values, "g_loss": g_loss})
+        return self.record({**d_values, "g_loss": g_loss}, ops.shape(images)[0])
 
     def get_config(self) -> dict[str, Any]:
         return {

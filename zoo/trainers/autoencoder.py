@@ -5,6 +5,7 @@ input corruption (denoising), sparsity and contraction penalties."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -22,29 +23,42 @@ SCORES = ("l2", "l1")
 
 
 def corrupt(
-    images: tf.Tensor, kind: str, level: float, seed: keras.random.SeedGenerator
+    images: tf.Tensor,
+    kind: str,
+    level: float,
+    seed: keras.random.SeedGenerator | None = None,
+    *,
+    draw: Callable[..., tf.Tensor] | None = None,
 ) -> tf.Tensor:
     """Corrupt inputs for a denoising autoencoder (Vincent et al., 2008 and 2010).
 
     ``gaussian``: x + N(0, level^2), clipped to [0, 1]; ``masking``: each value set to 0
     with probability ``level``; ``salt_and_pepper``: each value set to 0 or 1 (even odds)
-    with probability ``level``.
+    with probability ``level``. The noise comes from ``keras.random`` with ``seed``, or
+    from ``draw(sampler, shape)`` (a trainer's replica-aware
+    :meth:`zoo.trainers.base.Trainer.draw`).
     """
+
+    def sample(sampler: Callable[..., tf.Tensor]) -> tf.Tensor:
+        shape = ops.shape(images)
+        return draw(sampler, shape) if draw is not None else sampler(shape, seed=seed)
+
     if kind == "gaussian":
-        noisy = images + level * keras.random.normal(ops.shape(images), seed=seed)
-        return ops.clip(noisy, 0.0, 1.0)
-    hit = keras.random.uniform(ops.shape(images), seed=seed) < level
+        return ops.clip(images + level * sample(keras.random.normal), 0.0, 1.0)
+    hit = sample(keras.random.uniform) < level
     if kind == "masking":
         return ops.where(hit, ops.zeros_like(images), images)
-    salt = ops.cast(keras.random.uniform(ops.shape(images), seed=seed) < 0.5, images.dtype)
+    salt = ops.cast(sample(keras.random.uniform) < 0.5, images.dtype)
     return ops.where(hit, salt, images)
 
 
 def kl_sparsity(codes: tf.Tensor, target: float) -> tf.Tensor:
     """sum_j KL(rho || rho_hat_j), rho_hat_j = mean activation of unit j over the batch
-    (Ng, "Sparse autoencoder", CS294A notes, 2011). Codes must lie in (0, 1)."""
+    (Ng, "Sparse autoencoder", CS294A notes, 2011). Codes must lie in (0, 1). Under
+    ``tf.distribute`` rho_hat is the GLOBAL batch's mean (:func:`zoo.losses.global_mean`),
+    so the term is the one a single device computes."""
     eps = 1e-6
-    rho_hat = ops.clip(ops.mean(codes, axis=0), eps, 1.0 - eps)
+    rho_hat = ops.clip(losses.global_mean(codes, axis=0), eps, 1.0 - eps)
     rho = target
     return ops.sum(
         rho * ops.log(rho / rho_hat) + (1.0 - rho) * ops.log((1.0 - rho) / (1.0 - rho_hat))
@@ -222,7 +236,7 @@ class Autoencoder(Trainer):
     def step_losses(self, images: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
         inputs = images
         if training and self.corruption:
-            inputs = corrupt(images, self.corruption, self.noise_level, self.seed_generator)
+            inputs = corrupt(images, self.corruption, self.noise_level, draw=self.draw)
         codes = self.encoder(inputs, training=training)
         error = losses.reconstruction_error(
             images, self.decoder(codes, training=training), self.reconstruction_loss
@@ -321,9 +335,7 @@ class SequenceAutoencoder(Autoencoder):
     def step_losses(self, sequences: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
         inputs = sequences
         if training and self.corruption == "gaussian":
-            inputs = sequences + self.noise_level * keras.random.normal(
-                ops.shape(sequences), seed=self.seed_generator
-            )
+            inputs = sequences + self.noise_level * self.normal(ops.shape(sequences))
         codes = self.encoder(inputs, training=training)
         reconstruction = self.decoder(codes, training=training)
         diff = sequences - reconstruction

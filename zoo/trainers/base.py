@@ -1,16 +1,31 @@
 """What every trainer shares: seeded randomness, loss trackers, optimizers per role,
 config round trips, ``.keras`` save/load of the whole trainer and a check of the
-inputs ``fit`` is given."""
+inputs ``fit`` is given.
+
+Under ``tf.distribute`` (``fit`` or ``strategy.run(model.train_step)``) the same step gives
+the same update on N replicas as on one device holding the global batch:
+
+- every gradient step goes through :meth:`Trainer.minimize`, which divides the objective
+  by N (:func:`zoo.losses.scale_for_replicas`, the one home of that scaling) and by the
+  optimizer's loss scale (``LossScaleOptimizer`` under ``mixed_float16``);
+- every random draw over the batch goes through :meth:`Trainer.draw`, which draws the
+  global batch's values and keeps this replica's slice;
+- the trackers are weighted by the local batch size (:meth:`Trainer.record`), so they read
+  per-example means of the global batch, not 1/N of them.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
+from zoo import losses
 from zoo.data.batches import unpack_batch
 from zoo.data.core import DataError
 
@@ -67,10 +82,17 @@ class Trainer(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
-    def record(self, values: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Update the trackers with this step's values and return every tracker's result."""
+    def record(self, values: dict[str, tf.Tensor], batch_size: Any) -> dict[str, tf.Tensor]:
+        """Update the trackers with this step's values (local means over ``batch_size``
+        examples) and return every tracker's result.
+
+        Each value is weighted by ``batch_size``: the trackers' sums are added over the
+        replicas, so they read the mean per example of the global batch (on N replicas as on
+        one device), and an uneven last batch counts per example, not per batch.
+        """
+        weight = ops.cast(batch_size, "float32")
         for name, value in values.items():
-            self.trackers[name].update_state(value)
+            self.trackers[name].update_state(ops.cast(value, "float32"), sample_weight=weight)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     # -- building ----------------------------------------------------------------------
@@ -88,10 +110,19 @@ class Trainer(keras.Model):
         """Compile with one optimizer per role in ``OPTIMIZERS`` (Keras names or objects).
 
         Extra Keras arguments (``jit_compile``, ``steps_per_execution``, ...) pass through.
+        Under the ``mixed_float16`` dtype policy every role's optimizer is wrapped in a
+        ``keras.optimizers.LossScaleOptimizer`` (Keras wraps only its own ``optimizer``;
+        ``auto_scale_loss=False`` opts out). Every optimizer is built here, so compiling
+        inside ``strategy.scope()`` creates its slots there, as ``fit`` under
+        ``tf.distribute`` requires.
         """
         given = {role: kwargs.pop(role, None) for role in self.OPTIMIZERS}
+        scaled = kwargs.get("auto_scale_loss", True) and self.dtype_policy.name == "mixed_float16"
         optimizers = {
-            role: keras.optimizers.get(opt if opt is not None else self.default_optimizer(role))
+            role: loss_scaled(
+                keras.optimizers.get(opt if opt is not None else self.default_optimizer(role)),
+                scaled,
+            )
             for role, opt in given.items()
         }
         roles = list(optimizers)
@@ -102,22 +133,21 @@ class Trainer(keras.Model):
         self._compile_config = keras.src.saving.serialization_lib.SerializableDict(
             **optimizers, **kwargs
         )
+        self.build_optimizers()
 
     def default_optimizer(self, role: str) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(1e-3)
 
     def build_optimizers(self) -> None:
-        """Create every optimizer's slots now (needed before restoring a checkpoint)."""
+        """Create every optimizer's slots now (``compile`` does; needed before restoring a
+        checkpoint and before ``fit`` under ``tf.distribute``)."""
         for role, network in self.OPTIMIZERS.items():
             optimizer = getattr(self, role)
             if not optimizer.built:
                 optimizer.build(self.network_variables(network))
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.build_optimizers()
+        self.compile(**keras.saving.deserialize_keras_object(config))
 
     @property
     def optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
@@ -182,6 +212,28 @@ class Trainer(keras.Model):
                 f"[{low:g}, {high:g}]; {fix} (zoo.data.from_numpy scales uint8 images)"
             )
 
+    def minimize(
+        self,
+        objective: Callable[[], dict[str, tf.Tensor]],
+        optimizer: keras.optimizers.Optimizer,
+        variables: list[keras.Variable],
+        key: str = "loss",
+    ) -> dict[str, tf.Tensor]:
+        """One gradient step of ``optimizer`` on ``variables`` for ``objective()[key]``;
+        returns ``objective()``'s values (every train step's gradients come from here).
+
+        Under the tape the objective (a mean over this replica's batch) is divided by the
+        replica count (:func:`zoo.losses.scale_for_replicas`: Keras's optimizers sum the
+        replicas' gradients) and multiplied by the optimizer's loss scale
+        (``optimizer.scale_loss``: the dynamic scale of a ``LossScaleOptimizer``, whose
+        ``apply`` divides the gradients by it and skips non-finite steps; 1 otherwise).
+        """
+        with tf.GradientTape() as tape:
+            values = objective()
+            loss = optimizer.scale_loss(losses.scale_for_replicas(values[key]))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return values
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One gradient step on ``self.step_losses(images, training=True)["loss"]``.
 
@@ -189,16 +241,55 @@ class Trainer(keras.Model):
         returning a dict with a ``"loss"`` entry and one entry per tracker.
         """
         images = unpack_batch(data)[0]
-        with tf.GradientTape() as tape:
-            values = self.step_losses(images, training=True)
-        grads = tape.gradient(values["loss"], self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return self.record(values)
+        values = self.minimize(
+            lambda: self.step_losses(images, training=True),
+            self.optimizer,
+            self.trainable_variables,
+        )
+        return self.record(values, ops.shape(images)[0])
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        return self.record(self.step_losses(unpack_batch(data)[0], training=False))
+        images = unpack_batch(data)[0]
+        return self.record(self.step_losses(images, training=False), ops.shape(images)[0])
 
-    # -- sampling helpers --------------------------------------------------------------
-    def normal(self, shape: Any) -> tf.Tensor:
-        """Standard normal noise from this trainer's seed generator."""
-        return keras.random.normal(shape, seed=self.seed_generator)
+    # -- randomness --------------------------------------------------------------------
+    def draw(
+        self, sampler: Callable[..., tf.Tensor], shape: Any, batch_axis: int = 0, **kwargs: Any
+    ) -> tf.Tensor:
+        """``sampler(shape, seed=self.seed_generator, **kwargs)`` (a ``keras.random``
+        function) for values whose ``batch_axis`` runs over the batch.
+
+        On N > 1 replicas this draws the GLOBAL batch's values (the replicas' seed generators
+        move in step) and returns this replica's slice, at its offset in the global batch
+        (``tf.distribute`` gives replica i the i-th consecutive part): the noise is what one
+        device would draw for the whole batch, not the same noise on every replica.
+        """
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return sampler(shape, seed=self.seed_generator, **kwargs)
+        shape = list(shape)
+        local = ops.cast(shape[batch_axis], "int32")
+        n = context.num_replicas_in_sync
+        mine = tf.one_hot(context.replica_id_in_sync_group, n, dtype="float32")
+        sizes = ops.cast(losses.global_sum(mine * ops.cast(local, "float32")), "int32")
+        offset = ops.sum(sizes * ops.cast(ops.arange(n) < context.replica_id_in_sync_group,
+                                          "int32"))  # fmt: skip
+        shape[batch_axis] = ops.sum(sizes)
+        values = sampler(tuple(shape), seed=self.seed_generator, **kwargs)
+        return tf.gather(values, offset + tf.range(local), axis=batch_axis)
+
+    def normal(self, shape: Any, batch_axis: int = 0) -> tf.Tensor:
+        """Standard normal noise from this trainer's seed generator (:meth:`draw`)."""
+        return self.draw(keras.random.normal, shape, batch_axis)
+
+    def uniform(self, shape: Any, batch_axis: int = 0, dtype: Any = "float32") -> tf.Tensor:
+        """Uniform [0, 1) noise from this trainer's seed generator (:meth:`draw`)."""
+        return self.draw(keras.random.uniform, shape, batch_axis, dtype=dtype)
+
+
+def loss_scaled(optimizer: keras.optimizers.Optimizer, scaled: bool) -> keras.optimizers.Optimizer:
+    """``optimizer`` wrapped in a ``keras.optimizers.LossScaleOptimizer`` when ``scaled`` and
+    not wrapped already (mixed_float16: small float16 gradients would underflow)."""
+    if not scaled or isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)

@@ -75,13 +75,15 @@ def check_output_bias(name: str) -> str:
 def mean_pixel_logits(images: Any, bias_shape: tuple[int, ...]) -> tf.Tensor:
     """logit of the mean pixel of ``images`` [N, ...], shaped like the decoder's output
     bias: per pixel for a dense decoder (bias of H*W*C values), per channel for a
-    convolutional one (bias of C values). Means are clipped to [1e-3, 1 - 1e-3]."""
+    convolutional one (bias of C values). Means are clipped to [1e-3, 1 - 1e-3]. Under
+    ``tf.distribute`` the means are over the global batch (:func:`zoo.losses.global_mean`)."""
     images = ops.cast(ops.convert_to_tensor(images), "float32")
     size = int(np.prod(bias_shape))
     if size == int(np.prod(images.shape[1:])):
-        mean = ops.reshape(ops.mean(images, axis=0), bias_shape)
+        mean = ops.reshape(losses.global_mean(images, axis=0), bias_shape)
     elif size == int(images.shape[-1]):
-        mean = ops.reshape(ops.mean(images, axis=tuple(range(len(images.shape) - 1))), bias_shape)
+        axes = tuple(range(len(images.shape) - 1))
+        mean = ops.reshape(losses.global_mean(images, axis=axes), bias_shape)
     else:
         raise ValueError(
             f"the decoder's output bias has shape {tuple(bias_shape)}: neither one value per "
@@ -336,18 +338,26 @@ class VAE(Trainer):
         (training images in [0, 1], before binarisation): Burda et al. (2015)'s
         initialisation. With ``output_bias="data_mean"`` training does this on its first
         batch; call it with the whole training set before ``fit`` to use every image."""
-        bias = networks.output_layer(self.decoder).bias
-        bias.assign(mean_pixel_logits(images, tuple(bias.shape)))
+        self._set_output_bias(mean_pixel_logits(images, self._output_bias_shape()))
+
+    def _output_bias_shape(self) -> tuple[int, ...]:
+        return tuple(networks.output_layer(self.decoder).bias.shape)
+
+    def _set_output_bias(self, logits: tf.Tensor) -> None:
+        networks.output_layer(self.decoder).bias.assign(logits)
         if self.decoder_average is not None:  # average from the initialised decoder
             self.decoder_average.reset()
         if self.output_bias_ready is not None:
             self.output_bias_ready.assign(1.0)
 
     def _init_output_bias_once(self, images: tf.Tensor) -> None:
-        """:meth:`init_output_bias` on these images if it has not run yet (graph-safe)."""
+        """:meth:`init_output_bias` on these images if it has not run yet (graph-safe).
+        The logits are computed outside the ``tf.cond``: under ``tf.distribute`` their mean
+        is an all-reduce, which every replica must run."""
+        logits = mean_pixel_logits(images, self._output_bias_shape())
 
         def init() -> tf.Tensor:
-            self.init_output_bias(images)
+            self._set_output_bias(logits)
             return tf.constant(True)
 
         tf.cond(self.output_bias_ready < 0.5, init, lambda: tf.constant(False))
@@ -357,7 +367,7 @@ class VAE(Trainer):
         """Dynamic binarisation (each pass draws x ~ Bernoulli(pixel)) when enabled."""
         if not self.binarize:
             return images
-        noise = keras.random.uniform(ops.shape(images), seed=self.seed_generator)
+        noise = self.uniform(ops.shape(images))
         return ops.cast(noise < images, images.dtype)
 
     def current_beta(self) -> tf.Tensor:
@@ -400,7 +410,7 @@ class VAE(Trainer):
         (log p(x|z) [k, N], log p(z) - log q(z|x) [k, N], mean, log-variance)."""
         mean, log_variance = self._encode(images, y, training)
         n, d = ops.shape(mean)[0], self.latent_dim
-        eps = self.normal((k, n, d))
+        eps = self.normal((k, n, d), batch_axis=1)
         z = mean + ops.exp(0.5 * log_variance) * eps
         log_q = -0.5 * ops.sum(ops.square(eps) + log_variance + math.log(2 * math.pi), axis=-1)
         log_pz = -0.5 * ops.sum(ops.square(z) + math.log(2 * math.pi), axis=-1)
@@ -455,18 +465,20 @@ class VAE(Trainer):
         labels = labels if self.conditional else None
         if self.output_bias_ready is not None:
             self._init_output_bias_once(images)
-        with tf.GradientTape() as tape:
-            values = self.step_losses(images, training=True, labels=labels)
-        grads = tape.gradient(values["loss"], self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
+        values = self.minimize(
+            lambda: self.step_losses(images, training=True, labels=labels),
+            self.optimizer,
+            self.trainable_variables,
+        )
         if self.decoder_average is not None:
             self.decoder_average.update()
-        return self.record(values)
+        return self.record(values, ops.shape(images)[0])
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = unpack_batch(data)
         labels = labels if self.conditional else None
-        return self.record(self.step_losses(images, training=False, labels=labels))
+        values = self.step_losses(images, training=False, labels=labels)
+        return self.record(values, ops.shape(images)[0])
 
     def anomaly_score(self, images: tf.Tensor, labels: Any = None) -> tf.Tensor:
         """Per-example negative ELBO (nats) with z at the posterior mean: deterministic."""
@@ -549,7 +561,7 @@ class CVAE(VAE):
     def condition(self, labels: Any, n: Any, training: bool = False) -> tf.Tensor:
         y = self.one_hot(labels, n)
         if training and self.label_dropout > 0 and labels is not None:
-            keep = keras.random.uniform((ops.shape(y)[0], 1), seed=self.seed_generator)
+            keep = self.uniform((ops.shape(y)[0], 1))
             y = y * ops.cast(keep >= self.label_dropout, y.dtype)
         return y
 
