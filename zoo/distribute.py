@@ -33,6 +33,8 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 #: Seconds a collective operation (gradient all-reduce, checkpoint) may wait for a peer
 #: under ``multi_worker`` before the run fails (``CommunicationOptions.timeout_seconds``).
 DEFAULT_TIMEOUT_SECONDS = 300
+#: Strategies already built in this process, by (kind, devices, timeout): see make_strategy.
+_BUILT: dict[tuple[Any, ...], Any] = {}
 
 
 class DistributeError(ValueError):
@@ -128,8 +130,23 @@ def make_strategy(
     CPUs ``["/cpu:0", "/cpu:1"]``), by default every GPU, else the CPU. ``multi_worker``
     reads the cluster from ``TF_CONFIG`` and must be built before TensorFlow runs any op;
     a collective waiting longer than ``timeout_seconds`` for a peer fails the run.
+
+    The same arguments give the same strategy object for the life of the process: a
+    second ``MirroredStrategy`` over the same CPUs restarts the collective instance keys,
+    and its first all-reduce then fails with "Shape mismatch in the collective instance"
+    (checked on TF 2.21); a second ``MultiWorkerMirroredStrategy`` cannot be built at all.
     """
     check_choice(kind)
+    key = (kind, tuple(_device_name(d) for d in devices or ()), timeout_seconds)
+    if key not in _BUILT:
+        _BUILT[key] = _build_strategy(kind, list(devices or ()), timeout_seconds)
+    return _BUILT[key]
+
+
+def _build_strategy(
+    kind: str, devices: list[str], timeout_seconds: float | None
+) -> tf.distribute.Strategy:
+    """A new strategy (:func:`make_strategy` builds each one once)."""
     import tensorflow as tf
 
     if kind == "default":
