@@ -1,0 +1,325 @@
+"""``zoo train --strategy multi_worker``: two local worker processes with ``TF_CONFIG`` on
+127.0.0.1 (each process one CPU device), the custom loop of
+:mod:`zoo.recipes.distributed_loop`, a killed worker and ``--resume``; and that loop
+in-process against ``fit`` on the two logical CPUs of ``tests/conftest.py``.
+
+One sequence of runs serves the multi-process tests (module fixture ``runs``): a
+single-process run of the recipe; two workers, worker 1 killing itself (SIGKILL) right after
+the epoch-2 checkpoint; both workers again with ``--resume`` to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from recipe_helpers import recipe_toml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "docs" / "cluster"
+EPOCHS, KILL_AFTER_EPOCH = 4, 2
+# A global batch of 40 splits the bundled 1,000 validation digits into whole batches: with a
+# partial last batch a run on 2 replicas drops it (each replica needs data) and one process
+# does not, so their test_step noise draws, and then their training noise, would differ.
+DATA = 'source = "sample"\nbatch_size = 40'
+TIMEOUT_SECONDS = 30  # distribute.timeout_seconds: a collective's longest wait for a peer
+PROCESS_TIMEOUT = 240  # a hung test fails instead of hanging the suite
+
+# One worker: `zoo train` through zoo.cli.main, with a callback that saves the final
+# weights (the non-chief's own folder is removed, so the test could not read them) and,
+# when asked, kills this process right after an epoch's checkpoint.
+WORKER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import keras, numpy as np
+    import zoo.recipes
+    from zoo.cli import main
+
+    weights_path, kill_after = sys.argv[1], int(sys.argv[2])
+
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):  # after CheckpointEveryEpoch's save
+            if epoch + 1 == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_train_end(self, logs=None):
+            np.savez(weights_path, *[w.numpy() for w in self.model.weights])
+
+    train = zoo.recipes.train
+    zoo.recipes.train = lambda *args, **kwargs: train(*args, callbacks=[Probe()], **kwargs)
+    sys.exit(main(["train", *sys.argv[3:]]))
+    """
+)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Cluster:
+    """Starts the recipe's workers (or one plain process) and collects what they left."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.script = root / "worker.py"
+        self.script.write_text(WORKER)
+        self.recipe = root / "mw.toml"
+        self.recipe.write_text(
+            recipe_toml("mw", "dcgan_tiny", epochs=EPOCHS, data=DATA, logging="num_samples = 4")
+        )
+
+    def tmp(self, name: str) -> Path:
+        """The run's TMPDIR: where a non-chief worker's folder would be left."""
+        return self.root / f"tmp_{name}"
+
+    def start(
+        self, name: str, index: int | None, hosts: list[str], args: list[str], kill: int = 0
+    ) -> subprocess.Popen:
+        self.tmp(name).mkdir()
+        env = {**os.environ, "TMPDIR": str(self.tmp(name)), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env.pop("TF_CONFIG", None)
+        flags = ["--set", f"distribute.timeout_seconds={TIMEOUT_SECONDS}"]
+        if index is not None:
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+            )
+            flags += ["--strategy", "multi_worker"]
+        command = [sys.executable, str(self.script), str(self.root / f"{name}.npz"), str(kill)]
+        command += [str(self.recipe), "--logdir", str(self.root / "runs"), *flags, *args]
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def two_workers(self, tag: str, args: list[str], kill: int = 0) -> dict:
+        """Run workers 0 and 1 to their end; their exit codes, output and end times."""
+        hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
+        procs = [self.start(f"{tag}{i}", i, hosts, args, kill if i == 1 else 0) for i in range(2)]
+        ended: dict[int, float] = {}
+        start = time.monotonic()
+        while len(ended) < 2 and time.monotonic() - start < PROCESS_TIMEOUT:
+            for i, proc in enumerate(procs):
+                if i not in ended and proc.poll() is not None:
+                    ended[i] = time.monotonic()
+            time.sleep(0.05)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        outputs = [proc.communicate() for proc in procs]
+        return {
+            "hosts": hosts,
+            "returncodes": [proc.returncode for proc in procs],
+            "stdout": [out.decode(errors="replace") for out, _ in outputs],
+            "stderr": [err.decode(errors="replace") for _, err in outputs],
+            "ended": ended,
+        }
+
+    def weights(self, name: str) -> list[np.ndarray]:
+        with np.load(self.root / f"{name}.npz") as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cluster = Cluster(tmp_path_factory.mktemp("multi_worker"))
+    single = cluster.start("single", None, [], ["--run-name", "single"])
+    _, err = single.communicate(timeout=PROCESS_TIMEOUT)
+    assert single.returncode == 0, err.decode()[-3000:]
+    killed = cluster.two_workers("killed", [], kill=KILL_AFTER_EPOCH)
+    checkpoints_after_kill = sorted(
+        p.name for p in (cluster.root / "runs/mw/checkpoints").iterdir()
+    )
+    resumed = cluster.two_workers("resumed", ["--resume"])
+    return {
+        "cluster": cluster,
+        "killed": killed,
+        "resumed": resumed,
+        "checkpoints_after_kill": checkpoints_after_kill,
+    }
+
+
+def test_a_killed_worker_fails_the_run_with_a_clear_message(runs: dict) -> None:
+    killed = runs["killed"]
+    assert killed["returncodes"][1] == -9  # worker 1 killed itself after epoch 2's checkpoint
+    assert killed["returncodes"][0] == 2, killed["stderr"][0][-3000:]  # a user error, one line
+    expected = (
+        f"worker 1 ({killed['hosts'][1]}) stopped responding; restart every worker with "
+        f"--resume to continue from the last checkpoint (epoch {KILL_AFTER_EPOCH})"
+    )
+    assert f"zoo train: error: {expected}" in killed["stderr"][0]
+    assert "Traceback" not in killed["stderr"][0]
+    waited = killed["ended"][0] - killed["ended"][1]
+    assert 0 <= waited < TIMEOUT_SECONDS + 10, f"worker 0 took {waited:.1f} s to fail"
+    assert "ckpt-2.index" in runs["checkpoints_after_kill"]
+    assert "ckpt-3.index" not in runs["checkpoints_after_kill"]
+
+
+def test_resumed_workers_finish_with_equal_weights_matching_one_process(runs: dict) -> None:
+    resumed, cluster = runs["resumed"], runs["cluster"]
+    assert resumed["returncodes"] == [0, 0], resumed["stderr"][0][-3000:]
+    for out in resumed["stdout"]:
+        assert f"from epoch {KILL_AFTER_EPOCH + 1} of {EPOCHS}" in out
+    worker0, worker1 = cluster.weights("resumed0"), cluster.weights("resumed1")
+    single = cluster.weights("single")
+    assert len(worker0) == len(worker1) == len(single) > 0
+    for a, b, c in zip(worker0, worker1, single, strict=True):
+        np.testing.assert_array_equal(a, b)  # one all-reduced update on every worker
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # the same global batches
+
+
+def test_only_the_chief_writes_the_run_folder(runs: dict) -> None:
+    cluster = runs["cluster"]
+    run = cluster.root / "runs" / "mw"
+    history = json.loads((run / "history.json").read_text())
+    assert len(history["d_loss"]) == EPOCHS
+    assert (run / "model.keras").is_file()
+    assert sorted(p.name for p in (cluster.root / "runs").iterdir()) == ["mw", "single"]
+    for name in ("resumed0", "resumed1"):  # the workers' own folders are gone (autograph's stay)
+        assert [p.name for p in cluster.tmp(name).glob("zoo-*")] == []
+    # the killed worker could not clean up: its folder is the only one left
+    left = [p.name for p in cluster.tmp("killed1").glob("zoo-*")]
+    assert len(left) == 1 and left[0].startswith("zoo-worker1-mw"), left
+
+
+# -- the launcher and the Kubernetes example (no TensorFlow) ----------------------------
+def test_launch_local_gives_every_worker_its_task_in_one_cluster() -> None:
+    env = {**os.environ, "DRY_RUN": "1", "BASE_PORT": "31000"}
+    env.pop("ZOO", None)
+    out = subprocess.run(
+        ["bash", str(CLUSTER / "launch_local.sh"), "3", "dcgan_mnist", "--logdir", "runs"],
+        env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    configs = {}
+    for line in out.splitlines():
+        prefix, command = line.split("' ", 1)
+        config = json.loads(prefix.removeprefix("TF_CONFIG='"))
+        configs[config["task"]["index"]] = config
+        assert command == "zoo train dcgan_mnist --logdir runs --strategy multi_worker"
+    assert sorted(configs) == [0, 1, 2]
+    hosts = [f"127.0.0.1:{31000 + i}" for i in range(3)]
+    assert all(c["cluster"] == {"worker": hosts} for c in configs.values())
+    usage = subprocess.run(["bash", str(CLUSTER / "launch_local.sh")], capture_output=True)
+    assert usage.returncode == 2 and b"usage:" in usage.stderr
+
+
+def test_kubernetes_job_gives_every_pod_its_task_in_one_cluster(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml", reason="pyyaml is in the dev extras")
+    service, job = yaml.safe_load_all((CLUSTER / "k8s-job.yaml").read_text())
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    workers = int(env["WORKERS"])
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"] == workers
+    assert service["spec"]["clusterIP"] == "None"
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
+    # Run the pod's shell with a stand-in `zoo` that prints the TF_CONFIG it is given.
+    (tmp_path / "zoo").write_text('#!/bin/sh\necho "$TF_CONFIG"\necho "$@" >&2\n')
+    (tmp_path / "zoo").chmod(0o755)
+    shell = shutil.which("sh")
+    assert shell is not None
+    for index in range(workers):
+        result = subprocess.run(
+            [shell, "-c", container["args"][0]],
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin", "JOB_COMPLETION_INDEX": str(index), **env},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        config = json.loads(result.stdout)
+        name = job["metadata"]["name"]
+        hosts = [f"{name}-{i}.{pod['subdomain']}:{env['PORT']}" for i in range(workers)]
+        assert config == {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        assert "--strategy multi_worker" in result.stderr
+
+
+# -- the loop in one process: the same steps and callbacks as fit ------------------------
+class Recorder(keras.callbacks.Callback):
+    """Records every callback call with its log keys; stops training at (epoch, batch)."""
+
+    def __init__(self, stop_at: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+        self.events: list[tuple] = []
+        self.epoch = 0
+
+    def _record(self, name: str, index: int | None, logs: dict | None) -> None:
+        self.events.append((name, index, tuple(sorted(logs or {}))))
+
+    def on_train_begin(self, logs=None):
+        self._record("train_begin", None, logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._record("epoch_begin", epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._record("train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._record("train_batch_end", batch, logs)
+        if self.stop_at == (self.epoch, batch):
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self._record("test_begin", None, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._record("test_batch_end", batch, logs)
+
+    def on_test_end(self, logs=None):
+        self._record("test_end", None, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record("epoch_end", epoch, logs)
+
+    def on_train_end(self, logs=None):
+        self._record("train_end", None, logs)
+
+
+def test_fit_distributed_matches_fit_on_two_replicas(digits: np.ndarray) -> None:
+    """MirroredStrategy over the two logical CPUs: the loop and ``fit`` give the same
+    weights, the same per-epoch logs (validation included) and the same callback calls,
+    ``stop_training`` included."""
+    import tensorflow as tf
+    from zoo.recipes.distributed_loop import fit_distributed
+
+    from zoo import registry
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    train = tf.data.Dataset.from_tensor_slices(digits).batch(8, drop_remainder=True).repeat()
+    val = tf.data.Dataset.from_tensor_slices(digits[:16]).batch(8, drop_remainder=True)
+    results = []
+    for loop in (False, True):
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            model = registry.load("dcgan_tiny", seed=1)
+            model.compile()
+        recorder = Recorder(stop_at=(2, 1))
+        kwargs = dict(epochs=4, steps_per_epoch=3, validation_data=val, callbacks=[recorder])
+        if loop:
+            history = fit_distributed(model, strategy, train, **kwargs)
+        else:
+            history = model.fit(train, verbose=0, shuffle=False, check_inputs=False, **kwargs)
+        results.append((history.history, recorder.events, [w.numpy() for w in model.weights]))
+    (fit_history, fit_events, fit_weights), (history, events, weights) = results
+    assert events == fit_events
+    assert [e[:2] for e in events if e[0] == "epoch_end"] == [("epoch_end", i) for i in range(3)]
+    assert sorted(history) == sorted(fit_history)
+    assert "val_g_loss" in history and len(history["g_loss"]) == 3  # stopped in epoch 3
+    for key, values in fit_history.items():
+        np.testing.assert_allclose(history[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
+    for a, b in zip(weights, fit_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
