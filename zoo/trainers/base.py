@@ -86,14 +86,26 @@ class Trainer(keras.Model):
         """Update the trackers with this step's values (local means over ``batch_size``
         examples) and return every tracker's result.
 
-        Each value is weighted by ``batch_size``: the trackers' sums are added over the
-        replicas, so they read the mean per example of the global batch (on N replicas as on
-        one device), and an uneven last batch counts per example, not per batch.
+        Each value is weighted by ``batch_size``, so an uneven last batch counts per
+        example. Keras's metric variables are sync-on-read (each replica keeps its own sums,
+        added when read across replicas, as ``fit``'s epoch logs are); on N replicas the
+        results returned here (``fit``'s per-batch logs) are read from the sums all-reduced
+        over the replicas, so they too are the global batch's per-example means.
         """
         weight = ops.cast(batch_size, "float32")
         for name, value in values.items():
             self.trackers[name].update_state(ops.cast(value, "float32"), sample_weight=weight)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        if losses.replicas_in_sync() == 1:
+            return {name: tracker.result() for name, tracker in self.trackers.items()}
+        trackers = list(self.trackers.values())
+        totals, counts = losses.global_sum(
+            (
+                ops.stack([t.total.value for t in trackers]),
+                ops.stack([t.count.value for t in trackers]),
+            )
+        )
+        results = ops.divide_no_nan(totals, counts)
+        return {name: results[i] for i, name in enumerate(self.trackers)}
 
     # -- building ----------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
