@@ -131,10 +131,12 @@ def make_strategy(
     reads the cluster from ``TF_CONFIG`` and must be built before TensorFlow runs any op;
     a collective waiting longer than ``timeout_seconds`` for a peer fails the run.
 
-    The same arguments give the same strategy object for the life of the process: a
-    second ``MirroredStrategy`` over the same CPUs restarts the collective instance keys,
-    and its first all-reduce then fails with "Shape mismatch in the collective instance"
-    (checked on TF 2.21); a second ``MultiWorkerMirroredStrategy`` cannot be built at all.
+    The same arguments give the same strategy object for the life of the process (a
+    second ``MultiWorkerMirroredStrategy`` cannot be built at all). Mirrored over CPUs
+    only, the all-reduce is :class:`tf.distribute.ReductionToOneDevice`: TensorFlow 2.21
+    starts the collective keys of every ``MirroredStrategy`` at the same value, so two
+    CPU strategies using collective ops in one process fail with "Shape mismatch in the
+    collective instance"; this way the zoo's never collides with the user's.
     """
     check_choice(kind)
     key = (kind, tuple(_device_name(d) for d in devices or ()), timeout_seconds)
@@ -157,7 +159,10 @@ def _build_strategy(
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         if not devices:
-            return tf.distribute.MirroredStrategy()
+            gpus = tf.config.list_logical_devices("GPU")
+            if gpus:
+                return tf.distribute.MirroredStrategy([d.name for d in gpus])
+            devices = [tf.config.list_logical_devices("CPU")[0].name]
         known = {_device_name(d.name): d.name for d in tf.config.list_logical_devices()}
         names = [_device_name(d) for d in devices]
         missing = [d for d, n in zip(devices, names, strict=True) if n not in known]
@@ -168,7 +173,15 @@ def _build_strategy(
             )
         if len(set(names)) != len(names):
             raise DistributeError(f"devices {list(devices)} name a device twice")
-        return tf.distribute.MirroredStrategy([known[n] for n in names])
+        chosen = [known[n] for n in names]
+        if all(":CPU:" in name.upper() for name in chosen):
+            # Sum on one device, not with collective ops: TensorFlow restarts the collective
+            # keys for every MirroredStrategy over CPUs, so a second one in the process (the
+            # user's, a test's) fails its first all-reduce with "Shape mismatch in the
+            # collective instance". GPUs use NCCL, which has no such keys.
+            cross = tf.distribute.ReductionToOneDevice(reduce_to_device=chosen[0])
+            return tf.distribute.MirroredStrategy(chosen, cross_device_ops=cross)
+        return tf.distribute.MirroredStrategy(chosen)
     if devices:
         raise DistributeError(
             "multi_worker uses every local GPU (else the CPU) of each worker; drop --devices "
