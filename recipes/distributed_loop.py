@@ -85,7 +85,9 @@ def fit_distributed(
     epoch. ``validation_data`` is evaluated after every epoch, in global batches of the
     training batch size (a last partial batch is left out when there are several replicas,
     so that every replica has data in every step). Per-batch logs are the trackers' values
-    over all replicas.
+    over all replicas. The model's ``steps_per_execution`` steps run in one call, as in
+    ``fit``; an epoch is exactly ``steps_per_epoch`` steps (``fit`` rounds it up to a
+    multiple of ``steps_per_execution``).
     """
     _check_model(model, strategy)
     replicas = strategy.num_replicas_in_sync
@@ -135,7 +137,13 @@ def fit_distributed(
             epoch_logs = dict(logs)  # the trackers' running means: the epoch's values
             if val_data is not None:
                 val_logs = _evaluate(
-                    model, strategy, val_data, test_function, callback_list, batch_size
+                    model,
+                    strategy,
+                    val_data,
+                    test_function,
+                    callback_list,
+                    batch_size,
+                    per_execution,
                 )
                 epoch_logs.update({f"val_{name}": value for name, value in val_logs.items()})
             callback_list.on_epoch_end(epoch, epoch_logs)
@@ -238,8 +246,10 @@ def _evaluate(
     test_function: Callable[[Any, int], dict[str, tf.Tensor]],
     callback_list: keras.callbacks.CallbackList,
     batch_size: int,
+    per_execution: int,
 ) -> dict[str, Any]:
-    """One pass over ``dataset`` with ``test_step`` and the ``on_test_*`` callbacks."""
+    """One pass over ``dataset`` with ``test_step`` and the ``on_test_*`` callbacks, in
+    calls of up to ``per_execution`` steps (as ``evaluate`` with ``steps_per_execution``)."""
     steps = int(dataset.cardinality())
     if steps < 0:
         steps = sum(1 for _ in dataset)
@@ -247,10 +257,11 @@ def _evaluate(
     callback_list.on_test_begin()
     logs: dict[str, Any] = {}
     iterator = iter(_distribute(strategy, dataset, batch_size))
-    for step in range(steps):
+    for step in range(0, steps, per_execution):
+        count = min(per_execution, steps - step)
         callback_list.on_test_batch_begin(step)
-        logs = test_function(iterator, 1)
-        callback_list.on_test_batch_end(step, logs)
+        logs = test_function(iterator, count)
+        callback_list.on_test_batch_end(step + count - 1, logs)
     logs = {name: float(value) for name, value in logs.items()}
     callback_list.on_test_end(logs)
     return logs
