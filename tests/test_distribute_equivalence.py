@@ -23,10 +23,20 @@ from zoo.trainers.base import Trainer
 
 #: The global batch: 4 examples per replica (a multiple of the critic steps below).
 BATCH = 8
-TINY = list_models("*_tiny")
-#: Test-time overrides (cost only, not correctness): two critic steps instead of five
-#: exercise the same unrolled critic loop in half the trace.
+#: Every registered tiny model, with test-time overrides (cost only, not correctness: two
+#: critic steps instead of five exercise the same unrolled critic loop in half the trace)...
 OVERRIDES = {"wgan_tiny": {"discriminator_steps": 2}, "wgan_gp_tiny": {"discriminator_steps": 2}}
+CASES = [(name, OVERRIDES.get(name, {})) for name in list_models("*_tiny")]
+#: ... and the options the defaults leave off whose randomness, batch statistics or state
+#: must also match: EMA copies, minibatch std (a global statistic), spectral-norm vectors,
+#: instance noise, label smoothing; dynamic binarisation; label dropout; masking noise.
+CASES += [
+    ("gan_tiny", {"ema_decay": 0.9, "minibatch_std": True, "spectral_norm": True,
+                  "instance_noise": 0.1, "label_smoothing": 0.1}),
+    ("mlp_vae_tiny", {"ema_decay": 0.9, "binarize": True}),
+    ("cvae_tiny", {"label_dropout": 0.5, "architecture": "mlp"}),
+    ("denoising_ae_tiny", {"corruption": "salt_and_pepper", "noise_level": 0.2}),
+]  # fmt: skip
 #: Models whose two-replica step may differ, with the reason, and the variables (path
 #: substrings) that may differ; everything else is still compared. None today: batch norm
 #: is synchronized (zoo.networks) and no tiny model uses dropout.
@@ -54,11 +64,11 @@ def batch_for(model: Trainer) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(data).batch(BATCH)
 
 
-def one_step(name: str, strategy: tf.distribute.Strategy, eager: bool = False) -> tuple:
+def one_step(name: str, config: dict, strategy: tf.distribute.Strategy, eager=False) -> tuple:
     """Build and compile in ``strategy``'s scope, ``fit`` one step; every variable (model,
     EMA copies, seed generator, every optimizer's slots and counters) and the logs."""
     with strategy.scope():
-        model = zoo.load(name, **OVERRIDES.get(name, {}))
+        model = zoo.load(name, **config)
         model.compile(run_eagerly=eager)
         history = model.fit(batch_for(model), epochs=1, steps_per_epoch=1, verbose=0)
     state = {f"{i} {v.path}": np.asarray(v) for i, v in enumerate(model.weights)}
@@ -67,11 +77,13 @@ def one_step(name: str, strategy: tf.distribute.Strategy, eager: bool = False) -
     return state, {key: values[-1] for key, values in history.history.items()}
 
 
-@pytest.mark.parametrize("name", TINY)
-def test_one_step_on_two_replicas_equals_one_device(name, mirrored):
+@pytest.mark.parametrize(
+    ("name", "config"), CASES, ids=[n + "".join(f"-{k}" for k in c) for n, c in CASES]
+)
+def test_one_step_on_two_replicas_equals_one_device(name, config, mirrored):
     # the reference runs eagerly: one step needs no trace (the same ops, a third of the time)
-    single, single_logs = one_step(name, tf.distribute.get_strategy(), eager=True)
-    replicas, replica_logs = one_step(name, mirrored)
+    single, single_logs = one_step(name, config, tf.distribute.get_strategy(), eager=True)
+    replicas, replica_logs = one_step(name, config, mirrored)
     reason, allowed = EXCEPTIONS.get(name, ("", ()))
     assert [k.split()[0] for k in single] == [k.split()[0] for k in replicas]
     compared = 0
