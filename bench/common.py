@@ -48,6 +48,30 @@ def recipe_settings(name: str) -> dict[str, Any]:
     return {**config, **dict(zip(TRAINING_KEYS, training, strict=True))}
 
 
+def recipe_training(name: str, overrides: list[str] | None = None) -> tuple[Any, Any, Any, int]:
+    """What ``zoo train <name>`` trains, without its logging: the recipe, its model
+    compiled as the runner compiles it (the recipe's optimizers, one per role, and its
+    ``[training]`` speed keys, by the runner's own ``build_optimizers`` and
+    ``compile_settings``), the unbatched training data and the steps per epoch.
+    ``overrides`` are ``key=value`` strings, as ``zoo train --set`` takes them."""
+    from zoo.recipes import load_recipe
+    from zoo.recipes.runner import build_data, build_optimizers, compile_settings
+
+    from zoo import registry
+
+    recipe = load_recipe(name, overrides)
+    model = registry.load(recipe.model, **recipe.build_config())
+    train, _, count = build_data(recipe, tuple(model.image_shape))
+    batches = count // recipe.data["batch_size"]
+    steps = min(batches, recipe.training["steps_per_epoch"] or batches)
+    model.compile(
+        **build_optimizers(model, recipe.optimizer, steps * recipe.epochs),
+        **compile_settings(recipe.training, steps),
+    )
+    model.build_optimizers()
+    return recipe, model, train, steps
+
+
 # --------------------------------------------------------------------------- PCA baseline
 
 

@@ -1,29 +1,51 @@
-"""DCGAN training throughput: the zoo's GAN trainer against a plain-Keras DCGAN.
+"""DCGAN training throughput: the zoo's DCGAN recipe against a plain-Keras DCGAN, and the
+share of this machine's fp32 matmul peak that a training step reaches.
 
-Both sides train the *same* generator and discriminator architecture (built by
-``zoo.networks``) with the same batch, losses (non-saturating BCE) and Adam
-settings; the reference is the usual hand-written ``keras.Model.train_step``
-of public examples. Runs alternate (A B A B ...) in one process and the report
-gives the ratio of median images/s, which survives a noisy machine better than
-an absolute figure.
+The zoo side is ``zoo train dcgan_mnist`` without the logging: the recipe's model, its
+optimizers (the runner's ``build_optimizers``), its ``[training]`` speed keys (the
+runner's ``compile_settings``) and its batches (``zoo.data.batch``: cache, shuffle,
+prefetch). The reference is what public examples write (the TensorFlow DCGAN tutorial,
+keras.io's GAN examples): ``keras.Sequential`` networks of the same architecture (the
+layer-by-layer weight shapes are checked equal), a ``keras.Model.train_step`` with one
+discriminator and one generator step, default ``compile()``, fed by
+``Dataset.from_tensor_slices(x).shuffle(n).batch(b)``. Both train on the bundled digits.
 
-    python -m bench.dcgan_throughput [--image-size 28] [--batch 64] [--steps 30] [--repeats 5]
+Runs alternate (peak, zoo, reference, peak, zoo, ...) in one process; the report gives
+medians, the zoo / reference ratio of images/s, and the ratio of CPU seconds per image
+(``time.process_time``, which other tenants of a shared machine do not inflate).
+
+FLOPs per step are counted from the model: TensorFlow's profiler float-op count
+(``tf.compat.v1.profiler``, ``ProfileOptionBuilder.float_operation()``) on the graph of the
+traced ``train_step``, pruned to what the step computes, cross-checked against an analytic
+per-layer count of every network call's forward and backward pass.
+
+    python -m bench.dcgan_throughput [--recipe dcgan_mnist] [--epochs 1] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import layers
 
-import zoo
-from bench.common import interleaved, median, timed, write_report
-from zoo import networks
+from bench.common import median, recipe_training, write_report
+from zoo import data as zdata
+
+#: Ops whose float-op count is the step's convolution / matrix-multiply work.
+MATMUL_OPS = ("MatMul", "Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
+
+
+# --------------------------------------------------------------------------- reference
 
 
 class PlainKerasDCGAN(keras.Model):
@@ -74,67 +96,314 @@ class PlainKerasDCGAN(keras.Model):
 
 
 def adam() -> keras.optimizers.Optimizer:
+    """Radford et al. (2016): Adam(2e-4, beta_1=0.5)."""
     return keras.optimizers.Adam(2e-4, beta_1=0.5)
+
+
+def reference_generator(
+    latent_dim: int, image_shape: Sequence[int], filters: Sequence[int]
+) -> keras.Sequential:
+    """The DCGAN generator as public examples write it (plain Keras layers, default
+    initialisers), laid out as :func:`zoo.networks.dcgan_generator`."""
+    widths = list(reversed(filters))
+    side = image_shape[0] // 2 ** len(filters), image_shape[1] // 2 ** len(filters)
+    model = keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            layers.Dense(side[0] * side[1] * widths[0], use_bias=False),
+            layers.Reshape((*side, widths[0])),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+        ]
+    )
+    for width in widths[1:]:
+        model.add(layers.Conv2DTranspose(width, 4, strides=2, padding="same", use_bias=False))
+        model.add(layers.BatchNormalization())
+        model.add(layers.ReLU())
+    model.add(
+        layers.Conv2DTranspose(image_shape[-1], 4, strides=2, padding="same", activation="tanh")
+    )
+    return model
+
+
+def reference_discriminator(image_shape: Sequence[int], filters: Sequence[int]) -> keras.Sequential:
+    """The DCGAN discriminator as public examples write it, laid out as
+    :func:`zoo.networks.dcgan_discriminator`."""
+    model = keras.Sequential([keras.Input(tuple(image_shape))])
+    for i, width in enumerate(filters):
+        model.add(layers.Conv2D(width, 4, strides=2, padding="same", use_bias=i == 0))
+        if i > 0:
+            model.add(layers.BatchNormalization())
+        model.add(layers.LeakyReLU(0.2))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(1))
+    return model
+
+
+def weight_shapes(network: keras.Model) -> list[tuple[int, ...]]:
+    return [tuple(w.shape) for w in network.weights]
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def layer_flops(layer: keras.layers.Layer) -> int:
+    """Analytic forward FLOPs per example of a Dense / Conv2D / Conv2DTranspose layer
+    (multiply-adds x 2, bias and activation not counted); 0 for any other layer."""
+    if isinstance(layer, layers.Dense):
+        return 2 * int(layer.input.shape[-1]) * layer.units
+    if isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)):
+        kernel = math.prod(layer.kernel_size) * int(layer.input.shape[-1]) * layer.filters
+        # a convolution slides over its output, a transposed one over its input
+        grid = layer.output.shape if isinstance(layer, layers.Conv2D) else layer.input.shape
+        return 2 * int(grid[1]) * int(grid[2]) * kernel
+    return 0
+
+
+def network_flops(network: keras.Model) -> tuple[int, int]:
+    """(forward FLOPs per example, FLOPs of the first counted layer) of a network."""
+    counts = [n for n in (layer_flops(layer) for layer in network.layers) if n]
+    return sum(counts), counts[0]
+
+
+def analytic_step_flops(generator: keras.Model, discriminator: keras.Model, batch: int) -> int:
+    """Convolution / matmul FLOPs of one DCGAN step (one D step, one G step) at ``batch``.
+
+    A layer's backward pass costs its forward twice (input gradient, weight gradient),
+    less the input gradient of a network's first layer when nothing upstream needs it.
+    D step: G forward, D forward on real and on fake, D backward (weights) on both.
+    G step: G forward, D forward, D backward (inputs only: D's weights are not updated),
+    G backward.
+    """
+    g, g_first = network_flops(generator)
+    d, d_first = network_flops(discriminator)
+    d_step = g + 2 * d + 2 * (d + d - d_first)
+    g_step = g + d + d + (g + g - g_first)
+    return batch * (d_step + g_step)
+
+
+def graph_flops(fn: Callable[..., Any], *specs: tf.TensorSpec) -> dict[str, int]:
+    """Float ops of ``fn`` traced at ``specs``, by op type, from TensorFlow's profiler.
+
+    The traced graph is first cut to what the call computes (its outputs and every
+    stateful op, e.g. variable updates): ops a gradient builds but nothing uses (the
+    weight gradient of a network that is not being updated) are dropped, as TensorFlow's
+    runtime drops them.
+    """
+    graph = tf.function(fn).get_concrete_function(*specs).graph
+    graph_def = graph.as_graph_def()
+    keep = [op.name for op in graph.get_operations() if op._is_stateful]
+    keep += [t.op.name for t in graph.outputs]
+    pruned = tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
+    with tf.Graph().as_default() as counted:
+        tf.graph_util.import_graph_def(pruned, name="")
+        for op in counted.get_operations():  # variable reads lose their shapes on import
+            for tensor in op.outputs:
+                tensor.set_shape(graph.get_tensor_by_name(tensor.name).shape)
+        options = (
+            tf.compat.v1.profiler.ProfileOptionBuilder(
+                tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+            )
+            .with_empty_output()
+            .build()
+        )
+        profile = tf.compat.v1.profiler.profile(counted, cmd="op", options=options)
+    counts: dict[str, int] = {}
+    nodes = list(profile.children)
+    while nodes:  # the op view nests each op type under the previous one
+        node = nodes.pop()
+        counts[node.name] = counts.get(node.name, 0) + int(node.float_ops)
+        nodes.extend(node.children)
+    return {name: n for name, n in counts.items() if n}
+
+
+# --------------------------------------------------------------------------- peak
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matmul rate: the best of ``repeats`` timed ``n x n`` products
+    (``2 n^3`` FLOPs each), in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a, b = (tf.constant(rng.standard_normal((n, n), dtype=np.float32)) for _ in range(2))
+    product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    product().numpy()  # trace and warm up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+def zoo_side(
+    recipe_name: str, overrides: list[str] | None = None
+) -> tuple[keras.Model, tf.data.Dataset, dict[str, Any]]:
+    """The recipe's model compiled as ``zoo train`` compiles it, its training batches
+    (``zoo.data.batch``: one shuffled epoch per iteration) and the settings used;
+    ``overrides`` as ``zoo train --set`` takes them."""
+    recipe, model, train, steps = recipe_training(recipe_name, overrides)
+    d = recipe.data
+    batches = zdata.batch(
+        train,
+        d["batch_size"],
+        seed=recipe.seed,
+        cache=d["cache"],
+        shuffle_buffer=d["shuffle_buffer"],
+    ).take(steps)
+    speed = {"steps_per_execution": model.steps_per_execution, "jit_compile": model.jit_compile}
+    return model, batches, {"recipe": recipe, "steps": steps, "compile": speed}
+
+
+def reference_side(
+    ours: keras.Model, recipe: Any
+) -> tuple[PlainKerasDCGAN, tf.data.Dataset, np.ndarray]:
+    """The plain-Keras DCGAN of the same architecture, compiled with the recipe's Adam
+    settings and default ``compile()``, and its data fed as public examples feed it."""
+    shape = tuple(ours.image_shape)
+    filters = tuple(
+        layer.filters for layer in ours.discriminator.layers if isinstance(layer, layers.Conv2D)
+    )
+    reference = PlainKerasDCGAN(
+        reference_generator(ours.latent_dim, shape, filters),
+        reference_discriminator(shape, filters),
+        ours.latent_dim,
+    )
+    if weight_shapes(reference.generator) != weight_shapes(ours.generator) or weight_shapes(
+        reference.discriminator
+    ) != weight_shapes(ours.discriminator):
+        raise RuntimeError("the reference networks differ from the zoo's DCGAN")
+    tables = {role: dict(recipe.optimizer[role]) for role in ("generator", "discriminator")}
+    for table in tables.values():
+        if table.pop("name", "adam") != "adam":
+            raise ValueError(f"the reference trains with Adam; the recipe has {recipe.optimizer}")
+    reference.compile(
+        d_optimizer=keras.optimizers.Adam(**tables["discriminator"]),
+        g_optimizer=keras.optimizers.Adam(**tables["generator"]),
+    )
+    images = zdata.load_sample(recipe.data["split"])[0].astype("float32") / 255.0
+    feed = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images))
+    return reference, feed.batch(recipe.data["batch_size"]), images
+
+
+# --------------------------------------------------------------------------- main
+
+
+def epoch_runner(model: keras.Model, dataset: tf.data.Dataset, images: int, epochs: int):
+    """A measurement: ``epochs`` epochs of ``fit``; (images/s, images per CPU second)."""
+
+    def run() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return images * epochs / wall, images * epochs / cpu
+
+    return run
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    ours, batches, settings = zoo_side(args.recipe, args.set)
+    recipe = settings["recipe"]
+    batch = recipe.data["batch_size"]
+    reference, feed, images = reference_side(ours, recipe)
+    zoo_images = settings["steps"] * batch
+    runs = {
+        "zoo": epoch_runner(ours, batches, zoo_images, args.epochs),
+        "reference": epoch_runner(reference, feed, len(images), args.epochs),
+    }
+    for run in runs.values():  # trace the step functions and fill the zoo's cache
+        run()
+    spec = tf.TensorSpec((batch, *ours.image_shape), tf.float32)
+    flops = {
+        "zoo": graph_flops(ours.train_step, spec),
+        "reference": graph_flops(reference.train_step, spec),
+    }
+    results: dict[str, list[tuple[float, float]]] = {"zoo": [], "reference": []}
+    peaks = []
+    for _ in range(args.repeats):
+        peaks.append(matmul_gflops(args.peak_size))
+        for name, run in runs.items():
+            results[name].append(run())
+    return {
+        "ours": ours,
+        "reference": reference,
+        "settings": settings,
+        "batch": batch,
+        "results": results,
+        "peaks": peaks,
+        "flops": flops,
+        "analytic": analytic_step_flops(ours.generator, ours.discriminator, batch),
+    }
+
+
+def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
+    ours, batch, results = m["ours"], m["batch"], m["results"]
+    shape = "x".join(str(s) for s in ours.image_shape)
+    wall = {k: median([r[0] for r in v]) for k, v in results.items()}
+    cpu = {k: median([r[1] for r in v]) for k, v in results.items()}
+    peak = median(m["peaks"])
+    conv = {k: sum(f.get(op, 0) for op in MATMUL_OPS) for k, f in m["flops"].items()}
+    total = {k: sum(f.values()) for k, f in m["flops"].items()}
+    speed = m["settings"]["compile"]
+    lines = [
+        f"Recipe `{args.recipe}`: DCGAN {shape}, batch {batch}, "
+        f"{m['settings']['steps']} steps per epoch, zoo compile settings from the recipe: "
+        + ", ".join(f"`{k}={v!r}`" for k, v in speed.items())
+        + f". {args.repeats} interleaved rounds of {args.epochs} epoch(s) per side.",
+        "",
+        "| trainer | median images/s | images/s, every round | median images per CPU second |",
+        "|---|---:|---|---:|",
+    ]
+    for name, label in (("zoo", "zoo recipe"), ("reference", "plain Keras reference")):
+        rounds = ", ".join(f"{r[0]:.0f}" for r in results[name])
+        lines.append(f"| {label} | {wall[name]:.0f} | {rounds} | {cpu[name]:.0f} |")
+    ratio = wall["zoo"] / wall["reference"]
+    lines += [
+        "",
+        f"**Ratio zoo / plain Keras: {ratio:.2f}x images/s** (target 1.30x); "
+        f"{cpu['zoo'] / cpu['reference']:.2f}x in images per CPU second.",
+        "",
+        f"Machine's fp32 matmul rate ({args.peak_size}x{args.peak_size} `tf.matmul`, best of 5, "
+        f"once per round): median {peak:.0f} GFLOP/s "
+        f"(rounds: {', '.join(f'{p:.0f}' for p in m['peaks'])}).",
+        "",
+        "| trainer | FLOPs per step: conv + matmul (profiler) | all float ops (profiler) | "
+        "FLOPs per image | GFLOP/s at the median rate | share of the matmul peak |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, label in (("zoo", "zoo recipe"), ("reference", "plain Keras reference")):
+        rate = total[name] / batch * wall[name] / 1e9
+        lines.append(
+            f"| {label} | {conv[name] / 1e6:.1f} M | {total[name] / 1e6:.1f} M | "
+            f"{total[name] / batch / 1e6:.1f} M | {rate:.0f} | {rate / peak:.0%} |"
+        )
+    lines += [
+        "",
+        f"Analytic conv + matmul count (forward and backward of every network call, "
+        f"`analytic_step_flops`): {m['analytic'] / 1e6:.1f} M per step; the profiler's "
+        f"conv + matmul ops: {conv['zoo'] / 1e6:.1f} M (zoo), {conv['reference'] / 1e6:.1f} M "
+        "(reference). The remainder of the float ops is element-wise work (batch norm, "
+        "activations, losses, Adam).",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--image-size", type=int, default=28)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved measurements per side")
+    parser.add_argument("--recipe", default="dcgan_mnist")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per measurement")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override"
+    )
     args = parser.parse_args(argv)
-
-    channels = 1 if args.image_size == 28 else 3
-    shape = (args.image_size, args.image_size, channels)
-    ours = zoo.load("dcgan", image_shape=shape)
-    ours.compile(generator_optimizer=adam(), discriminator_optimizer=adam())
-    filters = tuple(
-        layer.filters
-        for layer in ours.discriminator.layers
-        if isinstance(layer, keras.layers.Conv2D)
-    )
-    reference = PlainKerasDCGAN(
-        networks.dcgan_generator(ours.latent_dim, shape, filters, seed=0),
-        networks.dcgan_discriminator(shape, filters, seed=1),
-        ours.latent_dim,
-    )
-    reference.compile(d_optimizer=adam(), g_optimizer=adam())
-    assert reference.generator.count_params() == ours.generator.count_params()
-    assert reference.discriminator.count_params() == ours.discriminator.count_params()
-
-    rng = np.random.default_rng(0)
-    images = rng.random((args.batch * args.steps, *shape), dtype=np.float32)
-    data = tf.data.Dataset.from_tensor_slices(images).batch(args.batch, drop_remainder=True).cache()
-    for model in (ours, reference):  # compile the step functions before timing
-        model.fit(data.take(3), epochs=1, verbose=0, shuffle=False)
-
-    def runner(model: keras.Model):
-        return lambda: (
-            args.batch
-            * args.steps
-            / timed(lambda: model.fit(data, epochs=1, verbose=0, shuffle=False))
-        )
-
-    results = interleaved({"zoo": runner(ours), "plain_keras": runner(reference)}, args.repeats)
-    zoo_ips, ref_ips = median(results["zoo"]), median(results["plain_keras"])
-    ratio = zoo_ips / ref_ips
-    lines = [
-        f"DCGAN {shape[0]}x{shape[1]}x{shape[2]}, batch {args.batch}, filters {filters}, "
-        f"{args.steps} steps per measurement, {args.repeats} interleaved measurements per side.",
-        "",
-        "| trainer | median images/s | all measurements (images/s) |",
-        "|---|---:|---|",
-        f"| zoo `GAN` (dcgan) | {zoo_ips:.0f} | {', '.join(f'{v:.0f}' for v in results['zoo'])} |",
-        f"| plain Keras reference | {ref_ips:.0f} | "
-        f"{', '.join(f'{v:.0f}' for v in results['plain_keras'])} |",
-        "",
-        f"**Ratio zoo / plain Keras: {ratio:.2f}** (1.00 = same speed; above 1 = zoo faster).",
-    ]
-    body = "\n".join(lines)
+    body = report(args, measure(args))
     print(body)
     command = "python -m bench.dcgan_throughput" + (f" {' '.join(argv)}" if argv else "")
-    path = write_report(f"dcgan_throughput_{shape[0]}", "DCGAN training throughput", body, command)
+    path = write_report("dcgan_throughput", "DCGAN training throughput", body, command)
     print(f"\nreport: {path}")
 
 

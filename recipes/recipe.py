@@ -45,6 +45,11 @@ SCHEMA: dict[str, Any] = {
         "verbose": 1,  # Keras progress bar: 1 bar, 2 one line per epoch, 0 silent
         "pretrain_epochs": 0,  # stacked autoencoders: greedy layer-wise epochs per layer
         "precision": "float32",  # float32 | mixed_float16 | mixed_bfloat16 (zoo.precision)
+        # compile(): train steps per call of the compiled function (the runner takes the
+        # largest divisor of the epoch's steps not above it) and XLA (true | false | "auto":
+        # Keras' choice, XLA on GPUs only); measured in bench/reports/dcgan_throughput.md
+        "steps_per_execution": 1,
+        "jit_compile": "auto",
     },
     "distribute": {  # zoo.distribute; the data.batch_size is the GLOBAL batch
         "strategy": "default",  # default | mirrored | multi_worker (cluster from TF_CONFIG)
@@ -153,6 +158,11 @@ def validate(values: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
             f"got {out['logging']['quality_samples']!r}"
         )
     check_distribute(out)
+    spe, jit = out["training"]["steps_per_execution"], out["training"]["jit_compile"]
+    if not isinstance(spe, int) or isinstance(spe, bool) or spe < 1:
+        raise RecipeError(f"training.steps_per_execution must be an integer >= 1; got {spe!r}")
+    if jit not in (True, False, "auto"):
+        raise RecipeError(f'training.jit_compile must be true, false or "auto"; got {jit!r}')
     check_model_config(out["model"], out["model_config"], source)
     return out
 

@@ -111,6 +111,15 @@ def build_optimizers(model: Trainer, spec: dict[str, Any], total_steps: int) -> 
     return {short[k]: build_optimizer(v, total_steps, f"optimizer.{k}") for k, v in spec.items()}
 
 
+def compile_settings(training: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The ``[training]`` speed keys as ``compile`` arguments. ``steps_per_execution``
+    becomes the largest divisor of the epoch's ``steps`` not above it, so one execution
+    never runs into the next epoch (epoch ends, checkpoints and ``--resume`` stay put)."""
+    wanted = min(int(training["steps_per_execution"]), max(int(steps), 1))
+    per_call = max(n for n in range(1, wanted + 1) if steps % n == 0) if steps > 0 else 1
+    return {"steps_per_execution": per_call, "jit_compile": training["jit_compile"]}
+
+
 # -- data -----------------------------------------------------------------------------
 def keep_classes(ds: tf.data.Dataset, classes: list[int], with_labels: bool) -> tf.data.Dataset:
     """Only the examples whose label is in ``classes`` (one-class training)."""
@@ -352,7 +361,10 @@ def _train(
     steps = min(batches, recipe.training["steps_per_epoch"] or batches)
     total_steps = steps * recipe.epochs
     with strategy.scope():  # optimizers built before fit: MirroredStrategy needs it
-        model.compile(**build_optimizers(model, recipe.optimizer, total_steps))
+        model.compile(
+            **build_optimizers(model, recipe.optimizer, total_steps),
+            **compile_settings(recipe.training, steps),
+        )
         model.build_optimizers()
 
     # Everything is validated: only now is the run folder touched.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from zoo.recipes import load_recipe, train
+import tensorflow as tf
+from zoo.recipes import RecipeError, load_recipe, train
+from zoo.recipes.runner import compile_settings
 
 import zoo
 from bench import one_class_mnist, vae_likelihood
@@ -173,3 +175,91 @@ def test_resumed_run_keeps_the_trained_output_bias(tmp_path) -> None:
     )
     assert start.ready == 1.0  # restored from the checkpoint: not redone on resume
     np.testing.assert_allclose(start.bias, trained, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- DCGAN throughput
+
+
+def test_dcgan_throughput_benchmark_trains_the_recipe() -> None:
+    """The zoo side is ``zoo train dcgan_mnist``: model, optimizers, batch and the
+    ``[training]`` speed keys come from the recipe, and an override reaches the model."""
+    from bench import dcgan_throughput
+
+    recipe = load_recipe("dcgan_mnist")
+    model, batches, settings = dcgan_throughput.zoo_side("dcgan_mnist")
+    built = registry.resolve_config("dcgan", recipe.model_config)
+    assert model.latent_dim == built["latent_dim"] and model.loss_kind == built["loss"]
+    assert tuple(model.image_shape) == tuple(recipe.model_config["image_shape"])
+    for role in ("generator", "discriminator"):
+        optimizer, table = getattr(model, f"{role}_optimizer"), recipe.optimizer[role]
+        assert float(optimizer.learning_rate) == pytest.approx(table["learning_rate"])
+        assert float(optimizer.beta_1) == table["beta_1"]
+    assert batches.element_spec.shape[0] == recipe.data["batch_size"]
+    assert int(batches.cardinality()) == settings["steps"] == 4000 // recipe.data["batch_size"]
+    wanted = compile_settings(recipe.training, settings["steps"])
+    assert model.steps_per_execution == wanted["steps_per_execution"]
+    # an override flows through, rounded to a divisor of the 62 steps of an epoch
+    changed, _, _ = dcgan_throughput.zoo_side("dcgan_mnist", ["training.steps_per_execution=8"])
+    assert changed.steps_per_execution == 2
+
+
+@pytest.mark.parametrize(
+    ("wanted", "steps", "expected"), [(8, 62, 2), (32, 62, 31), (40, 62, 31), (1, 5, 1), (10, 3, 3)]
+)
+def test_steps_per_execution_divides_the_epoch(wanted, steps, expected) -> None:
+    settings = compile_settings({"steps_per_execution": wanted, "jit_compile": "auto"}, steps)
+    assert settings == {"steps_per_execution": expected, "jit_compile": "auto"}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.steps_per_execution=0", "steps_per_execution must be an integer >= 1"),
+        ('training.jit_compile="yes"', 'jit_compile must be true, false or "auto"'),
+    ],
+)
+def test_bad_speed_keys_are_refused(override, message) -> None:
+    with pytest.raises(RecipeError, match=message):
+        load_recipe("dcgan_mnist", [override])
+
+
+@pytest.mark.parametrize(
+    ("layer", "input_shape", "per_example"),
+    [
+        (keras.layers.Dense(7, use_bias=False), (10,), 2 * 10 * 7),
+        # a convolution: 2 x output pixels x kernel area x in x out channels
+        (keras.layers.Conv2D(5, 3, strides=2, padding="same", use_bias=False), (8, 8, 4),
+         2 * 4 * 4 * 9 * 4 * 5),
+        # a transposed convolution slides over its input pixels
+        (keras.layers.Conv2DTranspose(5, 4, strides=2, padding="same", use_bias=False),
+         (4, 4, 6), 2 * 4 * 4 * 16 * 6 * 5),
+    ],
+)  # fmt: skip
+def test_flop_counter_gives_the_analytic_count_of_one_layer(layer, input_shape, per_example):
+    from bench.dcgan_throughput import graph_flops, layer_flops
+
+    network = keras.Sequential([keras.Input(input_shape), layer])
+    assert layer_flops(layer) == per_example
+    counted = graph_flops(lambda x: network(x), tf.TensorSpec((3, *input_shape), tf.float32))
+    assert sum(counted.values()) == 3 * per_example
+
+
+def test_profiler_count_of_a_dcgan_step_is_the_analytic_count() -> None:
+    """Forward and backward of every network call in a GAN step (dcgan_tiny)."""
+    from bench.dcgan_throughput import MATMUL_OPS, analytic_step_flops, graph_flops
+
+    model = zoo.load("dcgan_tiny")
+    model.compile()
+    model.build_optimizers()
+    spec = tf.TensorSpec((4, *model.image_shape), tf.float32)
+    counted = graph_flops(model.train_step, spec)
+    analytic = analytic_step_flops(model.generator, model.discriminator, 4)
+    assert sum(counted.get(op, 0) for op in MATMUL_OPS) == analytic
+    assert sum(counted.values()) > analytic  # plus batch norm, activations, Adam
+
+
+def test_matmul_peak_is_a_positive_rate() -> None:
+    from bench.dcgan_throughput import matmul_gflops
+
+    rate = matmul_gflops(n=64, repeats=2)
+    assert 0 < rate < 1e6  # GFLOP/s: positive and not absurd
