@@ -207,6 +207,23 @@ def _check_export(ns: dict[str, Any]) -> None:
     assert Path("serving/models/conv_ae").is_dir()
 
 
+def _distributed_names(workdir: Path) -> dict[str, Any]:
+    import tensorflow as tf
+
+    images, _ = _sample(16)  # one global batch of 16: 8 per logical CPU device
+    return {"digits": tf.data.Dataset.from_tensor_slices(_floats(images)).batch(16)}
+
+
+def _check_distributed(ns: dict[str, Any]) -> None:
+    model, strategy = ns["model"], ns["strategy"]
+    assert model.distribute_strategy is strategy  # built in the user's scope
+    assert strategy.num_replicas_in_sync == 2  # the two logical CPUs of tests/conftest.py
+    assert all(optimizer.built for optimizer in model.optimizers.values())
+    losses = model.history.history["g_loss"]
+    assert len(losses) == 5 and np.all(np.isfinite(losses))
+    assert np.asarray(ns["images"]).shape == (16, 28, 28, 1)
+
+
 @dataclass(frozen=True)
 class PythonBlock:
     names: Callable[[Path], dict[str, Any]]  # what the block assumes exists
@@ -221,6 +238,7 @@ PYTHON_BLOCKS: dict[str, PythonBlock | str] = {
         _data_names, _check_data, offline=('data.make_dataset("tfds"',)
     ),
     "from zoo.export import export_model": PythonBlock(_export_names, _check_export),
+    "import tensorflow as tf": PythonBlock(_distributed_names, _check_distributed),
     "from zoo.serving.client import ServingClient, GrpcServingClient": (
         "needs a server on 127.0.0.1:8501 (REST) and 8500 (gRPC); tests/test_grpc_server.py "
         "runs the same contract through both clients against a real `zoo serve`"
