@@ -21,11 +21,17 @@ from zoo.cli import main
 
 MIRRORED = ["--strategy", "mirrored", "--devices", "/cpu:0,/cpu:1"]
 TRAINING = "steps_per_epoch = 3\nlog_every_steps = 2\nverbose = 0"
+LOGGING = {  # every logger a run can have: grids, sample quality (GANs), latent plots (VAEs)
+    "dcgan_tiny": "num_samples = 4\nquality_every_epochs = 1\nquality_samples = 40",
+    "vae_tiny": "num_samples = 4\nlatent_examples = 40",
+}
 
 
 def write(folder: Path, model: str, name: str, epochs: int = 1) -> Path:
     path = folder / f"{name}.toml"
-    path.write_text(recipe_toml(name, model, epochs=epochs, training=TRAINING))
+    path.write_text(
+        recipe_toml(name, model, epochs=epochs, training=TRAINING, logging=LOGGING[model])
+    )
     return path
 
 
@@ -83,6 +89,8 @@ def test_mirrored_run_records_the_strategy_and_writes_everything(runs):
         assert steps[("validation", f"epoch_{loss}")] == {0}, loss
         assert steps[("train", f"batch_{loss}")] == {2}, loss  # every 2nd of 3 steps
     assert steps[("train", "samples")] == {1}  # the image grid, at epoch 1
+    for metric in ("fid", "kid", "precision", "recall"):  # sample quality, at epoch 1
+        assert steps[("train", f"quality/{metric}")] == {1}, metric
 
 
 def test_vae_latent_plots_under_mirrored(runs):
