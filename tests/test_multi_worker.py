@@ -3,9 +3,10 @@
 :mod:`zoo.recipes.distributed_loop`, a killed worker and ``--resume``; and that loop
 in-process against ``fit`` on the two logical CPUs of ``tests/conftest.py``.
 
-One sequence of runs serves the multi-process tests (module fixture ``runs``): a
-single-process run of the recipe; two workers, worker 1 killing itself (SIGKILL) right after
-the epoch-2 checkpoint; both workers again with ``--resume`` to the end.
+One sequence of runs serves the multi-process tests (module fixture ``runs``): two workers,
+worker 1 killing itself (SIGKILL) right after the epoch-2 checkpoint, while the test's own
+process trains the same recipe on one device; then both workers again with ``--resume`` to
+the end.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -73,7 +75,7 @@ def free_ports(count: int) -> list[int]:
 
 
 class Cluster:
-    """Starts the recipe's workers (or one plain process) and collects what they left."""
+    """Starts the recipe's two workers and collects what they left."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -88,43 +90,53 @@ class Cluster:
         """The run's TMPDIR: where a non-chief worker's folder would be left."""
         return self.root / f"tmp_{name}"
 
-    def start(
-        self, name: str, index: int | None, hosts: list[str], args: list[str], kill: int = 0
-    ) -> subprocess.Popen:
+    def start(self, name: str, index: int, hosts: list[str], args: list[str], kill: int = 0):
+        """Worker ``index`` of ``hosts`` (output to ``<name>.out`` and ``<name>.err``)."""
         self.tmp(name).mkdir()
         env = {**os.environ, "TMPDIR": str(self.tmp(name)), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        env.pop("TF_CONFIG", None)
-        flags = ["--set", f"distribute.timeout_seconds={TIMEOUT_SECONDS}"]
-        if index is not None:
-            env["TF_CONFIG"] = json.dumps(
-                {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-            )
-            flags += ["--strategy", "multi_worker"]
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
+        )
         command = [sys.executable, str(self.script), str(self.root / f"{name}.npz"), str(kill)]
-        command += [str(self.recipe), "--logdir", str(self.root / "runs"), *flags, *args]
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        command += [str(self.recipe), "--logdir", str(self.root / "runs"), "--strategy"]
+        command += ["multi_worker", "--set", f"distribute.timeout_seconds={TIMEOUT_SECONDS}"]
+        with (
+            open(self.root / f"{name}.out", "wb") as out,
+            open(self.root / f"{name}.err", "wb") as err,
+        ):
+            return subprocess.Popen([*command, *args], env=env, stdout=out, stderr=err)
 
-    def two_workers(self, tag: str, args: list[str], kill: int = 0) -> dict:
-        """Run workers 0 and 1 to their end; their exit codes, output and end times."""
+    def launch(self, tag: str, args: list[str], kill: int = 0) -> dict:
+        """Start workers 0 and 1 (worker 1 killing itself after epoch ``kill``); threads
+        note when each exits."""
         hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
         procs = [self.start(f"{tag}{i}", i, hosts, args, kill if i == 1 else 0) for i in range(2)]
         ended: dict[int, float] = {}
-        start = time.monotonic()
-        while len(ended) < 2 and time.monotonic() - start < PROCESS_TIMEOUT:
-            for i, proc in enumerate(procs):
-                if i not in ended and proc.poll() is not None:
-                    ended[i] = time.monotonic()
-            time.sleep(0.05)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        outputs = [proc.communicate() for proc in procs]
+
+        def watch(i: int) -> None:
+            try:
+                procs[i].wait(timeout=PROCESS_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                procs[i].kill()  # a hung test fails instead of hanging the suite
+                procs[i].wait()
+            ended[i] = time.monotonic()
+
+        threads = [threading.Thread(target=watch, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        return {"tag": tag, "hosts": hosts, "procs": procs, "ended": ended, "threads": threads}
+
+    def collect(self, run: dict) -> dict:
+        """Wait for a launched pair; their exit codes, output and end times."""
+        for thread in run["threads"]:
+            thread.join()
+        names = [f"{run['tag']}{i}" for i in range(2)]
         return {
-            "hosts": hosts,
-            "returncodes": [proc.returncode for proc in procs],
-            "stdout": [out.decode(errors="replace") for out, _ in outputs],
-            "stderr": [err.decode(errors="replace") for _, err in outputs],
-            "ended": ended,
+            "hosts": run["hosts"],
+            "returncodes": [proc.returncode for proc in run["procs"]],
+            "stdout": [(self.root / f"{n}.out").read_text(errors="replace") for n in names],
+            "stderr": [(self.root / f"{n}.err").read_text(errors="replace") for n in names],
+            "ended": run["ended"],
         }
 
     def weights(self, name: str) -> list[np.ndarray]:
@@ -134,17 +146,19 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from zoo.recipes import train
+
     cluster = Cluster(tmp_path_factory.mktemp("multi_worker"))
-    single = cluster.start("single", None, [], ["--run-name", "single"])
-    _, err = single.communicate(timeout=PROCESS_TIMEOUT)
-    assert single.returncode == 0, err.decode()[-3000:]
-    killed = cluster.two_workers("killed", [], kill=KILL_AFTER_EPOCH)
-    checkpoints_after_kill = sorted(
-        p.name for p in (cluster.root / "runs/mw/checkpoints").iterdir()
-    )
-    resumed = cluster.two_workers("resumed", ["--resume"])
+    killed = cluster.launch("killed", [], kill=KILL_AFTER_EPOCH)
+    # Meanwhile, the same recipe in this process on one device (the default strategy).
+    single = train(cluster.recipe, logdir=cluster.root / "runs", run_name="single")
+    killed = cluster.collect(killed)
+    checkpoints = cluster.root / "runs" / "mw" / "checkpoints"
+    checkpoints_after_kill = sorted(p.name for p in checkpoints.iterdir())
+    resumed = cluster.collect(cluster.launch("resumed", ["--resume"]))
     return {
         "cluster": cluster,
+        "single": [w.numpy() for w in single.model.weights],
         "killed": killed,
         "resumed": resumed,
         "checkpoints_after_kill": checkpoints_after_kill,
@@ -173,7 +187,7 @@ def test_resumed_workers_finish_with_equal_weights_matching_one_process(runs: di
     for out in resumed["stdout"]:
         assert f"from epoch {KILL_AFTER_EPOCH + 1} of {EPOCHS}" in out
     worker0, worker1 = cluster.weights("resumed0"), cluster.weights("resumed1")
-    single = cluster.weights("single")
+    single = runs["single"]
     assert len(worker0) == len(worker1) == len(single) > 0
     for a, b, c in zip(worker0, worker1, single, strict=True):
         np.testing.assert_array_equal(a, b)  # one all-reduced update on every worker
