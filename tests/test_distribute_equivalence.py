@@ -231,3 +231,21 @@ def test_mixed_float16_scales_both_gan_losses(mixed_float16, mirrored, tmp_path)
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         for a, b in zip(optimizer.variables, optimizers[role].variables, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_layerwise_pretraining_on_two_replicas_equals_one_device(mirrored):
+    """Greedy layer-wise pre-training (its own shallow trainers) is one-device-equivalent."""
+    from zoo.trainers.layerwise import greedy_layerwise_pretrain
+
+    x = np.random.default_rng(2).uniform(size=(BATCH, 28, 28, 1)).astype("float32")
+    weights, logs = [], []
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        with strategy.scope():
+            model = zoo.load("stacked_ae_tiny")
+            data = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
+            histories = greedy_layerwise_pretrain(model, data, epochs=1, verbose=0)
+        weights.append([np.asarray(w) for w in model.weights])
+        logs.append([h["loss"][-1] for h in histories.values()])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(logs[1], logs[0], rtol=RTOL)

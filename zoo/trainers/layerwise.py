@@ -9,12 +9,16 @@ Works on dense autoencoders built by :func:`zoo.networks.dense_encoder` /
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
+from keras import ops
 
+from zoo import losses
 from zoo.data.batches import unpack_batch
 from zoo.trainers.autoencoder import Autoencoder
+from zoo.trainers.base import Trainer
 
 
 def layer_pairs(model: Autoencoder) -> list[tuple[keras.layers.Dense, keras.layers.Dense]]:
@@ -40,6 +44,27 @@ def layer_pairs(model: Autoencoder) -> list[tuple[keras.layers.Dense, keras.laye
     return pairs
 
 
+class ShallowAutoencoder(Trainer):
+    """One depth's shallow autoencoder ``h -> decoder_layer(encoder_layer(h))``, trained
+    by mean squared error (the mean over features, as Keras's ``"mse"``, and over the
+    batch) through :meth:`Trainer.train_step`, so under ``tf.distribute`` and mixed
+    precision it is scaled like every other trainer. A training aid, not saved."""
+
+    def __init__(self, encoder_layer: keras.layers.Layer, decoder_layer: keras.layers.Layer,
+                 width: int, **kwargs: Any):  # fmt: skip
+        super().__init__(**kwargs)
+        inputs = keras.Input((width,))
+        self.network = keras.Model(inputs, decoder_layer(encoder_layer(inputs)))
+        self.build()
+
+    def call(self, h: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.network(h, training=training)
+
+    def step_losses(self, h: tf.Tensor, training: bool) -> dict[str, tf.Tensor]:
+        error = ops.mean(ops.square(h - self.network(h, training=training)), axis=-1)
+        return {"loss": losses.average(error)}
+
+
 def greedy_layerwise_pretrain(
     model: Autoencoder,
     dataset: tf.data.Dataset,
@@ -54,7 +79,8 @@ def greedy_layerwise_pretrain(
     Layer i learns ``decoder_dense_i(encoder_dense_i(h_{i-1})) ~ h_{i-1}`` by mean squared
     error, with h_0 the flattened input. The layers are the model's own, so their
     weights carry into fine-tuning. ``callbacks(i)`` gives the callbacks for depth i
-    (for per-phase logging). Returns each depth's history.
+    (for per-phase logging). Returns each depth's history. Under ``tf.distribute`` call it
+    inside the strategy's scope (each depth's optimizer is created and built here).
     """
     histories = {}
     flatten = keras.layers.Flatten()
@@ -69,15 +95,15 @@ def greedy_layerwise_pretrain(
             return h, h
 
         width = enc.input.shape[-1] if hasattr(enc, "input") else None
-        inputs = keras.Input((width,))
-        shallow = keras.Model(inputs, dec(enc(inputs)), name=f"pretrain_layer_{depth}")
-        shallow.compile(optimizer=make_optimizer(), loss="mse")
+        shallow = ShallowAutoencoder(enc, dec, width, name=f"pretrain_layer_{depth}")
+        shallow.compile(optimizer=make_optimizer())
         history = shallow.fit(
             dataset.map(features),
             epochs=epochs,
             verbose=verbose,
             callbacks=callbacks(depth) if callbacks else None,
             shuffle=False,  # a dataset: shuffled (or not) by whoever batched it
+            check_inputs=False,  # codes of checked inputs
         )
         histories[depth] = history.history
         below.append(enc)
