@@ -64,17 +64,33 @@ def batch_for(model: Trainer) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensor_slices(data).batch(BATCH)
 
 
+class BatchLogs(keras.callbacks.Callback):
+    """``fit``'s per-batch logs (the train function's outputs, not the epoch's re-read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append({key: float(value) for key, value in logs.items()})
+
+
 def one_step(name: str, config: dict, strategy: tf.distribute.Strategy, eager=False) -> tuple:
     """Build and compile in ``strategy``'s scope, ``fit`` one step; every variable (model,
-    EMA copies, seed generator, every optimizer's slots and counters) and the logs."""
+    EMA copies, seed generator, every optimizer's slots and counters), the epoch's logs and
+    the batch's logs."""
+    batch_logs = BatchLogs()
     with strategy.scope():
         model = zoo.load(name, **config)
         model.compile(run_eagerly=eager)
-        history = model.fit(batch_for(model), epochs=1, steps_per_epoch=1, verbose=0)
-    state = {f"{i} {v.path}": np.asarray(v) for i, v in enumerate(model.weights)}
+        history = model.fit(
+            batch_for(model), epochs=1, steps_per_epoch=1, verbose=0, callbacks=[batch_logs]
+        )
+    state = {f"{i} {v.path}": np.asarray(v) for i, v in enumerate(model.variables)}
     for role, optimizer in model.optimizers.items():
         state.update({f"{role} {i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-    return state, {key: values[-1] for key, values in history.history.items()}
+    logs = {key: values[-1] for key, values in history.history.items()}
+    return state, {**logs, **{f"batch {k}": v for k, v in batch_logs.logs[-1].items()}}
 
 
 @pytest.mark.parametrize(
