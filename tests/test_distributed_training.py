@@ -222,6 +222,20 @@ def test_without_tf_config_a_process_is_a_lone_chief(monkeypatch):
     assert distribute.cluster_role() == ("chief", 0, True, 1)
 
 
+def test_flags_win_over_the_recipe_and_set(tmp_path):
+    from zoo.cli import build_parser, train_flag_overrides
+
+    recipe = write(tmp_path, "dcgan_tiny", "flags")
+    argv = ["train", str(recipe), "--set", "distribute.strategy='default'"]
+    argv += [*MIRRORED, "--precision", "mixed_bfloat16"]
+    args = build_parser().parse_args(argv)
+    values = load_recipe(args.recipe, args.set + train_flag_overrides(args))
+    assert values.distribute["strategy"] == "mirrored"
+    assert values.distribute["devices"] == ["/cpu:0", "/cpu:1"]
+    assert values.training["precision"] == "mixed_bfloat16"
+    assert 'strategy = "mirrored"' in values.to_toml()  # what the run folder records
+
+
 def test_recipe_key_errors_name_the_key():
     base = {"name": "x", "model": "dcgan_tiny", "epochs": 1}
     from zoo.recipes.recipe import validate
