@@ -62,6 +62,11 @@ EXCUSED_PROGRAMS = {
     "sends the same REST requests to a real `zoo serve`",
     "docker": "no Docker engine here; serving/Dockerfile and docker-compose.yml are checked "
     "by tests/test_container_files.py",
+    "docs/cluster/launch_local.sh": "starts worker processes that train together; "
+    "tests/test_multi_worker.py runs two such workers (TF_CONFIG on 127.0.0.1) and the "
+    "launcher's DRY_RUN",
+    "kubectl": "no Kubernetes cluster here; tests/test_multi_worker.py parses "
+    "docs/cluster/k8s-job.yaml and runs its pod shell",
 }
 EXCUSED_ZOO = {
     "serve": "runs until stopped, on the models `make demo` exports; tests/test_serving.py "
