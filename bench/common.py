@@ -50,7 +50,8 @@ def recipe_settings(name: str) -> dict[str, Any]:
 
 def recipe_training(name: str, overrides: list[str] | None = None) -> tuple[Any, Any, Any, int]:
     """What ``zoo train <name>`` trains, without its logging: the recipe, its model
-    compiled as the runner compiles it (the recipe's optimizers, one per role, and its
+    built under its ``training.precision`` and compiled as the runner compiles it (the
+    recipe's optimizers, one per role, and its
     ``[training]`` speed keys, by the runner's own ``build_optimizers`` and
     ``compile_settings``), the unbatched training data and the steps per epoch.
     ``overrides`` are ``key=value`` strings, as ``zoo train --set`` takes them."""
@@ -58,17 +59,19 @@ def recipe_training(name: str, overrides: list[str] | None = None) -> tuple[Any,
     from zoo.recipes.runner import build_data, build_optimizers, compile_settings
 
     from zoo import registry
+    from zoo.precision import precision
 
     recipe = load_recipe(name, overrides)
-    model = registry.load(recipe.model, **recipe.build_config())
-    train, _, count = build_data(recipe, tuple(model.image_shape))
-    batches = count // recipe.data["batch_size"]
-    steps = min(batches, recipe.training["steps_per_epoch"] or batches)
-    model.compile(
-        **build_optimizers(model, recipe.optimizer, steps * recipe.epochs),
-        **compile_settings(recipe.training, steps),
-    )
-    model.build_optimizers()
+    with precision(recipe.training["precision"]):  # layers keep the policy they were built in
+        model = registry.load(recipe.model, **recipe.build_config())
+        train, _, count = build_data(recipe, tuple(model.image_shape))
+        batches = count // recipe.data["batch_size"]
+        steps = min(batches, recipe.training["steps_per_epoch"] or batches)
+        model.compile(
+            **build_optimizers(model, recipe.optimizer, steps * recipe.epochs),
+            **compile_settings(recipe.training, steps),
+        )
+        model.build_optimizers()
     return recipe, model, train, steps
 
 

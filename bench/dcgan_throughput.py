@@ -20,6 +20,7 @@ traced ``train_step``, pruned to what the step computes, cross-checked against a
 per-layer count of every network call's forward and backward pass.
 
     python -m bench.dcgan_throughput [--recipe dcgan_mnist] [--epochs 1] [--repeats 7]
+        [--set KEY=VALUE] [--variant 'training.steps_per_execution=1'] [--variant reference-feed]
 """
 
 from __future__ import annotations
@@ -303,16 +304,34 @@ def epoch_runner(model: keras.Model, dataset: tf.data.Dataset, images: int, epoc
     return run
 
 
+#: ``--variant`` that trains the recipe's model on the reference's feed (no cache, no prefetch).
+REFERENCE_FEED = "reference-feed"
+
+
+def variant_runner(args: argparse.Namespace, variant: str, reference_feed: tf.data.Dataset):
+    """A measurement of the recipe with ``variant``'s overrides (``;``-separated
+    ``key=value``), or of its model on the reference's feed (``reference-feed``)."""
+    if variant == REFERENCE_FEED:
+        model, _, _ = zoo_side(args.recipe, args.set)
+        count = sum(int(b.shape[0]) for b in reference_feed)
+        return epoch_runner(model, reference_feed, count, args.epochs)
+    model, batches, settings = zoo_side(args.recipe, [*args.set, *variant.split(";")])
+    return epoch_runner(
+        model, batches, settings["steps"] * batches.element_spec.shape[0], args.epochs
+    )
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     ours, batches, settings = zoo_side(args.recipe, args.set)
     recipe = settings["recipe"]
     batch = recipe.data["batch_size"]
     reference, feed, images = reference_side(ours, recipe)
-    zoo_images = settings["steps"] * batch
     runs = {
-        "zoo": epoch_runner(ours, batches, zoo_images, args.epochs),
+        "zoo": epoch_runner(ours, batches, settings["steps"] * batch, args.epochs),
         "reference": epoch_runner(reference, feed, len(images), args.epochs),
     }
+    for variant in args.variant:
+        runs[variant] = variant_runner(args, variant, feed)
     for run in runs.values():  # trace the step functions and fill the zoo's cache
         run()
     spec = tf.TensorSpec((batch, *ours.image_shape), tf.float32)
@@ -320,7 +339,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "zoo": graph_flops(ours.train_step, spec),
         "reference": graph_flops(reference.train_step, spec),
     }
-    results: dict[str, list[tuple[float, float]]] = {"zoo": [], "reference": []}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     peaks = []
     for _ in range(args.repeats):
         peaks.append(matmul_gflops(args.peak_size))
@@ -328,7 +347,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results[name].append(run())
     return {
         "ours": ours,
-        "reference": reference,
         "settings": settings,
         "batch": batch,
         "results": results,
@@ -347,36 +365,49 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
     conv = {k: sum(f.get(op, 0) for op in MATMUL_OPS) for k, f in m["flops"].items()}
     total = {k: sum(f.values()) for k, f in m["flops"].items()}
     speed = m["settings"]["compile"]
+    labels = {"zoo": "**zoo recipe**", "reference": "plain Keras reference"}
+    labels |= {
+        v: "zoo model, reference's feed" if v == REFERENCE_FEED else f"zoo recipe with `{v}`"
+        for v in args.variant
+    }
+    overrides = f" with `{';'.join(args.set)}`" if args.set else ""
     lines = [
-        f"Recipe `{args.recipe}`: DCGAN {shape}, batch {batch}, "
-        f"{m['settings']['steps']} steps per epoch, zoo compile settings from the recipe: "
+        f"Recipe `{args.recipe}`{overrides}: DCGAN {shape}, batch {batch}, "
+        f"{m['settings']['steps']} steps per epoch; the zoo's compile settings from the recipe: "
         + ", ".join(f"`{k}={v!r}`" for k, v in speed.items())
-        + f". {args.repeats} interleaved rounds of {args.epochs} epoch(s) per side.",
+        + f". {args.repeats} interleaved rounds (peak, then each side in the order below) of "
+        f"{args.epochs} epoch(s) per side; medians.",
         "",
-        "| trainer | median images/s | images/s, every round | median images per CPU second |",
-        "|---|---:|---|---:|",
+        "| side | median images/s | vs reference | vs zoo recipe | images/s, every round "
+        "| images per CPU second | vs reference |",
+        "|---|---:|---:|---:|---|---:|---:|",
     ]
-    for name, label in (("zoo", "zoo recipe"), ("reference", "plain Keras reference")):
+    for name, label in labels.items():
         rounds = ", ".join(f"{r[0]:.0f}" for r in results[name])
-        lines.append(f"| {label} | {wall[name]:.0f} | {rounds} | {cpu[name]:.0f} |")
+        lines.append(
+            f"| {label} | {wall[name]:.0f} | {wall[name] / wall['reference']:.2f}x | "
+            f"{wall[name] / wall['zoo']:.2f}x | {rounds} | {cpu[name]:.0f} | "
+            f"{cpu[name] / cpu['reference']:.2f}x |"
+        )
     ratio = wall["zoo"] / wall["reference"]
     lines += [
         "",
-        f"**Ratio zoo / plain Keras: {ratio:.2f}x images/s** (target 1.30x); "
-        f"{cpu['zoo'] / cpu['reference']:.2f}x in images per CPU second.",
+        f"**Ratio zoo recipe / plain Keras: {ratio:.2f}x images/s** (target 1.30x); "
+        f"{cpu['zoo'] / cpu['reference']:.2f}x in images per CPU second "
+        "(`time.process_time`, all threads).",
         "",
         f"Machine's fp32 matmul rate ({args.peak_size}x{args.peak_size} `tf.matmul`, best of 5, "
         f"once per round): median {peak:.0f} GFLOP/s "
         f"(rounds: {', '.join(f'{p:.0f}' for p in m['peaks'])}).",
         "",
-        "| trainer | FLOPs per step: conv + matmul (profiler) | all float ops (profiler) | "
-        "FLOPs per image | GFLOP/s at the median rate | share of the matmul peak |",
+        "| side | FLOPs per step: conv + matmul (profiler) | all float ops (profiler) | "
+        "FLOPs per image | GFLOP/s at the median rate | share of the fp32 matmul peak |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, label in (("zoo", "zoo recipe"), ("reference", "plain Keras reference")):
+    for name in ("zoo", "reference"):
         rate = total[name] / batch * wall[name] / 1e9
         lines.append(
-            f"| {label} | {conv[name] / 1e6:.1f} M | {total[name] / 1e6:.1f} M | "
+            f"| {labels[name]} | {conv[name] / 1e6:.1f} M | {total[name] / 1e6:.1f} M | "
             f"{total[name] / batch / 1e6:.1f} M | {rate:.0f} | {rate / peak:.0%} |"
         )
     lines += [
@@ -384,7 +415,7 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
         f"Analytic conv + matmul count (forward and backward of every network call, "
         f"`analytic_step_flops`): {m['analytic'] / 1e6:.1f} M per step; the profiler's "
         f"conv + matmul ops: {conv['zoo'] / 1e6:.1f} M (zoo), {conv['reference'] / 1e6:.1f} M "
-        "(reference). The remainder of the float ops is element-wise work (batch norm, "
+        "(reference). The rest of the float ops is element-wise work (batch norm, "
         "activations, losses, Adam).",
     ]
     return "\n".join(lines)
@@ -398,6 +429,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[;KEY=VALUE]",
+        help=f"also time the recipe with these overrides (or {REFERENCE_FEED!r})",
     )
     args = parser.parse_args(argv)
     body = report(args, measure(args))
