@@ -435,7 +435,8 @@ def _run(
     write_hparams(run_dir, recipe)
     pretrain_epochs = recipe.training["pretrain_epochs"]
     if pretrain_epochs and not resume:
-        pretrain_layerwise(model, train_ds, recipe, run_dir)
+        with model.distribute_strategy.scope():  # its shallow models and optimizers too
+            pretrain_layerwise(model, train_ds, recipe, run_dir)
     history_file = HistoryFile(run_dir / "history.json", initial_epoch)
     tensorboard = ZooTensorBoard(str(run_dir), update_freq=recipe.training["log_every_steps"])
     all_callbacks = [
