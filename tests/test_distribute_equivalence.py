@@ -265,3 +265,25 @@ def test_layerwise_pretraining_on_two_replicas_equals_one_device(mirrored):
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(b, a, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(logs[1], logs[0], rtol=RTOL)
+
+
+def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored):
+    """A LossScaleOptimizer skips a step whose gradients are not finite; on replicas it
+    would judge from replica 0's gradients alone (MirroredStrategy). Trainer.minimize makes
+    every replica see the verdict of all: an infinity on replica 1 only skips the step."""
+    x = np.array([1, 1, 1, 1, np.inf, 1, 1, 1], "float32")  # replica 1 gets the infinity
+    with mirrored.scope():
+        model = zoo.load("dense_ae_tiny")
+        w = keras.Variable([0.5])
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+        optimizer.build([w])
+
+    @tf.function
+    def step(local):
+        return model.minimize(lambda: {"loss": tf.reduce_mean(w * local)}, optimizer, [w])
+
+    mirrored.run(step, args=(local_batches(mirrored, x),))
+    assert np.asarray(w).tolist() == [0.5]  # skipped, not inf
+    assert float(np.asarray(optimizer.dynamic_scale)) == optimizer.initial_scale / 2
+    mirrored.run(step, args=(local_batches(mirrored, np.ones(8, "float32")),))
+    np.testing.assert_allclose(np.asarray(w), [0.5 - 0.1], rtol=1e-6)  # a finite step applies

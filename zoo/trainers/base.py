@@ -243,7 +243,10 @@ class Trainer(keras.Model):
         with tf.GradientTape() as tape:
             values = objective()
             loss = optimizer.scale_loss(losses.scale_for_replicas(values[key]))
-        optimizer.apply(tape.gradient(loss, variables), variables)
+        grads = tape.gradient(loss, variables)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = finite_on_every_replica(grads)
+        optimizer.apply(grads, variables)
         return values
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
@@ -297,6 +300,30 @@ class Trainer(keras.Model):
     def uniform(self, shape: Any, batch_axis: int = 0, dtype: Any = "float32") -> tf.Tensor:
         """Uniform [0, 1) noise from this trainer's seed generator (:meth:`draw`)."""
         return self.draw(keras.random.uniform, shape, batch_axis, dtype=dtype)
+
+
+def finite_on_every_replica(grads: list[Any]) -> list[Any]:
+    """``grads``, or NaN everywhere if any replica's gradients are not finite (one device:
+    unchanged). A ``LossScaleOptimizer`` decides to skip a step from the gradients it is
+    given: under ``MirroredStrategy`` from the first replica's alone, under collective
+    strategies from each replica's own, so one replica's overflow could be applied, or
+    split the replicas' decisions. With this, every replica sees the same verdict."""
+    n = losses.replicas_in_sync()
+    if n == 1:
+        return grads
+    present = [g for g in grads if g is not None]
+    values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in present]
+    finite = ops.cast(ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in values])), "float32")
+    everywhere = losses.global_sum(finite) > n - 0.5
+
+    def agreed(g: Any) -> Any:
+        if g is None:
+            return None
+        if isinstance(g, tf.IndexedSlices):
+            return tf.IndexedSlices(agreed(g.values), g.indices, g.dense_shape)
+        return ops.where(everywhere, g, ops.full_like(g, float("nan")))
+
+    return [agreed(g) for g in grads]
 
 
 def loss_scaled(optimizer: keras.optimizers.Optimizer, scaled: bool) -> keras.optimizers.Optimizer:
