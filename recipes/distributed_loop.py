@@ -35,6 +35,8 @@ PEER_ERRORS = (
     tf.errors.AbortedError,
     tf.errors.InternalError,
 )
+#: What the messages of the last three say when a peer is the cause.
+PEER_WORDS = re.compile(r"collective|heartbeat|unhealthy|peer|connection|/task:", re.IGNORECASE)
 
 
 class WorkerFailedError(RuntimeError):
@@ -156,9 +158,9 @@ def fit_distributed(
             optimizer.finalize_variable_values(model.trainable_weights)
         callback_list.on_train_end(logs=training_logs)
     except PEER_ERRORS as error:
-        if not is_multi_worker(strategy):
+        worker = _failed_worker(error, strategy) if is_multi_worker(strategy) else None
+        if worker is None:
             raise
-        worker = _failed_worker(error, strategy)
         epoch = _checkpointed_epoch(callback_list.callbacks, finished)
         raise WorkerFailedError(worker, epoch, _first_line(error)) from None
     return model.history
@@ -298,9 +300,13 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
-def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> str:
+def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> str | None:
     """``worker N (host:port)`` for the peer the error names, or the other task of a
-    two-task cluster; the list of peers when it cannot tell which one."""
+    two-task cluster; the list of peers when it cannot tell which one. None when the
+    error is not a peer's (no peers, or a message that names none of their troubles)."""
+    peer_error = isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError))
+    if not peer_error and not PEER_WORDS.search(str(error)):
+        return None
     resolver = getattr(strategy, "cluster_resolver", None)
     try:
         cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
@@ -312,6 +318,8 @@ def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> st
         (job, int(i)) for job, i in re.findall(r"job:(\w+)(?:/replica:\d+)?/task:(\d+)", str(error))
     }
     peers = [t for t in tasks if t != me]
+    if not peers:
+        return None
     candidates = [t for t in peers if t in named] or peers
 
     def describe(task: tuple[str, int]) -> str:
@@ -319,5 +327,4 @@ def _failed_worker(error: BaseException, strategy: tf.distribute.Strategy) -> st
 
     if len(candidates) == 1:
         return describe(candidates[0])
-    listed = ", ".join(describe(t) for t in candidates)
-    return f"one of the other workers [{listed or 'unknown'}]"
+    return f"one of the other workers [{', '.join(describe(t) for t in candidates)}]"

@@ -208,6 +208,41 @@ def test_only_the_chief_writes_the_run_folder(runs: dict) -> None:
     assert len(left) == 1 and left[0].startswith("zoo-worker1-mw"), left
 
 
+# -- naming the dead worker ------------------------------------------------------------
+class FakeResolver:
+    """What ``_failed_worker`` reads of a ``MultiWorkerMirroredStrategy``'s resolver."""
+
+    def __init__(self, workers: list[str], task_id: int):
+        self.task_type, self.task_id, self.workers = "worker", task_id, workers
+
+    def cluster_spec(self):
+        import tensorflow as tf
+
+        return tf.train.ClusterSpec({"worker": self.workers})
+
+
+def test_a_failed_collective_names_the_worker_and_the_checkpoint_to_resume_from() -> None:
+    import tensorflow as tf
+    from zoo.recipes.distributed_loop import WorkerFailedError, _failed_worker
+
+    hosts = ["h0:1", "h1:2", "h2:3"]
+    strategy = type("Strategy", (), {"cluster_resolver": FakeResolver(hosts, 0)})()
+    named = tf.errors.UnavailableError(None, None, "Error from /job:worker/replica:0/task:2: x")
+    assert _failed_worker(named, strategy) == "worker 2 (h2:3)"
+    anonymous = tf.errors.DeadlineExceededError(None, None, "Collective timed out")
+    assert _failed_worker(anonymous, strategy) == (
+        "one of the other workers [worker 1 (h1:2), worker 2 (h2:3)]"
+    )
+    not_a_peer = tf.errors.InternalError(None, None, "Blas GEMM launch failed")
+    assert _failed_worker(not_a_peer, strategy) is None  # re-raised as it is
+    alone = type("Strategy", (), {"cluster_resolver": FakeResolver(["h0:1"], 0)})()
+    assert _failed_worker(named, alone) is None
+    assert str(WorkerFailedError("worker 2 (h2:3)", 0, "cause")).startswith(
+        "worker 2 (h2:3) stopped responding; no epoch finished, so restart every worker "
+        "without --resume"
+    )
+
+
 # -- the launcher and the Kubernetes example (no TensorFlow) ----------------------------
 def test_launch_local_gives_every_worker_its_task_in_one_cluster() -> None:
     env = {**os.environ, "DRY_RUN": "1", "BASE_PORT": "31000"}
