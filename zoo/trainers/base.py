@@ -6,12 +6,14 @@ Under ``tf.distribute`` (``fit`` or ``strategy.run(model.train_step)``) the same
 the same update on N replicas as on one device holding the global batch:
 
 - every gradient step goes through :meth:`Trainer.minimize`, which divides the objective
-  by N (:func:`zoo.losses.scale_for_replicas`, the one home of that scaling) and by the
-  optimizer's loss scale (``LossScaleOptimizer`` under ``mixed_float16``);
+  by N (:func:`zoo.losses.scale_for_replicas`, the one home of that scaling) and multiplies
+  it by the optimizer's loss scale (``LossScaleOptimizer`` under ``mixed_float16``);
 - every random draw over the batch goes through :meth:`Trainer.draw`, which draws the
   global batch's values and keeps this replica's slice;
 - the trackers are weighted by the local batch size (:meth:`Trainer.record`), so they read
-  per-example means of the global batch, not 1/N of them.
+  per-example means of the global batch, not 1/N of them;
+- statistics of the whole batch (a sparse autoencoder's mean activation, minibatch standard
+  deviation, a data-mean initialisation) use :func:`zoo.losses.global_mean`.
 """
 
 from __future__ import annotations
@@ -284,11 +286,10 @@ class Trainer(keras.Model):
             return sampler(shape, seed=self.seed_generator, **kwargs)
         shape = list(shape)
         local = ops.cast(shape[batch_axis], "int32")
-        n = context.num_replicas_in_sync
-        mine = tf.one_hot(context.replica_id_in_sync_group, n, dtype="float32")
-        sizes = ops.cast(losses.global_sum(mine * ops.cast(local, "float32")), "int32")
-        offset = ops.sum(sizes * ops.cast(ops.arange(n) < context.replica_id_in_sync_group,
-                                          "int32"))  # fmt: skip
+        n, rank = context.num_replicas_in_sync, context.replica_id_in_sync_group
+        mine = tf.one_hot(rank, n, dtype="float32") * ops.cast(local, "float32")
+        sizes = ops.cast(losses.global_sum(mine), "int32")  # every replica's batch size
+        offset = ops.sum(ops.where(ops.arange(n) < rank, sizes, 0))
         shape[batch_axis] = ops.sum(sizes)
         values = sampler(tuple(shape), seed=self.seed_generator, **kwargs)
         return tf.gather(values, offset + tf.range(local), axis=batch_axis)
