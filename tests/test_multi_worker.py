@@ -194,12 +194,33 @@ def test_resumed_workers_finish_with_equal_weights_matching_one_process(runs: di
         np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # the same global batches
 
 
-def test_only_the_chief_writes_the_run_folder(runs: dict) -> None:
+def summary_counts(folder: Path) -> dict[str, int]:
+    """How many values of each tag the event files in ``folder`` hold (hyper-parameters
+    left out: they are written once per start, and the chief started twice)."""
+    import tensorflow as tf
+
+    counts: dict[str, int] = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:  # hparams: once per start, not per epoch
+                if not value.tag.startswith("_hparams_"):
+                    counts[value.tag] = counts.get(value.tag, 0) + 1
+    return counts
+
+
+def test_only_the_chief_writes_the_run_folder_as_one_process_would(runs: dict) -> None:
+    """The run's callbacks ran in the loop as in fit: history, TensorBoard batch and epoch
+    scalars (validation included), grids, model.keras, over the killed and resumed runs."""
     cluster = runs["cluster"]
-    run = cluster.root / "runs" / "mw"
+    run, single = cluster.root / "runs" / "mw", cluster.root / "runs" / "single"
     history = json.loads((run / "history.json").read_text())
-    assert len(history["d_loss"]) == EPOCHS
+    assert len(history["d_loss"]) == len(history["val_d_loss"]) == EPOCHS
     assert (run / "model.keras").is_file()
+    for part in ("train", "validation"):
+        counts = summary_counts(run / part)
+        assert counts == summary_counts(single / part), part
+    assert counts["epoch_g_loss"] == EPOCHS  # validation
+    assert summary_counts(run / "train")["batch_g_loss"] == EPOCHS * 3  # 3 steps per epoch
     assert sorted(p.name for p in (cluster.root / "runs").iterdir()) == ["mw", "single"]
     for name in ("resumed0", "resumed1"):  # the workers' own folders are gone (autograph's stay)
         assert [p.name for p in cluster.tmp(name).glob("zoo-*")] == []
