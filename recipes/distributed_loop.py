@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from zoo.checkpoints import CheckpointEveryEpoch
 from zoo.distribute import check_global_batch, is_multi_worker
+from zoo.trainers.base import Trainer, first_batch
 
 #: TensorFlow errors a collective raises when a peer is gone or too slow.
 PEER_ERRORS = (
@@ -59,9 +60,13 @@ def fit_for(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable[..
     if not is_multi_worker(strategy):
         return model.fit
 
-    def fit(x: tf.data.Dataset, **kwargs: Any) -> keras.callbacks.History:
-        kwargs.pop("shuffle", None)  # zoo.data.batch shuffles per epoch already
-        kwargs.pop("check_inputs", None)
+    def fit(
+        x: tf.data.Dataset, *, shuffle: bool = True, check_inputs: bool = True, **kwargs: Any
+    ) -> keras.callbacks.History:
+        # shuffle: fit ignores it for datasets too (zoo.data.batch shuffles per epoch)
+        batch = first_batch(x) if check_inputs and isinstance(model, Trainer) else None
+        if batch is not None:
+            model.check_inputs(batch, "fit(x=...)")
         return fit_distributed(model, strategy, x, **kwargs)
 
     return fit
