@@ -417,6 +417,12 @@ def report(args: argparse.Namespace, m: dict[str, Any]) -> str:
         f"conv + matmul ops: {conv['zoo'] / 1e6:.1f} M (zoo), {conv['reference'] / 1e6:.1f} M "
         "(reference). The rest of the float ops is element-wise work (batch norm, "
         "activations, losses, Adam).",
+        "",
+        f"A zoo step takes {1e3 * batch / wall['zoo']:.1f} ms at the median rate; its float ops "
+        f"at the matmul rate would take {1e3 * total['zoo'] / (peak * 1e9):.1f} ms. The step is "
+        "bound by overhead rather than arithmetic: ~1,000 small ops per step (batch norm and "
+        "Adam run as many element-wise ops in Keras 3), and convolutions over 7x7 and 14x14 "
+        "maps, which run far below a large matmul's rate.",
     ]
     return "\n".join(lines)
 
