@@ -420,15 +420,12 @@ def _run(
         shuffle_buffer=d["shuffle_buffer"],
         steps_per_epoch=steps,
     )
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    if val_ds is not None and replicas > 1:  # every batch, the last too, splits evenly: an
+        n = int(val_ds.cardinality())  # empty replica batch fails ("input depth ... 1 vs 4")
+        val_ds = val_ds.take(n - n % replicas)
     val_batches = (
-        zdata.batch(
-            val_ds,
-            batch_size,
-            shuffle=False,
-            # a last batch smaller than the replicas would leave a replica empty (NaN means)
-            drop_remainder=model.distribute_strategy.num_replicas_in_sync > 1,
-            cache=d["cache"],
-        )
+        zdata.batch(val_ds, batch_size, shuffle=False, drop_remainder=False, cache=d["cache"])
         if val_ds is not None
         else None
     )
