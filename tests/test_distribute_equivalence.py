@@ -86,7 +86,10 @@ def one_step(name: str, config: dict, strategy: tf.distribute.Strategy, eager=Fa
         history = model.fit(
             batch_for(model), epochs=1, steps_per_epoch=1, verbose=0, callbacks=[batch_logs]
         )
-    state = {f"{i} {v.path}": np.asarray(v) for i, v in enumerate(model.variables)}
+    # the weights (EMA copies included) and the trainer's seed state; not layers' own seed
+    # generators (e.g. an LSTM's, for dropout), which start unseeded on each build
+    variables = [*model.weights, model.seed_generator.state]
+    state = {f"{i} {v.path}": np.asarray(v) for i, v in enumerate(variables)}
     for role, optimizer in model.optimizers.items():
         state.update({f"{role} {i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
     logs = {key: values[-1] for key, values in history.history.items()}
