@@ -79,7 +79,7 @@ def fit_distributed(
     *,
     epochs: int = 1,
     initial_epoch: int = 0,
-    steps_per_epoch: int,
+    steps_per_epoch: int | None = None,
     validation_data: tf.data.Dataset | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int | str = 0,
@@ -87,9 +87,10 @@ def fit_distributed(
     """Train ``model`` under ``strategy`` as ``model.fit`` would with these arguments.
 
     ``dataset`` yields global batches (every worker builds the same one; each worker reads
-    its own share of every batch: ``AutoShardPolicy.DATA``) and, like the runner's
-    datasets, continues from one epoch to the next: ``steps_per_epoch`` batches make an
-    epoch. ``validation_data`` is evaluated after every epoch, in global batches of the
+    its own share of every batch: ``AutoShardPolicy.DATA``). With ``steps_per_epoch``, as
+    for the runner's datasets, it continues from one epoch to the next and that many
+    batches make an epoch; without, each epoch is one whole pass over it (its length must
+    be known). ``validation_data`` is evaluated after every epoch, in global batches of the
     training batch size (a last partial batch is left out when there are several replicas,
     so that every replica has data in every step). Per-batch logs are the trackers' values
     over all replicas. The model's ``steps_per_execution`` steps run in one call, as in
@@ -101,7 +102,16 @@ def fit_distributed(
     with strategy.scope():  # Keras builds optimizers lazily, which fails in replica context
         _build_optimizers(model)
     batch_size = _global_batch(dataset)
-    train_iterator = iter(_distribute(strategy, dataset, batch_size))
+    distributed = _distribute(strategy, dataset, batch_size)
+    train_iterator = iter(distributed)
+    one_pass = steps_per_epoch is None  # a fresh iterator per epoch, as fit
+    if one_pass:
+        steps_per_epoch = int(dataset.cardinality())
+        if steps_per_epoch < 0:
+            raise ValueError(
+                "fit_distributed: the dataset's length is unknown or infinite; pass "
+                "steps_per_epoch (every worker must run the same number of steps)"
+            )
     val_data = validation_data
     if val_data is not None and replicas > 1:  # every replica must have data in every step
         val_data = validation_data.rebatch(batch_size, drop_remainder=True)
@@ -125,6 +135,8 @@ def fit_distributed(
         callback_list.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
+            if one_pass and epoch > initial_epoch:
+                train_iterator = iter(distributed)
             callback_list.on_epoch_begin(epoch)
             logs: dict[str, Any] = {}
             step = 0

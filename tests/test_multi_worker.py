@@ -394,3 +394,37 @@ def test_fit_distributed_matches_fit_on_two_replicas(digits: np.ndarray) -> None
         np.testing.assert_allclose(history[key], values, rtol=1e-5, atol=1e-6, err_msg=key)
     for a, b in zip(weights, fit_weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_distributed_without_steps_per_epoch_passes_over_the_dataset_each_epoch(
+    digits: np.ndarray,
+) -> None:
+    """Without ``steps_per_epoch`` every epoch is one whole pass, as in ``fit``."""
+    import tensorflow as tf
+    from zoo.recipes.distributed_loop import fit_distributed
+
+    from zoo import registry
+    from zoo.distribute import make_strategy
+
+    strategy = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    train = tf.data.Dataset.from_tensor_slices(digits).batch(8, drop_remainder=True)
+    results = []
+    for loop in (False, True):
+        keras.utils.set_random_seed(2)
+        with strategy.scope():
+            model = registry.load("dense_ae_tiny", seed=2)
+            model.compile()
+        recorder = Recorder()
+        if loop:
+            history = fit_distributed(model, strategy, train, epochs=2, callbacks=[recorder])
+        else:
+            history = model.fit(train, epochs=2, verbose=0, shuffle=False, callbacks=[recorder])
+        results.append((history.history, recorder.events, [w.numpy() for w in model.weights]))
+    (fit_history, fit_events, fit_weights), (history, events, weights) = results
+    assert events == fit_events
+    assert sum(e[0] == "train_batch_end" for e in events) == 2 * len(digits) // 8
+    np.testing.assert_allclose(history["loss"], fit_history["loss"], rtol=1e-5)
+    for a, b in zip(weights, fit_weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pass steps_per_epoch"):
+        fit_distributed(model, strategy, train.repeat(), epochs=1)
