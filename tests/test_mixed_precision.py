@@ -22,7 +22,6 @@ from zoo.precision import (
     compute_dtype,
     current_precision,
     float32_compute,
-    needs_loss_scaling,
     precision,
     set_precision,
 )
@@ -59,8 +58,7 @@ def test_a_bad_precision_names_the_choices():
         with pytest.raises(ValueError, match=f"unknown precision {bad!r}"):
             check_precision(bad)
     assert current_precision() == "float32"
-    assert needs_loss_scaling("mixed_float16")
-    assert not needs_loss_scaling("mixed_bfloat16") and not needs_loss_scaling("float32")
+    assert [check_precision(name) for name in PRECISIONS] == list(PRECISIONS)
 
 
 def test_every_network_outputs_float32_under_a_mixed_policy():
