@@ -16,6 +16,7 @@ DESCRIPTION = """The generative model zoo.
 
   zoo list [PATTERN]            registered models (and --recipes: bundled recipes)
   zoo train RECIPE [--set k=v]  train a recipe; TensorBoard logs, checkpoints, sample grids
+                                (--strategy mirrored|multi_worker, --precision mixed_bfloat16)
   zoo sample RUN_OR_MODEL       a PNG grid of samples (generators) or reconstructions
   zoo export RUN_OR_MODEL       SavedModel (TF Serving layout) + ONNX, parity-checked
   zoo serve --model_config_file serving/models.config
