@@ -216,6 +216,17 @@ def test_the_chief_is_the_chief_task_else_worker_0(monkeypatch, cluster, task, c
     assert distribute.is_chief(tf.distribute.get_strategy())
 
 
+def test_mirrored_over_cpus_is_built_once_and_reduces_on_one_device():
+    strategy = distribute.make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    assert distribute.make_strategy("mirrored", ["CPU:0", "/device:CPU:1"]) is strategy
+    assert strategy.num_replicas_in_sync == 2
+    # no collective ops, whose keys a second MirroredStrategy in the process would reuse
+    assert isinstance(strategy.extended._cross_device_ops, tf.distribute.ReductionToOneDevice)
+    with strategy.scope():  # "default" is whatever strategy is current
+        assert distribute.make_strategy("default") is strategy
+    assert distribute.make_strategy("default") is tf.distribute.get_strategy()
+
+
 def test_without_tf_config_a_process_is_a_lone_chief(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert distribute.cluster_role() == ("chief", 0, True, 1)

@@ -131,14 +131,17 @@ def make_strategy(
     reads the cluster from ``TF_CONFIG`` and must be built before TensorFlow runs any op;
     a collective waiting longer than ``timeout_seconds`` for a peer fails the run.
 
-    The same arguments give the same strategy object for the life of the process (a
-    second ``MultiWorkerMirroredStrategy`` cannot be built at all). Mirrored over CPUs
+    ``default`` is ``tf.distribute.get_strategy()``; the others are built once per process
+    and the same arguments give the same object (a second ``MultiWorkerMirroredStrategy``
+    cannot be built at all). Mirrored over CPUs
     only, the all-reduce is :class:`tf.distribute.ReductionToOneDevice`: TensorFlow 2.21
     starts the collective keys of every ``MirroredStrategy`` at the same value, so two
     CPU strategies using collective ops in one process fail with "Shape mismatch in the
     collective instance"; this way the zoo's never collides with the user's.
     """
     check_choice(kind)
+    if kind == "default":  # the current one (a user's, inside their scope): never kept
+        return _build_strategy(kind, list(devices or ()), timeout_seconds)
     key = (kind, tuple(_device_name(d) for d in devices or ()), timeout_seconds)
     if key not in _BUILT:
         _BUILT[key] = _build_strategy(kind, list(devices or ()), timeout_seconds)
