@@ -290,3 +290,20 @@ def test_an_overflow_on_one_replica_skips_the_step_on_every_replica(mirrored):
     assert float(np.asarray(optimizer.dynamic_scale)) == optimizer.initial_scale / 2
     mirrored.run(step, args=(local_batches(mirrored, np.ones(8, "float32")),))
     np.testing.assert_allclose(np.asarray(w), [0.5 - 0.1], rtol=1e-6)  # a finite step applies
+
+
+def test_global_mean_is_the_whole_batch_mean(mirrored):
+    """losses.global_mean on replicas of 3 + 2 examples: the mean over the 5 examples, per
+    feature (axis 0) and per channel (axes 0-2, a convolutional decoder's output bias)."""
+    x = np.random.default_rng(4).uniform(size=(5, 2, 2, 3)).astype("float32")
+
+    @tf.function
+    def step(local):
+        return losses.global_mean(local, axis=0), losses.global_mean(local, axis=(0, 1, 2))
+
+    per_feature, per_channel = mirrored.run(step, args=(local_batches(mirrored, x),))
+    for result in mirrored.experimental_local_results(per_feature):
+        np.testing.assert_allclose(result, x.mean(axis=0), rtol=1e-6)
+    for result in mirrored.experimental_local_results(per_channel):
+        np.testing.assert_allclose(result, x.mean(axis=(0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(losses.global_mean(x, axis=0), x.mean(axis=0), rtol=1e-6)
