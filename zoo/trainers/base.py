@@ -63,6 +63,12 @@ class Trainer(keras.Model):
     - ``TRACKERS``: names of the ``keras.metrics.Mean`` trackers ``train_step`` updates;
     - ``declaration``: its :class:`zoo.tasks.TaskDeclaration` subclass, what the model can
       do and how it is served (read through :func:`zoo.tasks.declaration_of`).
+
+    A subclass that writes its own ``train_step`` (two players, several objectives) takes
+    every gradient step from :meth:`minimize`, every draw over the batch from :meth:`draw`
+    (:meth:`normal`, :meth:`uniform`), batch statistics from :func:`zoo.losses.global_mean`,
+    and reports through :meth:`record` with the local batch size: then it is right under
+    ``tf.distribute`` and mixed precision (tests/test_distribute_equivalence.py checks it).
     """
 
     NETWORKS: ClassVar[tuple[str, ...]] = ()
