@@ -90,15 +90,14 @@ def fit_distributed(
     its own share of every batch: ``AutoShardPolicy.DATA``). With ``steps_per_epoch``, as
     for the runner's datasets, it continues from one epoch to the next and that many
     batches make an epoch; without, each epoch is one whole pass over it (its length must
-    be known). ``validation_data`` is evaluated after every epoch, in global batches of the
-    training batch size (a last partial batch is left out when there are several replicas,
-    so that every replica has data in every step). Per-batch logs are the trackers' values
-    over all replicas. The model's ``steps_per_execution`` steps run in one call, as in
-    ``fit``; an epoch is exactly ``steps_per_epoch`` steps (``fit`` rounds it up to a
-    multiple of ``steps_per_execution``).
+    be known). ``validation_data`` is evaluated after every epoch; each of its batches, the
+    last one too, must split evenly over the replicas (an empty replica batch fails), as
+    the runner's do. Per-batch logs are the trackers' values over all replicas. The
+    model's ``steps_per_execution`` steps run in one call, as in ``fit``; an epoch is
+    exactly ``steps_per_epoch`` steps (``fit`` rounds it up to a multiple of
+    ``steps_per_execution``).
     """
     _check_model(model, strategy)
-    replicas = strategy.num_replicas_in_sync
     with strategy.scope():  # Keras builds optimizers lazily, which fails in replica context
         _build_optimizers(model)
     batch_size = _global_batch(dataset)
@@ -112,9 +111,6 @@ def fit_distributed(
                 "fit_distributed: the dataset's length is unknown or infinite; pass "
                 "steps_per_epoch (every worker must run the same number of steps)"
             )
-    val_data = validation_data
-    if val_data is not None and replicas > 1:  # every replica must have data in every step
-        val_data = validation_data.rebatch(batch_size, drop_remainder=True)
     train_function = _step_function(model, strategy, model.train_step)
     test_function = _step_function(model, strategy, model.test_step)
     per_execution = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
@@ -154,11 +150,11 @@ def fit_distributed(
                 if model.stop_training:
                     break
             epoch_logs = dict(logs)  # the trackers' running means: the epoch's values
-            if val_data is not None:
+            if validation_data is not None:
                 val_logs = _evaluate(
                     model,
                     strategy,
-                    val_data,
+                    validation_data,
                     test_function,
                     callback_list,
                     batch_size,
