@@ -48,8 +48,12 @@ ATOL, RTOL = 5e-5, 1e-4
 
 @pytest.fixture(scope="module")
 def mirrored() -> tf.distribute.Strategy:
-    """One strategy for the module (each new MirroredStrategy sets up its collectives)."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    """The strategy ``--strategy mirrored --devices /cpu:0,/cpu:1`` trains with (on CPUs it
+    reduces on one device: a second collective-ops MirroredStrategy in a process fails)."""
+    from zoo.distribute import make_strategy
+
+    strategy = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
     assert strategy.num_replicas_in_sync == 2
     return strategy
 
