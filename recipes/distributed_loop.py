@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from zoo.checkpoints import CheckpointEveryEpoch
 from zoo.distribute import check_global_batch, is_multi_worker
-from zoo.trainers.base import Trainer, first_batch
+from zoo.trainers.base import first_batch
 
 #: TensorFlow errors a collective raises when a peer is gone or too slow.
 PEER_ERRORS = (
@@ -64,7 +64,7 @@ def fit_for(model: keras.Model, strategy: tf.distribute.Strategy) -> Callable[..
         x: tf.data.Dataset, *, shuffle: bool = True, check_inputs: bool = True, **kwargs: Any
     ) -> keras.callbacks.History:
         # shuffle: fit ignores it for datasets too (zoo.data.batch shuffles per epoch)
-        batch = first_batch(x) if check_inputs and isinstance(model, Trainer) else None
+        batch = first_batch(x) if check_inputs and hasattr(model, "check_inputs") else None
         if batch is not None:
             model.check_inputs(batch, "fit(x=...)")
         return fit_distributed(model, strategy, x, **kwargs)
