@@ -36,6 +36,7 @@ from bench.dcgan_throughput import PlainKerasDCGAN, adam
 from zoo import registry
 from zoo.data import image_grid, load_sample, save_png
 from zoo.metrics import SampleQualityEvaluator, generate_samples
+from zoo.precision import precision
 
 GRIDS = REPORTS / "gan_quality"
 ORDER = ("gan", "dcgan", "cgan", "wgan", "wgan_gp")
@@ -110,7 +111,8 @@ def throughput(name: str, args: argparse.Namespace) -> dict[str, object]:
 
 def train(name: str, args: argparse.Namespace) -> tuple[keras.Model, float]:
     keras.utils.set_random_seed(args.seed)
-    model = registry.load(name, seed=args.seed)
+    with precision(args.precision):  # the layers keep the dtype policy they are built in
+        model = registry.load(name, seed=args.seed)
     model.compile()
     data = make_data(model.conditional, data_batch(model, args.batch), args.seed)
     epochs = max(1, args.steps // args.steps_per_epoch)
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timing-steps", type=int, default=20, help="steps per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per side")
     parser.add_argument("--no-report", action="store_true", help="print only (smoke runs)")
+    parser.add_argument(
+        "--precision", default="float32", help="dtype policy the trained models are built in"
+    )
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else registered_gans()
     wall = time.perf_counter()
@@ -248,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join(
         [
             f"Models: every registered GAN ({', '.join(f'`{n}`' for n in names)}), registered "
-            f"defaults and default optimizers, seed {args.seed}. Budget: **{args.steps} "
+            f"defaults and default optimizers, dtype policy `{args.precision}`, seed "
+            f"{args.seed}. Budget: **{args.steps} "
             f"generator steps each**, {args.batch} real images per discriminator step "
             f"({args.steps * args.batch:,} real images = "
             f"{args.steps * args.batch / len(train_x):.0f} passes over the 4,000 training "
