@@ -16,6 +16,7 @@ from keras import layers
 
 import zoo
 from zoo import networks
+from zoo.distribute import make_strategy
 from zoo.precision import (
     PRECISIONS,
     check_precision,
@@ -209,7 +210,8 @@ def test_synchronized_batch_norm_uses_the_global_batch(digits, monkeypatch):
     """2 replicas at global batch 16 update the moving statistics as 1 device at batch
     16; unsynchronized batch norm (per-replica statistics) does not; with no strategy the
     synchronized layer is plain batch norm."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # the zoo's mirrored strategy: one per process, so test files sharing a process agree
+    strategy = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     images = digits[:16] * np.linspace(0.2, 1.8, 16, dtype="float32")[:, None, None, None]
 
