@@ -202,13 +202,22 @@ def pretrain_layerwise(
     TensorBoard run (``pretrain_layer_<i>``) and history entry."""
     from zoo.trainers.layerwise import greedy_layerwise_pretrain
 
-    batches = zdata.batch(train_ds, recipe.data["batch_size"], seed=recipe.seed)
+    # Every epoch in one pass, each epoch's order fixed by (seed, epoch): every depth sees
+    # the same batches however often the data was iterated before (a one-epoch dataset
+    # reshuffles per iteration, and fit under a strategy iterates it differently).
+    epochs, batch_size = recipe.training["pretrain_epochs"], recipe.data["batch_size"]
+    steps = int(train_ds.cardinality()) // batch_size
+    batches = zdata.batch(
+        train_ds, batch_size, seed=recipe.seed, epochs=epochs, steps_per_epoch=steps
+    )
     histories = greedy_layerwise_pretrain(
         model,
         batches,
-        epochs=recipe.training["pretrain_epochs"],
+        epochs=epochs,
+        steps_per_epoch=steps,
         callbacks=lambda depth: [ZooTensorBoard(str(run_dir / f"pretrain_layer_{depth}"))],
         verbose=recipe.training["verbose"],
+        fit_of=lambda shallow: fit_for(shallow, model.distribute_strategy),
     )
     atomic_write_text(run_dir / "pretrain_history.json", json.dumps(histories, indent=1))
 

@@ -73,14 +73,20 @@ def greedy_layerwise_pretrain(
     make_optimizer: Callable[[], keras.optimizers.Optimizer] = lambda: keras.optimizers.Adam(1e-3),
     callbacks: Callable[[int], list[keras.callbacks.Callback]] | None = None,
     verbose: int | str = "auto",
+    steps_per_epoch: int | None = None,
+    fit_of: Callable[[keras.Model], Callable[..., Any]] | None = None,
 ) -> dict[int, dict[str, list[float]]]:
     """Train each depth's shallow autoencoder on the codes of the (frozen) layers below.
 
     Layer i learns ``decoder_dense_i(encoder_dense_i(h_{i-1})) ~ h_{i-1}`` by mean squared
     error, with h_0 the flattened input. The layers are the model's own, so their
     weights carry into fine-tuning. ``callbacks(i)`` gives the callbacks for depth i
-    (for per-phase logging). Returns each depth's history. Under ``tf.distribute`` call it
-    inside the strategy's scope (each depth's optimizer is created and built here).
+    (for per-phase logging). ``steps_per_epoch`` goes to ``fit`` (give it for a dataset
+    that holds every epoch in one pass). ``fit_of(shallow)`` gives the function that fits a depth's
+    model with ``fit``'s arguments (default its own ``fit``; the runner passes the
+    multi-worker loop, ``zoo.recipes.distributed_loop.fit_for``). Returns each depth's
+    history. Under ``tf.distribute`` call it inside the strategy's scope (each depth's
+    optimizer is created and built here).
     """
     histories = {}
     flatten = keras.layers.Flatten()
@@ -97,9 +103,11 @@ def greedy_layerwise_pretrain(
         width = enc.input.shape[-1] if hasattr(enc, "input") else None
         shallow = ShallowAutoencoder(enc, dec, width, name=f"pretrain_layer_{depth}")
         shallow.compile(optimizer=make_optimizer())
-        history = shallow.fit(
+        fit = fit_of(shallow) if fit_of is not None else shallow.fit
+        history = fit(
             dataset.map(features),
             epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
             verbose=verbose,
             callbacks=callbacks(depth) if callbacks else None,
             shuffle=False,  # a dataset: shuffled (or not) by whoever batched it
