@@ -32,10 +32,10 @@ def batch(
 
     Caching (after decoding) and ``prefetch(AUTOTUNE)`` (the next batch is made while
     the step runs) are the defaults because they pay: on the ``dcgan_mnist`` step the
-    pipeline trains ~1.1x faster than the uncached ``from_tensor_slices(x).shuffle(n)
-    .batch(b)`` feed of public examples, and turning the cache off alone costs ~12%
-    (``bench/reports/dcgan_throughput.md``). ``cache=False`` is for data that does not
-    fit in memory.
+    pipeline trains 1.05x faster than the uncached ``from_tensor_slices(x).shuffle(n)
+    .batch(b)`` feed of public examples, and turning the cache off alone costs 16%
+    (the decoding runs every epoch; ``bench/reports/dcgan_throughput.md``).
+    ``cache=False`` is for data that does not fit in memory.
 
     With ``epochs=None`` the result is one epoch, reshuffled on every iteration.
     With ``epochs`` set, the result covers epochs ``first_epoch .. epochs-1`` in
