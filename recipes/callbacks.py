@@ -48,6 +48,10 @@ class ZooTensorBoard(keras.callbacks.TensorBoard):
     summaries of every callback are silently dropped. Between batches this callback
     enters ``record_if(True)``; :meth:`close` unwinds the summary contexts and closes the
     writers after a failed ``fit`` (Keras calls ``on_train_end`` only on success).
+
+    With ``steps_per_execution = k`` Keras calls the batch hooks once per k steps but
+    counts them as one step; here per-step scalars carry the training step they end on,
+    and a call is recorded when a multiple of N falls among its k steps.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -62,8 +66,31 @@ class ZooTensorBoard(keras.callbacks.TensorBoard):
             self._between_batches.__exit__(None, None, None)
             self._between_batches = None
 
+    def _steps_per_call(self) -> int:
+        """Training steps one ``on_train_batch_*`` call covers (``steps_per_execution``)."""
+        return max(int(getattr(self.model, "steps_per_execution", 1) or 1), 1)
+
+    def _push_writer(self, writer: Any, step: int) -> None:
+        """Keras' writer context, recording when a multiple of ``update_freq`` falls among
+        the steps this call covers (Keras tests ``step % update_freq`` of the call's count,
+        which with ``steps_per_execution = k`` logs at step ``k * update_freq``)."""
+        if self.update_freq == "epoch":
+            return
+        covered = self._steps_per_call() if writer is self._train_writer else 1
+        freq = self.update_freq
+        context = (
+            writer.as_default(step),
+            tf.summary.record_if(lambda: step // freq > (step - covered) // freq),
+        )
+        self._prev_summary_state.append(context)
+        for part in context:
+            part.__enter__()
+
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._record_between_batches(False)
+        # Keras counts one step per call; a call runs steps_per_execution of them, so the
+        # per-step scalars are labelled with the training step they end on.
+        self._global_train_batch += self._steps_per_call() - 1
         super().on_train_batch_begin(batch, logs)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:

@@ -66,6 +66,18 @@ def test_gan_run_records_epoch_end_summaries_when_steps_are_not_a_multiple(tmp_p
     assert steps[("train", "_hparams_/session_start_info")] == {0}
 
 
+def test_batch_summaries_count_training_steps_under_steps_per_execution(tmp_path):
+    """2 steps per call, 4 per epoch, 2 epochs, log every 3 steps: the calls end on steps
+    2, 4, 6, 8 and those covering step 3 or 6 are recorded, labelled 4 and 6 (Keras alone
+    counts calls, 1..4, and records call 3 only, labelled 3)."""
+    training = "steps_per_epoch = 4\nlog_every_steps = 3\nsteps_per_execution = 2\nverbose = 0"
+    recipe = write_recipe(tmp_path, "dense_ae_tiny", "spe", training=training)
+    run = train(recipe, logdir=tmp_path / "runs").run_dir
+    steps = summary_steps(run)
+    assert steps[("train", "batch_loss")] == {4, 6}
+    assert steps[("train", "epoch_loss")] == {0, 1}
+
+
 def test_vae_run_records_latent_plots_and_reconstructions_every_epoch(tmp_path):
     recipe = write_recipe(
         tmp_path, "vae_tiny", "vae", extra="\n[logging]\nnum_samples = 4\nlatent_examples = 40\n"
