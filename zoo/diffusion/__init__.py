@@ -1,0 +1,35 @@
+"""Diffusion foundations, apart from any network: noise schedules, the forward process
+q(x_t | x_0), its posterior, the DDPM and DDIM steps, and the ε/x_0/v conversions
+(:mod:`zoo.diffusion.schedules`), plus a compiled DDIM loop (:mod:`zoo.diffusion.samplers`).
+
+Importing this package has no side effects."""
+
+from __future__ import annotations
+
+from zoo.diffusion.samplers import ddim_loop
+from zoo.diffusion.schedules import (
+    NoiseSchedule,
+    cosine_alpha_bar,
+    cosine_betas,
+    ddim_timesteps,
+    eps_from_v,
+    eps_from_x0,
+    linear_betas,
+    v_from_x0_eps,
+    x0_from_eps,
+    x0_from_v,
+)
+
+__all__ = [
+    "NoiseSchedule",
+    "cosine_alpha_bar",
+    "cosine_betas",
+    "ddim_loop",
+    "ddim_timesteps",
+    "eps_from_v",
+    "eps_from_x0",
+    "linear_betas",
+    "v_from_x0_eps",
+    "x0_from_eps",
+    "x0_from_v",
+]
