@@ -5,7 +5,7 @@ Only ``zoo`` is installed at the top of site-packages: the repository's
 ``zoo.export`` and ``zoo.serving`` through ``package_dir``.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE_DIR = {
     "zoo": "zoo",
@@ -14,15 +14,12 @@ PACKAGE_DIR = {
     "zoo.serving": "serving",
 }
 
+# Every folder with an __init__.py under the mapped folders, so a new subpackage
+# (zoo/tasks, zoo/diffusion, ...) is never left out of a wheel.
 PACKAGES = [
-    "zoo",
-    "zoo.data",
-    "zoo.metrics",
-    "zoo.models",
-    "zoo.trainers",
-    "zoo.recipes",
-    "zoo.export",
-    "zoo.serving",
+    f"{package}.{sub}" if sub else package
+    for package, folder in PACKAGE_DIR.items()
+    for sub in ["", *find_packages(folder)]
 ]
 
 INSTALL_REQUIRES = [
