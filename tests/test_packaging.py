@@ -7,14 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_layering import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Source folder -> where it lands in site-packages (setup.py's package_dir).
-INSTALLED_AS = {
-    "zoo": "zoo",
-    "recipes": "zoo/recipes",
-    "export": "zoo/export",
-    "serving": "zoo/serving",
-}
+INSTALLED_AS = {folder: package.replace(".", "/") for folder, package in PACKAGES.items()}
 
 
 def test_a_build_holds_every_module_and_the_package_data(tmp_path):
