@@ -1,11 +1,18 @@
 """Diffusion foundations, apart from any network: noise schedules, the forward process
 q(x_t | x_0), its posterior, the DDPM and DDIM steps, and the ε/x_0/v conversions
-(:mod:`zoo.diffusion.schedules`), plus a compiled DDIM loop (:mod:`zoo.diffusion.samplers`).
+(:mod:`zoo.diffusion.schedules`), plus a compiled DDIM loop (:mod:`zoo.diffusion.samplers`) and
+the AnoDDPM anomaly score built on it (:mod:`zoo.diffusion.anomaly`).
 
 Importing this package has no side effects."""
 
 from __future__ import annotations
 
+from zoo.diffusion.anomaly import (
+    TStarChoice,
+    anomaly_timesteps,
+    choose_t_star,
+    diffusion_anomaly_score,
+)
 from zoo.diffusion.samplers import ddim_loop
 from zoo.diffusion.schedules import (
     NoiseSchedule,
@@ -22,10 +29,14 @@ from zoo.diffusion.schedules import (
 
 __all__ = [
     "NoiseSchedule",
+    "TStarChoice",
+    "anomaly_timesteps",
+    "choose_t_star",
     "cosine_alpha_bar",
     "cosine_betas",
     "ddim_loop",
     "ddim_timesteps",
+    "diffusion_anomaly_score",
     "eps_from_v",
     "eps_from_x0",
     "linear_betas",
