@@ -13,7 +13,7 @@ from zoo.diffusion.anomaly import (
     choose_t_star,
     diffusion_anomaly_score,
 )
-from zoo.diffusion.samplers import ddim_loop
+from zoo.diffusion.samplers import ddim_loop, ddpm_loop
 from zoo.diffusion.schedules import (
     NoiseSchedule,
     cosine_alpha_bar,
@@ -26,16 +26,19 @@ from zoo.diffusion.schedules import (
     x0_from_eps,
     x0_from_v,
 )
+from zoo.diffusion.unet import build_unet
 
 __all__ = [
     "NoiseSchedule",
     "TStarChoice",
     "anomaly_timesteps",
+    "build_unet",
     "choose_t_star",
     "cosine_alpha_bar",
     "cosine_betas",
     "ddim_loop",
     "ddim_timesteps",
+    "ddpm_loop",
     "diffusion_anomaly_score",
     "eps_from_v",
     "eps_from_x0",

@@ -14,7 +14,7 @@ from keras import ops
 
 from zoo.diffusion.schedules import NoiseSchedule
 
-__all__ = ["ddim_loop"]
+__all__ = ["ddim_loop", "ddpm_loop"]
 
 
 def ddim_loop(
@@ -58,3 +58,27 @@ def ddim_loop(
         return schedule.ddim_step(x_t, eps, t, t_prev, eta=eta, noise=noise)
 
     return ops.fori_loop(0, len(timesteps), body, x)
+
+
+def ddpm_loop(
+    schedule: NoiseSchedule,
+    eps_fn: Callable,
+    x,
+    seed,
+    variance: str = "beta",
+    clip_x0: float | None = None,
+):
+    """Ancestral sampling x_{T-1} -> x_{-1} over all T steps (Ho et al. 2020, Algorithm 2)
+    inside one ``keras.ops.fori_loop``; step i (t = T-1-i) draws its noise with
+    ``tf.random.stateless_normal`` seeded ``seed + [0, i]`` (``seed``: int tensor [2])."""
+    batch = ops.shape(x)[0]
+    last = schedule.num_steps - 1
+
+    def body(i, x_t):
+        t = ops.full((batch,), last - i, dtype="int32")
+        eps = ops.cast(eps_fn(x_t, t), x_t.dtype)
+        step_seed = ops.cast(seed, "int32") + ops.stack([0, ops.cast(i, "int32")])
+        noise = tf.random.stateless_normal(ops.shape(x_t), seed=step_seed, dtype=x_t.dtype)
+        return schedule.ddpm_step(x_t, eps, t, noise, variance=variance, clip_x0=clip_x0)
+
+    return ops.fori_loop(0, schedule.num_steps, body, x)

@@ -151,11 +151,12 @@ def generate_samples(model: Any, n: int, *, seed: int = 0, batch_size: int = 250
     ``numpy.random.default_rng(seed)`` (the model's own RNG is untouched). Conditional
     models get labels ``i mod num_classes`` (every class equally often)."""
     _check_generator(model)
-    z = np.random.default_rng(seed).standard_normal((int(n), int(model.latent_dim)))
-    z = z.astype(np.float32)
     from zoo.tasks import declaration_of
 
-    num_classes = declaration_of(model).num_classes
+    declaration = declaration_of(model)
+    z = np.random.default_rng(seed).standard_normal((int(n), *declaration.latent_shape))
+    z = z.astype(np.float32)
+    num_classes = declaration.num_classes
     labels = np.arange(int(n), dtype=np.int32) % num_classes if num_classes else None
     out = []
     for start in range(0, int(n), batch_size):

@@ -67,6 +67,12 @@ class TaskDeclaration(ABC):
         return int(getattr(model, "num_classes", 0)) if getattr(model, "conditional", False) else 0
 
     @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one noise input ``z`` of ``generate`` (``(latent_dim,)``; a
+        diffusion model's z is an image-shaped x_T)."""
+        return (int(self.model.latent_dim),)
+
+    @property
     def input_key(self) -> str:
         """The request tensor of ``serving_default``'s main input (``images``, ``z``...)."""
         return self.examples.key if self.examples is not None else "z"
@@ -101,7 +107,7 @@ class TaskDeclaration(ABC):
         if self.examples is not None:
             shape = [None, *self.examples.shape]
         else:
-            shape = [None, int(model.latent_dim)]
+            shape = [None, *self.latent_shape]
         out["input"] = {"key": self.input_key, "shape": shape, "dtype": "float32"}
         if self.num_classes:
             out["num_classes"] = self.num_classes
@@ -125,7 +131,7 @@ class TaskDeclaration(ABC):
             batch = data[:n] if data is not None and len(data) >= n else kind.random(rng, n)
             return kind.for_parity(np.asarray(batch, np.float32))
         if name == "z":
-            return rng.standard_normal((n, int(self.model.latent_dim))).astype(np.float32)
+            return rng.standard_normal((n, *self.latent_shape)).astype(np.float32)
         if name == "seed":
             return np.arange(n, dtype=np.int64)
         if name == "labels":
@@ -172,7 +178,7 @@ class TaskDeclaration(ABC):
                 f"{self.model.name} ({self.family}) does not generate images; it implements "
                 f"{', '.join(t.__name__ for t in self.tasks) or 'no task'}"
             )
-        z = np.random.default_rng(seed).standard_normal((n, int(self.model.latent_dim)))
+        z = np.random.default_rng(seed).standard_normal((n, *self.latent_shape))
         return np.asarray(self.model.generate(z.astype(np.float32), labels))
 
     def image_grids(self, images: np.ndarray, num_samples: int, seed: int) -> dict[str, np.ndarray]:

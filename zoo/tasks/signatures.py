@@ -317,11 +317,17 @@ class SignatureBuilder:
     def add_generator(
         self,
         generate: Callable[[tf.Tensor, tf.Tensor | None], tf.Tensor],
-        latent_dim: int,
+        latent_shape: int | tuple[int, ...],
+        tolerance: Tolerance | None = None,
+        method: str = "",
     ) -> None:
-        """``generate`` (z -> images) and ``sample`` (one int64 seed per image -> images;
-        SavedModel only), both with labels when conditional."""
-        z_spec = tf.TensorSpec([None, int(latent_dim)], tf.float32, name="z")
+        """``generate`` (z [N, *latent_shape] -> images) and ``sample`` (one int64 seed per
+        image -> images; SavedModel only), both with labels when conditional. ``tolerance``:
+        ``generate``'s parity tolerance (an iterative sampler states a looser one);
+        ``method``: how z becomes images, for the descriptions."""
+        shape = (int(latent_shape),) if isinstance(latent_shape, int) else tuple(latent_shape)
+        z_spec = tf.TensorSpec([None, *shape], tf.float32, name="z")
+        z_text = "[N, " + ", ".join(map(str, shape)) + "]" if len(shape) > 1 else "[N, latent]"
         seed_spec = tf.TensorSpec([None], tf.int64, name="seed")
         labels, with_labels = self.label_specs, self.with_labels
 
@@ -333,11 +339,12 @@ class SignatureBuilder:
             lambda i: images(i["z"], i.get("labels")),
             [z_spec, *labels],
             onnx=True,
-            description=f"z [N, latent]{with_labels} -> images [N, H, W, C] in [0, 1]",
+            description=f"z {z_text}{with_labels} -> images [N, H, W, C] in [0, 1]{method}",
+            tolerance=tolerance,
         )
         self.add(
             "sample",
-            lambda i: images(sample_z(i["seed"], (int(latent_dim),)), i.get("labels")),
+            lambda i: images(sample_z(i["seed"], shape), i.get("labels")),
             [seed_spec, *labels],
             onnx=False,
             description=f"seed [N] int64{with_labels} -> images, z ~ N(0, I) per seed",

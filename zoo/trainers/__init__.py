@@ -3,6 +3,15 @@
 from zoo.trainers.adversarial import GAN
 from zoo.trainers.autoencoder import Autoencoder, SequenceAutoencoder
 from zoo.trainers.base import Trainer
+from zoo.trainers.diffusion import DiffusionModel
 from zoo.trainers.vae import CVAE, VAE
 
-__all__ = ["CVAE", "GAN", "VAE", "Autoencoder", "SequenceAutoencoder", "Trainer"]
+__all__ = [
+    "CVAE",
+    "GAN",
+    "VAE",
+    "Autoencoder",
+    "DiffusionModel",
+    "SequenceAutoencoder",
+    "Trainer",
+]

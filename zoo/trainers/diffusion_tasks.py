@@ -1,0 +1,131 @@
+"""Task declaration of the diffusion models: ``generate`` (DDIM from z = x_T, K steps fixed at
+export), ``sample`` (seeds; SavedModel only) and ``denoise`` (one network evaluation);
+``serving_default`` = ``generate``. Conditional models take ``labels`` everywhere, with the
+classifier-free guidance scale fixed at export and recorded in the metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from zoo.tasks import Generator, Sampler, SignatureBuilder, SignatureSet, TaskDeclaration
+from zoo.tasks.signatures import Tolerance
+
+__all__ = ["DiffusionTasks"]
+
+#: ``generate`` runs K network evaluations in a loop: float32 round-off of the backends
+#: (oneDNN vs Eigen convolutions, ONNX Runtime) compounds over the steps, and the final
+#: clip to [0, 1] bounds it. Measured max |diff| on exported tiny and trained models is
+#: stated in tests/test_diffusion_export.py.
+GENERATE_TOLERANCE = Tolerance(atol=2e-3, rtol=0.0)
+
+
+class DiffusionTasks(TaskDeclaration):
+    """A denoising diffusion model (Ho et al. 2020) sampled by DDIM (Song et al. 2021)."""
+
+    family = "diffusion"
+    tasks = (Sampler, Generator)
+    evaluations = ("samples",)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.model.image_shape)
+
+    def signatures(
+        self,
+        threshold: float | None = None,
+        normalization: tuple[float, float] | None = None,
+    ) -> SignatureSet:
+        model = self.model
+        if threshold is not None:
+            raise ValueError(f"{model.name} exports no anomaly score yet: it takes no threshold")
+        builder = SignatureBuilder(self.num_classes)
+        steps, scale = model.sample_steps, float(model.guidance_scale)
+
+        def generate(z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
+            seed = tf.zeros([2], tf.int32)  # unused at eta = 0
+            return model.ddim_sample(z, labels, scale, seed, steps, 0.0)
+
+        guidance = f", guidance scale {scale:g}" if self.num_classes else ""
+        builder.add_generator(
+            generate,
+            self.latent_shape,
+            tolerance=GENERATE_TOLERANCE,
+            method=f" by DDIM (eta = 0) in {steps} steps{guidance}",
+        )
+        shape = [None, *self.latent_shape]
+        x_spec = tf.TensorSpec(shape, tf.float32, name="x_t")
+        t_spec = tf.TensorSpec([None], tf.int64, name="t")
+
+        def denoise(i: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            # out-of-range steps clamp to [0, T) (the table gather would fail otherwise)
+            t = tf.clip_by_value(i["t"], 0, model.schedule.num_steps - 1)
+            out = model.denoise(i["x_t"], tf.cast(t, tf.int32), i.get("labels"))
+            return {k: tf.cast(v, tf.float32) for k, v in out.items()}
+
+        builder.add(
+            "denoise",
+            denoise,
+            [x_spec, t_spec, *builder.label_specs],
+            onnx=True,
+            description=(
+                f"x_t [N, H, W, C] in [-1, 1], t [N] int64 in [0, {model.schedule.num_steps})"
+                f"{builder.with_labels} -> eps (the network's noise estimate) and denoised "
+                "(the x_0 it implies, images in [0, 1]); one network evaluation"
+            ),
+        )
+        return builder.build("generate", [model.sampling_denoiser])
+
+    def example_value(
+        self,
+        name: str,
+        n: int,
+        rng: np.random.Generator,
+        data: np.ndarray | None,
+        labels: np.ndarray | None,
+        values: dict[str, np.ndarray],
+    ) -> np.ndarray:
+        if name == "x_t":
+            return rng.standard_normal((n, *self.latent_shape)).astype(np.float32)
+        if name == "t":
+            steps = self.model.schedule.num_steps
+            return np.linspace(0, steps - 1, n).round().astype(np.int64)
+        return super().example_value(name, n, rng, data, labels, values)
+
+    def summary(self) -> dict[str, Any]:
+        model = self.model
+        out = super().summary()
+        out.pop("latent_dim", None)
+        out["diffusion"] = {
+            "schedule": model.schedule.get_config(),
+            "prediction": model.prediction,
+            "sample_steps": model.sample_steps,
+            "sampler": "DDIM, eta = 0",
+            "clip_denoised": model.clip_denoised,
+            "ema": model.ema_decay is not None,
+        }
+        if self.num_classes:
+            out["diffusion"]["guidance_scale"] = float(model.guidance_scale)
+        return out
+
+    def use_notes(self) -> list[str]:
+        model = self.model
+        notes = [
+            "- Generates images like the training data by denoising diffusion (Ho et al. 2020): "
+            f"`generate` runs DDIM (Song et al. 2021, eta = 0) from z = x_T ~ N(0, I) in "
+            f"{model.sample_steps} steps of a {model.schedule.num_steps}-step "
+            f"{model.schedule.kind} schedule, in one compiled loop. The same z gives the same "
+            "images.",
+            "- `sample` (SavedModel only) draws z from a seed; ONNX users feed z to `generate`.",
+            "- `denoise` is one network evaluation (eps and the implied x_0) for users who run "
+            "their own sampler.",
+        ]
+        if self.num_classes:
+            notes.append(
+                f"- Class-conditional with classifier-free guidance (Ho & Salimans 2022) at scale "
+                f"{model.guidance_scale:g}, fixed at export: eps = eps_null + s (eps_y - eps_null)."
+            )
+        return notes
