@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.trainers import GAN, VAE, Autoencoder, SequenceAutoencoder
+from zoo.trainers import GAN, VAE, Autoencoder, DiffusionModel, SequenceAutoencoder
 
 ALL_MODELS = zoo.list_models()
 #: Training checks run on the tiny variants: same builders and trainers, small widths.
@@ -41,6 +41,9 @@ def outputs(model: keras.Model, digits: np.ndarray) -> np.ndarray:
     if isinstance(model, GAN):
         z = np.random.default_rng(0).standard_normal((8, model.latent_dim)).astype("float32")
         return np.asarray(model.generate(z))
+    if isinstance(model, DiffusionModel):
+        z = np.random.default_rng(0).standard_normal((8, *model.image_shape)).astype("float32")
+        return np.asarray(model.generate(z))
     return np.asarray(model.reconstruct(batch_for(model, digits)[:8]))
 
 
@@ -59,6 +62,11 @@ def fixed_batch_loss(model: keras.Model, data, labels: np.ndarray) -> float:
     if isinstance(model, GAN):
         z = np.random.default_rng(1).standard_normal((len(x), model.latent_dim))
         return float(model.discriminator_objective(x, z.astype("float32"), **extra)["d_loss"])
+    if isinstance(model, DiffusionModel):  # the simple loss at fixed steps and noise
+        rng = np.random.default_rng(1)
+        t = rng.integers(0, model.schedule.num_steps, len(x))
+        noise = rng.standard_normal(x.shape).astype("float32")
+        return float(model.noise_prediction_loss(x, extra.get("labels"), t, noise))
     return float(np.mean(model.anomaly_score(x, **extra)))
 
 

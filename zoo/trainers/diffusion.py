@@ -228,6 +228,39 @@ class DiffusionModel(Trainer):
         x0 = x0_from_eps(x_t, eps, self.schedule.alpha_bar_at(t, x_t))
         return {"eps": eps, "denoised": self.to_images(x0)}
 
+    def variational_bound(
+        self,
+        images: Any,
+        labels: Any = None,
+        num_timesteps: int | None = None,
+        seed: int = 0,
+        variance: str = "beta_tilde",
+    ) -> dict[str, np.ndarray]:
+        """Per-example terms of the DDPM bound on -log p(images) (Ho et al. 2020, eq. 5) in
+        bits/dim, from the sampling denoiser's raw ε (no guidance, no clipping): ``prior``,
+        ``diffusion``, ``decoder``, ``total`` [N] (+ ``steps`` [N, T] for the exact sum).
+        ``images`` [N, H, W, C] in [0, 1] on 256 levels; ``num_timesteps=k``: stratified Monte
+        Carlo over t (:func:`zoo.diffusion.likelihood.variational_bound`). A conditional model
+        bounds -log p(x|y) given ``labels``, or -log p(x) through its null label without."""
+        from zoo.diffusion.likelihood import in_bits_per_dim, variational_bound
+
+        x0 = 2.0 * np.asarray(images, np.float32) - 1.0
+        y = None
+        if self.conditional:
+            y = np.full(len(x0), self.null_label) if labels is None else np.asarray(labels)
+        else:
+            self._labels(labels, len(x0))  # refuses labels
+        network = self.sampling_denoiser
+
+        def eps(x_t: Any, t: Any, y: Any = None) -> tf.Tensor:
+            return self._network_eps(network, x_t, t, y)
+
+        terms = variational_bound(
+            self.schedule, eps, x0, labels=y, num_timesteps=num_timesteps, seed=seed,
+            variance=variance,
+        )  # fmt: skip
+        return in_bits_per_dim(terms, int(np.prod(self.image_shape)))
+
     # -- sampling ----------------------------------------------------------------------------
     def ddim_sample(
         self, z: Any, labels: Any, guidance_scale: Any, seed: Any, steps: int, eta: float
@@ -317,29 +350,42 @@ class DiffusionModel(Trainer):
             weight = weight / (1.0 + snr)
         return weight
 
-    def step_losses(self, images: Any, labels: Any, training: bool) -> dict[str, tf.Tensor]:
-        """The simple loss of one batch (Ho et al. 2020, Algorithm 1)."""
+    def noise_prediction_loss(
+        self, images: Any, labels: Any, t: Any, noise: Any, training: bool = False
+    ) -> tf.Tensor:
+        """The (weighted) simple loss of the live denoiser for given steps ``t`` [N] and noise
+        ε: mean over the batch of w(t) ‖target - network(x_t, t[, y])‖² / D (Ho et al. 2020,
+        eq. 14; target ε, or v for ``prediction="v"``). Deterministic given its inputs;
+        training draws t, ε and the dropped labels (:meth:`step_losses`)."""
         x0 = self.to_model_range(images)
-        n = ops.shape(x0)[0]
+        t = ops.cast(t, "int32")
+        x_t = self.schedule.add_noise(x0, noise, t)
+        inputs = [x_t, t] if labels is None else [x_t, t, ops.cast(labels, "int32")]
+        prediction = ops.cast(self.denoiser(inputs, training=training), "float32")
+        if self.prediction == "v":
+            target = v_from_x0_eps(x0, noise, self.schedule.alpha_bar_at(t, x0))
+        else:
+            target = noise
+        axes = tuple(range(1, len(x0.shape)))
+        per_example = ops.mean(ops.square(prediction - target), axis=axes)
+        return losses.average(per_example * self.loss_weights(t))
+
+    def step_losses(self, images: Any, labels: Any, training: bool) -> dict[str, tf.Tensor]:
+        """One batch of Ho et al. 2020, Algorithm 1: t ~ U{0..T-1}, ε ~ N(0, I) per example
+        (and, conditional, labels dropped to the null token with p = ``label_dropout``)."""
+        images = ops.convert_to_tensor(images, "float32")
+        n = ops.shape(images)[0]
         t = self.draw(
             keras.random.randint, (n,), minval=0, maxval=self.schedule.num_steps, dtype="int32"
         )
-        noise = self.normal(ops.shape(x0))
-        x_t = self.schedule.add_noise(x0, noise, t)
+        noise = self.normal(ops.shape(images))
         y = None
         if self.conditional:
             y = self._labels(labels, n)
             if training and self.label_dropout > 0:
                 drop = self.uniform((n,)) < self.label_dropout
                 y = ops.where(drop, self.null_label, y)
-        inputs = [x_t, t] if y is None else [x_t, t, y]
-        prediction = ops.cast(self.denoiser(inputs, training=training), "float32")
-        if self.prediction == "v":
-            target = v_from_x0_eps(x0, noise, self.schedule.alpha_bar_at(t, x0))
-        else:
-            target = noise
-        per_example = ops.mean(ops.square(prediction - target), axis=tuple(range(1, len(x0.shape))))
-        return {"loss": losses.average(per_example * self.loss_weights(t))}
+        return {"loss": self.noise_prediction_loss(images, y, t, noise, training)}
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         images, labels = unpack_batch(data)
