@@ -174,7 +174,7 @@ def test_decoder_nll_integrates_around_the_ddpm_mean(schedule):
 def test_oracle_eps_makes_every_kl_term_zero(schedule):
     point = LEVELS[160]
     x0 = np.full((3, 4, 4, 1), point)
-    bound = variational_bound(schedule, oracle(schedule, point), x0, batch_size=2, seed=4)
+    bound = variational_bound(schedule, oracle(schedule, point), x0, seed=4)
     d = 16
     assert bound["steps"].shape == (3, T)
     np.testing.assert_allclose(bound["steps"][:, 1:], 0.0, atol=1e-6)
@@ -251,3 +251,61 @@ def test_bits_per_dim_and_input_checks(schedule):
         variational_bound(schedule, eps_fn, np.zeros((1, 2, 2, 1)), variance="learned")
     with pytest.raises(ValueError, match="labels"):
         variational_bound(schedule, eps_fn, np.zeros((2, 2, 2, 1)), labels=[1])
+
+
+class FixedBound:
+    """A BoundModel without a network: fixed terms (bits/dim) per example."""
+
+    image_shape = (2, 2, 1)
+    name = "fixed"
+
+    def variational_bound(self, images, labels=None, num_timesteps=None, seed=0):
+        self.asked = num_timesteps
+        a, b = np.arange(1.0, len(images) + 1), np.full(len(images), 0.5)
+        return {"a": a, "b": b, "total": a + b, "steps": np.zeros((len(images), 3))}
+
+
+def test_evaluate_model_routes_bound_models_and_reports_every_term(tmp_path):
+    import json
+
+    from zoo.likelihood import evaluate_model
+    from zoo.tasks import BoundModel, LikelihoodModel
+
+    model = FixedBound()
+    assert isinstance(model, BoundModel) and not isinstance(model, LikelihoodModel)
+    images = np.zeros((4, 2, 2, 1), np.float32)
+    result, out = evaluate_model(model, tmp_path, target="t", images=images, num_timesteps=7)
+    assert model.asked == 7 and result["estimator"].startswith("stratified Monte Carlo, 7")
+    assert result["terms"] == ["a", "b"] and result["bits_per_dim"] == pytest.approx(3.0)
+    assert result["a_bits_per_dim"] == pytest.approx(2.5) and result["b_nats"] == pytest.approx(
+        0.5 * 4 * math.log(2)
+    )
+    assert result["bits_per_dim_stderr"] == pytest.approx(np.std([2, 3, 4, 5], ddof=1) / 2)
+    assert json.loads((out / "likelihood.json").read_text())["nll_bound"] == pytest.approx(
+        3.0 * 4 * math.log(2)
+    )
+    assert "| term: b | 1.39 | 0.5000 |" in (out / "likelihood.md").read_text()
+    with pytest.raises(TypeError, match="BoundModel"):
+        evaluate_model(object(), tmp_path, target="t", images=images)
+
+
+def test_zoo_evaluate_reports_a_diffusion_models_bound_in_bits_per_dim(tmp_path, capsys):
+    import json
+
+    from zoo.cli import main
+
+    out = tmp_path / "exact"
+    args = ["evaluate", "ddpm_tiny", "--task", "likelihood", "--n", "2", "--out", str(out)]
+    assert main(args) == 0
+    assert "bits_per_dim" in capsys.readouterr().out
+    result = json.loads((out / "likelihood.json").read_text())
+    assert result["n"] == 2 and result["dims"] == 784
+    assert result["terms"] == ["prior", "diffusion", "decoder"]
+    terms = [result[f"{k}_bits_per_dim"] for k in result["terms"]]
+    assert all(math.isfinite(v) and v > 0 for v in terms)
+    assert sum(terms) == pytest.approx(result["bits_per_dim"], rel=1e-9)
+    assert result["nll_bound"] == pytest.approx(result["bits_per_dim"] * 784 * math.log(2))
+    assert result["estimator"].startswith("exact")
+    report = (out / "likelihood.md").read_text()
+    assert "bits/dim" in report and "term: decoder" in report and "bundled MNIST" in report
+    assert list(out.glob("events.out.tfevents.*"))

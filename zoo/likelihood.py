@@ -13,7 +13,8 @@ k = 5000, and the chunks are combined with a numerically stable log-sum-exp.
 
 It works on anything that follows :class:`zoo.tasks.LikelihoodModel`: every zoo VAE, or a small
 hand-built model (the tests use a linear-Gaussian model whose p(x) is known in closed
-form).
+form). A model with its own variational bound (:class:`zoo.tasks.BoundModel`, e.g. a diffusion
+model's DDPM bound) is reported by :func:`evaluate_bound` instead, in the same files.
 
 Units: nats per example; bits/dim = -log p(x) / (D ln 2) with D the number of pixel
 values. For a Bernoulli likelihood the data must be binary: the standard benchmark is
@@ -35,7 +36,7 @@ import numpy as np
 
 from zoo.fileio import atomic_write_text
 from zoo.progress import Progress
-from zoo.tasks.protocols import LikelihoodModel
+from zoo.tasks.protocols import BoundModel, LikelihoodModel
 
 #: Burda et al. (2015): a latent unit is active if Cov_x(E_q[z_j]) > 0.01.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -50,7 +51,8 @@ def _check_model(model: Any) -> None:
         missing = [n for n in ("encode", "log_likelihood", "prior") if not hasattr(model, n)]
         raise TypeError(
             f"{type(model).__name__} cannot be evaluated by importance sampling: it lacks "
-            f"{', '.join(missing)} (see zoo.tasks.LikelihoodModel; zoo VAEs have them)"
+            f"{', '.join(missing)} (see zoo.tasks.LikelihoodModel; zoo VAEs have them), and "
+            "has no variational_bound (zoo.tasks.BoundModel; zoo diffusion models have it)"
         )
 
 
@@ -347,6 +349,66 @@ def report_markdown(result: dict[str, Any], title: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def evaluate_bound(
+    model: Any,
+    images: Any,
+    *,
+    labels: Any = None,
+    num_timesteps: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A :class:`zoo.tasks.BoundModel`'s variational bound on ``images`` (floats in [0, 1] on 256
+    levels, [N, ...]): the mean bound and each term in bits/dim and nats, with the standard
+    error of the mean bound over examples. JSON-ready."""
+    images = np.asarray(images, np.float32)
+    dims, n = int(np.prod(images.shape[1:])), len(images)
+    raw = model.variational_bound(images, labels=labels, num_timesteps=num_timesteps, seed=seed)
+    bits = {k: np.asarray(v, np.float64) for k, v in raw.items() if np.ndim(v) == 1}
+    total = bits.pop("total")
+    nats = dims * math.log(2.0)
+    result: dict[str, Any] = {
+        "model": getattr(model, "name", type(model).__name__),
+        "likelihood": "variational bound (discrete, 256 levels)",
+        "data": "8-bit levels in [0, 1] (a bound on a discrete probability)",
+        "n": n,
+        "dims": dims,
+        "seed": int(seed),
+        "estimator": "exact sum over the terms" if num_timesteps is None else (
+            f"stratified Monte Carlo, {int(num_timesteps)} terms per example"),
+        "bits_per_dim": float(np.mean(total)),
+        "bits_per_dim_stderr": float(np.std(total, ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+        "nll_bound": float(np.mean(total) * nats),
+        "terms": list(bits),
+    }  # fmt: skip
+    for key, values in bits.items():
+        result[f"{key}_bits_per_dim"] = float(np.mean(values))
+        result[f"{key}_nats"] = float(np.mean(values) * nats)
+    result["terms_sum_bits_per_dim"] = float(np.mean(sum(bits.values())))
+    return result
+
+
+def bound_report_markdown(result: dict[str, Any], title: str | None = None) -> str:
+    """A readable markdown summary of :func:`evaluate_bound`'s result."""
+    r = result
+    lines = [
+        f"# {title or 'Likelihood evaluation: ' + str(r['model'])}",
+        "",
+        f"- {r['likelihood']}: {r['n']} examples, {r['dims']} values each, {r['data']}",
+        f"- estimator: {r['estimator']} (seed {r['seed']})",
+        "",
+        "| quantity | nats | bits/dim |",
+        "|---|---|---|",
+        f"| -log p(x) <= bound (± s.e. over examples) | {r['nll_bound']:.2f} | "
+        f"{r['bits_per_dim']:.4f} ± {r['bits_per_dim_stderr']:.4f} |",
+        *(
+            f"| term: {k} | {r[f'{k}_nats']:.2f} | {r[f'{k}_bits_per_dim']:.4f} |"
+            for k in r["terms"]
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def spread_indices(total: int, n: int) -> np.ndarray:
     """``n`` indices evenly spread over ``range(total)`` (all of them if n >= total)."""
     return np.unique(np.linspace(0, total - 1, min(int(n), total)).round().astype(int))
@@ -384,17 +446,23 @@ def evaluate_model(
     seed: int = 0,
     images: Any = None,
     labels: Any = None,
+    num_timesteps: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """``zoo evaluate --task likelihood`` on a loaded model: evaluate on ``n`` images of
     the bundled MNIST sample's ``split`` (or on ``images``), write ``likelihood.json`` and
     ``likelihood.md`` into ``out_dir`` and TensorBoard scalars ``likelihood/*`` there.
+    A :class:`zoo.tasks.LikelihoodModel` is evaluated by importance sampling (``k``, ``batch_k``,
+    ``batch_size``), a :class:`zoo.tasks.BoundModel` by its bound (``num_timesteps``; None =
+    exact).
     ``target`` names what was evaluated in the report (a run folder, ``.keras`` file or
     model name; :func:`zoo.recipes.evaluation.evaluate_likelihood_run` loads it).
     Conditional models are evaluated given the true labels (log p(x|y)). Returns
     (result, out_dir)."""
     import tensorflow as tf
 
-    _check_model(model)
+    bound = isinstance(model, BoundModel) and not isinstance(model, LikelihoodModel)
+    if not bound:
+        _check_model(model)
     if images is None:
         images, sample_labels = evaluation_images(model, n=n, split=split)
         labels = sample_labels if labels is None else labels
@@ -407,15 +475,19 @@ def evaluate_model(
         labels = None if labels is None else np.asarray(labels)[:n]
         source = f"{len(images)} given images"
     conditional = bool(getattr(model, "conditional", False))
-    result = evaluate_likelihood(
-        model,
-        images,
-        k,
-        labels=labels if conditional else None,
-        batch_k=batch_k,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    labels = labels if conditional else None
+    if bound:
+        result = evaluate_bound(
+            model, images, labels=labels, num_timesteps=num_timesteps, seed=seed
+        )
+        markdown, scalars = bound_report_markdown, ["nll_bound", "bits_per_dim"]
+        scalars += [f"{term}_bits_per_dim" for term in result["terms"]]
+    else:
+        result = evaluate_likelihood(
+            model, images, k, labels=labels, batch_k=batch_k, batch_size=batch_size, seed=seed
+        )
+        markdown = report_markdown
+        scalars = ["nll", "bits_per_dim", "elbo", "gap", "kl", "active_units"]
     result["source"] = source + ("; conditioned on the true labels" if conditional else "")
     result["target"] = str(target)
     out = Path(out_dir)
@@ -423,12 +495,12 @@ def evaluate_model(
     atomic_write_text(out / "likelihood.json", json.dumps(result, indent=1))
     atomic_write_text(
         out / "likelihood.md",
-        report_markdown(result, f"Likelihood evaluation: {result['model']}")
+        markdown(result, f"Likelihood evaluation: {result['model']}")
         + f"\nData source: {source}.\n",
     )
     with tf.summary.create_file_writer(str(out)).as_default():
-        for key in ("nll", "bits_per_dim", "elbo", "gap", "kl", "active_units"):
+        for key in scalars:
             tf.summary.scalar(f"likelihood/{key}", float(result[key]), step=0)
-        for j, value in enumerate(result["kl_per_dim"]):
+        for j, value in enumerate(result.get("kl_per_dim", ())):
             tf.summary.scalar(f"likelihood/kl_dim_{j:02d}", value, step=0)
     return result, out

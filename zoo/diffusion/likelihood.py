@@ -201,22 +201,25 @@ def _bound_function(
     def predict(x_t, t, labels):
         return eps_fn(x_t, t, labels) if conditional else eps_fn(x_t, t)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def bound(x0, labels, steps, seed):
         batch = tf.shape(x0)[0]
         tile = tf.concat([[c], tf.ones([tf.rank(x0) - 1], tf.int32)], axis=0)
         x_rows = tf.tile(x0, tile)  # row j * B + b = example b, column j of the chunk
         y_rows = None if labels is None else tf.tile(labels, [c])
         chunks = tf.shape(steps)[1] // c
-        kl = tf.TensorArray(tf.float64, size=chunks)
-        for s in tf.range(chunks):
+
+        def body(s, kl):
             t = tf.reshape(tf.transpose(steps[:, s * c : (s + 1) * c]), [-1])
             noise = tf.random.stateless_normal(
                 tf.shape(x_rows), seed=seed + tf.stack([0, tf.cast(s, seed.dtype)]), dtype=x0.dtype
             )
             x_t = schedule.add_noise(x_rows, noise, t)
             per_row = diffusion_kl(schedule, noise, predict(x_t, t, y_rows), t, variance)
-            kl = kl.write(s, tf.transpose(tf.reshape(per_row, [c, batch])))
+            return s + 1, kl.write(s, tf.transpose(tf.reshape(per_row, [c, batch])))
+
+        kl = tf.TensorArray(tf.float64, size=chunks, element_shape=tf.TensorShape([None, c]))
+        _, kl = tf.while_loop(lambda s, _: s < chunks, body, (tf.constant(0), kl))
         terms = tf.reshape(tf.transpose(kl.stack(), [1, 0, 2]), [batch, chunks * c])
         # the decoder's noise: a stream no chunk uses (chunk indices stay far below 2**20)
         noise = tf.random.stateless_normal(

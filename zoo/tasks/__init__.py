@@ -1,7 +1,7 @@
 """Tasks: what a model can do, declared by its trainer and read by the pipeline.
 
 - :mod:`zoo.tasks.protocols`: the task interfaces (Sampler, Generator, Reconstructor,
-  AnomalyScorer, LikelihoodModel, Translator), each with its contract;
+  AnomalyScorer, LikelihoodModel, BoundModel, Translator), each with its contract;
 - :mod:`zoo.tasks.declaration`: :class:`TaskDeclaration`, one per trainer, and
   :func:`declaration_of`;
 - :mod:`zoo.tasks.signatures`: serving signatures as data (with parity tolerances) and the
@@ -13,6 +13,7 @@ from zoo.tasks.declaration import PARITY_BATCH, TaskDeclaration, declaration_of
 from zoo.tasks.examples import ExampleKind, Images, Sequences
 from zoo.tasks.protocols import (
     AnomalyScorer,
+    BoundModel,
     Generator,
     LikelihoodModel,
     Reconstructor,
@@ -24,6 +25,7 @@ from zoo.tasks.signatures import Signature, SignatureBuilder, SignatureSet, Tole
 __all__ = [
     "PARITY_BATCH",
     "AnomalyScorer",
+    "BoundModel",
     "ExampleKind",
     "Generator",
     "Images",

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "AnomalyScorer",
+    "BoundModel",
     "Generator",
     "LikelihoodModel",
     "Reconstructor",
@@ -103,6 +104,28 @@ class LikelihoodModel(Protocol):
 
     @property
     def prior(self) -> Any: ...
+
+
+@runtime_checkable
+class BoundModel(Protocol):
+    """A model with a variational upper bound on -log P(x) of 8-bit images (e.g. the DDPM bound,
+    Ho et al. 2020, eq. 5).
+
+    ``variational_bound(images, labels=None, num_timesteps=None, seed=0)``: images
+    ``[N, *image_shape]`` in [0, 1] on 256 levels -> a dict of per-example float arrays in
+    bits/dim: ``"total"`` [N], the bound, and its terms (other [N] arrays, e.g. ``prior``,
+    ``diffusion``, ``decoder``) that add up to it; 2-D entries (e.g. ``steps`` [N, T]) are
+    detail. ``num_timesteps`` asks for a Monte Carlo estimate over the bound's terms (None: the
+    exact sum); ``seed`` fixes its noise. A bound on a discrete probability, in the units of a
+    discrete likelihood's bits/dim. Conditional models bound -log P(x|y) given ``labels``.
+    :mod:`zoo.likelihood` reports it for ``zoo evaluate --task likelihood``."""
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
+    def variational_bound(
+        self, images: Any, labels: Any = None, num_timesteps: int | None = None, seed: int = 0
+    ) -> Any: ...
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ class DiffusionTasks(TaskDeclaration):
 
     family = "diffusion"
     tasks = (Sampler, Generator)
-    evaluations = ("samples",)
+    evaluations = ("samples", "likelihood")
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
