@@ -1,7 +1,8 @@
 """Diffusion foundations, apart from any network: noise schedules, the forward process
 q(x_t | x_0), its posterior, the DDPM and DDIM steps, and the ε/x_0/v conversions
 (:mod:`zoo.diffusion.schedules`), plus a compiled DDIM loop (:mod:`zoo.diffusion.samplers`) and
-the AnoDDPM anomaly score built on it (:mod:`zoo.diffusion.anomaly`).
+the AnoDDPM anomaly score built on it (:mod:`zoo.diffusion.anomaly`), and the DDPM variational
+bound in bits/dim (:mod:`zoo.diffusion.likelihood`).
 
 Importing this package has no side effects."""
 
@@ -13,6 +14,7 @@ from zoo.diffusion.anomaly import (
     choose_t_star,
     diffusion_anomaly_score,
 )
+from zoo.diffusion.likelihood import in_bits_per_dim, variational_bound
 from zoo.diffusion.samplers import ddim_loop, ddpm_loop
 from zoo.diffusion.schedules import (
     NoiseSchedule,
@@ -42,8 +44,10 @@ __all__ = [
     "diffusion_anomaly_score",
     "eps_from_v",
     "eps_from_x0",
+    "in_bits_per_dim",
     "linear_betas",
     "v_from_x0_eps",
+    "variational_bound",
     "x0_from_eps",
     "x0_from_v",
 ]
