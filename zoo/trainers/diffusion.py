@@ -193,6 +193,8 @@ class DiffusionModel(Trainer):
         guided = self.conditional and not (isinstance(scale, (int, float)) and scale == 1.0)
 
         def eps(x_t: Any, t: Any) -> tf.Tensor:
+            x_t = ops.convert_to_tensor(x_t, "float32")
+            t = ops.cast(t, "int32")
             if not self.conditional:
                 out = self._network_eps(network, x_t, t, None)
             elif not guided:
@@ -340,15 +342,15 @@ class DiffusionModel(Trainer):
 
     # -- training ----------------------------------------------------------------------------
     def loss_weights(self, t: Any) -> tf.Tensor:
-        """Per-example weights of the ε-MSE at steps ``t`` [N] (all 1 for ``"none"``)."""
+        """Per-example weights of the ε-MSE at steps ``t`` [N] (all 1 for ``"none"``),
+        gathered from a float64 table (SNR_t = ᾱ_t / (1 - ᾱ_t) is exact near t = 0)."""
         if self.loss_weighting == "none":
             return ops.ones(ops.shape(t), "float32")
-        alpha_bar = self.schedule.coefficient(self.schedule.alpha_bars, t, ops.zeros((1,)))
-        snr = alpha_bar / (1.0 - alpha_bar)
-        weight = ops.minimum(snr, self.min_snr_gamma) / snr
+        snr = self.schedule.alpha_bars / (1.0 - self.schedule.alpha_bars)
+        weight = np.minimum(snr, self.min_snr_gamma) / snr
         if self.prediction == "v":  # the v-MSE is (1 + SNR) times the ε-MSE
             weight = weight / (1.0 + snr)
-        return weight
+        return self.schedule.coefficient(weight, t, ops.zeros((1,)))
 
     def noise_prediction_loss(
         self, images: Any, labels: Any, t: Any, noise: Any, training: bool = False
