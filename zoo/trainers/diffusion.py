@@ -224,6 +224,13 @@ class DiffusionModel(Trainer):
         unclipped) and ``denoised``, the x̂_0 it implies as images in [0, 1]. ``x_t`` in the
         model's range [-1, 1], ``t`` int [N] in [0, T)."""
         x_t = ops.convert_to_tensor(x_t, "float32")
+        if not tf.is_tensor(t):
+            steps = np.asarray(t)
+            if steps.size and (steps.min() < 0 or steps.max() >= self.schedule.num_steps):
+                raise ValueError(
+                    f"t must be steps in [0, {self.schedule.num_steps}) (this model's schedule "
+                    f"has {self.schedule.num_steps}); got {steps.min()}..{steps.max()}"
+                )
         t = ops.cast(ops.reshape(t, (-1,)), "int32")
         y = self._labels(labels, ops.shape(x_t)[0])
         eps = self._network_eps(self.sampling_denoiser, x_t, t, y)
