@@ -20,6 +20,7 @@ from zoo.diffusion.likelihood import (
     log_ndtr,
     normal_kl,
     prior_kl,
+    strata_edges,
     stratified_timesteps,
     variational_bound,
 )
@@ -230,15 +231,26 @@ def test_exact_sum_and_stratified_estimate_agree(schedule):
     assert "steps" not in mc
 
 
-def test_stratified_timesteps_cover_each_step_once_in_expectation():
-    steps, weights = stratified_timesteps(T, 6, 30_000, seed=1)
+@pytest.mark.parametrize(
+    ("spacing", "sizes"), [("uniform", [9, 8, 8, 8, 8, 8]), ("log", [1, 2, 3, 7, 12, 24])]
+)
+def test_stratified_timesteps_cover_each_step_once_in_expectation(spacing, sizes):
+    # log strata: edges 50^(j/6) = 1, 1.9, 3.7, 7.1, 13.6, 26.1, 50 rounded: 1, 2, 4, 7, 14, 26, 50
+    np.testing.assert_array_equal(np.diff(strata_edges(T, 6, spacing)), sizes)
+    steps, weights = stratified_timesteps(T, 6, 30_000, seed=1, spacing=spacing)
     assert steps.shape == weights.shape == (30_000, 6)
     assert steps.min() == 1 and steps.max() == T - 1
     assert np.all(np.diff(steps, axis=1) > 0)  # one draw per contiguous stratum, in order
-    np.testing.assert_array_equal(weights[0], [9, 8, 8, 8, 8, 8])
-    # E[sum_j w_j 1{t_j = i}] = 1 for every index i = 1..T-1
+    np.testing.assert_array_equal(weights[0], sizes)
+    # E[sum_j w_j 1{t_j = i}] = 1 for every index i = 1..T-1 (sd sqrt(|S_j| - 1) per draw)
     hits = np.bincount(steps.ravel(), weights=weights.ravel(), minlength=T)[1:] / len(steps)
-    np.testing.assert_allclose(hits, 1.0, atol=0.05)
+    tolerance = 5 * np.sqrt(np.repeat(sizes, sizes) - 1.0) / math.sqrt(len(steps))
+    assert np.all(np.abs(hits - 1.0) <= tolerance + 1e-12)
+    np.testing.assert_array_equal(hits[np.repeat(sizes, sizes) == 1], 1.0)  # summed exactly
+    edges = strata_edges(1000, 50)
+    assert edges[0] == 1 and edges[-1] == 1000 and np.all(np.diff(edges) >= 1)
+    with pytest.raises(ValueError, match="spacing"):
+        strata_edges(T, 6, "cubic")
 
 
 def test_bits_per_dim_and_input_checks(schedule):

@@ -41,6 +41,7 @@ __all__ = [
     "log_ndtr",
     "normal_kl",
     "prior_kl",
+    "strata_edges",
     "stratified_timesteps",
     "variational_bound",
 ]
@@ -168,17 +169,41 @@ def decoder_nll(schedule: NoiseSchedule, x0, x1, eps_pred, variance: str = "beta
     return -_sum_per_example(discretized_gaussian_log_prob(x0, mean, log_scale))
 
 
+#: How :func:`stratified_timesteps` lays out its strata over t.
+SPACINGS = ("log", "uniform")
+
+
+def strata_edges(num_steps: int, count: int, spacing: str = "log") -> np.ndarray:
+    """Edges 1 = e_0 < e_1 < ... < e_count = T of ``count`` contiguous strata [e_j, e_{j+1}) of
+    the KL indices 1 .. T-1: sizes that differ by at most one (``"uniform"``), or growing
+    geometrically (``"log"``: e_j near T^(j / count), every stratum at least one index wide), so
+    the early steps, whose terms are the largest and change fastest, get narrow strata (the
+    first ones single steps, summed exactly)."""
+    if spacing not in SPACINGS:
+        raise ValueError(f"strata spacing {spacing!r} is unknown; use one of {SPACINGS}")
+    if not 1 <= count <= num_steps - 1:
+        raise ValueError(f"count = {count} strata must lie in 1..T-1 = {num_steps - 1}")
+    if spacing == "uniform":
+        sizes = [len(a) for a in np.array_split(np.arange(num_steps - 1), count)]
+        return np.concatenate([[1], 1 + np.cumsum(sizes)]).astype(np.int64)
+    target = np.geomspace(1, num_steps, count + 1)
+    edges = np.empty(count + 1, np.int64)
+    edges[0], edges[-1] = 1, num_steps
+    for j in range(1, count):
+        edges[j] = min(max(round(target[j]), edges[j - 1] + 1), num_steps - (count - j))
+    return edges
+
+
 def stratified_timesteps(
-    num_steps: int, count: int, n: int, seed: int = 0
+    num_steps: int, count: int, n: int, seed: int = 0, spacing: str = "log"
 ) -> tuple[np.ndarray, np.ndarray]:
     """``count`` steps per example for the KL terms, stratified: indices 1 .. T-1 split into
-    ``count`` contiguous strata S_j whose sizes differ by at most one, one index drawn uniformly
-    from each S_j for each example (numpy ``seed``). Returns (steps [n, count] int32, weights
-    [n, count] = |S_j|): E[|S_j| L_{t_j}] = sum_{t in S_j} L_t, so sum_j |S_j| L_{t_j} is unbiased
-    for the sum of the KL terms."""
-    strata = np.array_split(np.arange(1, num_steps, dtype=np.int64), count)
-    sizes = np.array([len(s) for s in strata], np.int64)
-    starts = np.array([s[0] for s in strata], np.int64)
+    ``count`` contiguous strata S_j (:func:`strata_edges`), one index drawn uniformly from each
+    S_j for each example (numpy ``seed``). Returns (steps [n, count] int32, weights [n, count] =
+    |S_j|): E[|S_j| L_{t_j}] = sum_{t in S_j} L_t, so sum_j |S_j| L_{t_j} is unbiased for the
+    sum of the KL terms, whatever the strata."""
+    edges = strata_edges(num_steps, count, spacing)
+    starts, sizes = edges[:-1], np.diff(edges)
     rng = np.random.default_rng(seed)
     offsets = np.floor(rng.random((n, count)) * sizes).astype(np.int64)
     steps = (starts + np.minimum(offsets, sizes - 1)).astype(np.int32)
@@ -242,6 +267,7 @@ def variational_bound(
     num_timesteps: int | None = None,
     variance: str = "beta_tilde",
     seed: int = 0,
+    spacing: str = "log",
     batch_size: int = 64,
     rows_per_call: int = 256,
 ) -> dict[str, np.ndarray]:
@@ -259,7 +285,9 @@ def variational_bound(
     - ``num_timesteps=k``: stratified Monte Carlo, k + 1 evaluations per example: indices 1..T-1
       split into k contiguous strata S_j, one t_j uniform in each S_j per example, and
       sum_t L_{t-1} estimated by sum_j |S_j| L_{t_j} (unbiased; :func:`stratified_timesteps`).
-      k >= T - 1 is the exact sum.
+      ``spacing="log"`` (default) makes the strata grow geometrically with t, so the large early
+      terms are summed (nearly) exactly; ``"uniform"`` gives equal strata. k >= T - 1 is the
+      exact sum.
 
     ``batch_size`` examples go through one compiled call; each network call takes about
     ``rows_per_call`` rows (examples x steps). The result is a pure function of the inputs,
@@ -287,7 +315,9 @@ def variational_bound(
         steps = np.broadcast_to(np.arange(1, schedule.num_steps, dtype=np.int32), (n, kl_steps))
         weights = np.ones((n, kl_steps))
     else:
-        steps, weights = stratified_timesteps(schedule.num_steps, int(num_timesteps), n, seed)
+        steps, weights = stratified_timesteps(
+            schedule.num_steps, int(num_timesteps), n, seed, spacing
+        )
     batch_size = max(1, min(int(batch_size), n))
     columns = steps.shape[1]
     per_call = max(1, min(columns, int(rows_per_call) // batch_size)) if columns else 1
