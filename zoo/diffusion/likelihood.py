@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.diffusion.schedules import VARIANCES, NoiseSchedule
+from zoo.progress import Progress
 
 __all__ = [
     "TERMS",
@@ -325,15 +326,19 @@ def variational_bound(
     bound = _bound_function(schedule, eps_fn, y_all is not None, per_call, variance)
     kl = np.zeros((n, columns))
     decoder, prior = np.zeros(n), np.zeros(n)
-    for b, lo in enumerate(range(0, n, batch_size)):
-        hi = min(lo + batch_size, n)
-        cols = np.ones((hi - lo, padded), np.int32)  # padding columns: index 1, dropped below
-        cols[:, :columns] = steps[lo:hi]
-        y = None if y_all is None else tf.constant(y_all[lo:hi])
-        key = tf.constant([seed, b * 1_000_003], tf.int64)
-        terms, dec, pri = bound(tf.constant(x0[lo:hi]), y, tf.constant(cols), key)
-        kl[lo:hi] = np.asarray(terms, np.float64)[:, :columns]
-        decoder[lo:hi], prior[lo:hi] = np.asarray(dec, np.float64), np.asarray(pri, np.float64)
+    label = f"variational bound, {columns + 1} network evaluations per example, {n} examples"
+    with Progress(-(-n // batch_size), label, unit="batches") as bar:
+        for b, lo in enumerate(range(0, n, batch_size)):
+            hi = min(lo + batch_size, n)
+            cols = np.ones((hi - lo, padded), np.int32)  # padding columns: index 1, dropped
+            cols[:, :columns] = steps[lo:hi]
+            y = None if y_all is None else tf.constant(y_all[lo:hi])
+            key = tf.constant([seed, b * 1_000_003], tf.int64)
+            terms, dec, pri = bound(tf.constant(x0[lo:hi]), y, tf.constant(cols), key)
+            kl[lo:hi] = np.asarray(terms, np.float64)[:, :columns]
+            decoder[lo:hi] = np.asarray(dec, np.float64)
+            prior[lo:hi] = np.asarray(pri, np.float64)
+            bar.update()
     diffusion = np.sum(kl * weights, axis=1)
     result = {
         "prior": prior,
