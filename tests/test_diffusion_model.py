@@ -235,3 +235,17 @@ def test_bad_configurations_name_the_fix():
     conditional.compile()
     with pytest.raises(ValueError, match="with_labels = true"):
         conditional.fit(np.zeros((4, 8, 8, 1), np.float32), epochs=1, verbose=0)
+
+
+def test_trajectory_ends_at_the_sample_and_grids_show_it():
+    from zoo.tasks import declaration_of
+
+    model = zoo.load("cddpm_tiny")
+    z = np.random.default_rng(0).standard_normal((3, 28, 28, 1)).astype("float32")
+    frames = model.trajectory(z, [1, 2, 3], frames=4)
+    assert frames.shape == (4, 3, 28, 28, 1)
+    np.testing.assert_allclose(frames[-1], np.asarray(model.generate(z, [1, 2, 3])), atol=1e-6)
+    grids = declaration_of(model).image_grids(np.zeros((0, 28, 28, 1), np.float32), 10, 0)
+    steps = model.sample_steps  # 5 in the tiny model: a 5 x 5 denoising grid
+    assert grids["samples"].shape == (10, 28, 28, 1)
+    assert grids["denoising"].shape == (steps * steps, 28, 28, 1)

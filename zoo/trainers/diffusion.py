@@ -337,6 +337,32 @@ class DiffusionModel(Trainer):
         run = self._compiled_sampler("ddpm", self.schedule.num_steps, 1.0)
         return run(*self._sampler_arguments(z, labels, guidance_scale, seed))
 
+    def trajectory(
+        self, z: Any, labels: Any = None, steps: int | None = None, frames: int = 8
+    ) -> np.ndarray:
+        """The x̂_0 a DDIM run (η = 0, from x_T = ``z``) predicts along the way: images in
+        [0, 1] of shape [frames, N, H, W, C] at evenly spaced steps, the last frame being the
+        sample ``generate`` returns (for grids of the denoising process)."""
+        steps = self.sample_steps if steps is None else int(steps)
+        timesteps, targets = ddim_timesteps(self.schedule.num_steps, steps)
+        x, y, scale, _ = self._sampler_arguments(z, labels, None, None)
+        if ("step",) not in self._compiled:
+
+            def one_step(x_t, t, t_prev, y, scale):
+                eps = self.eps_fn(y, scale)(x_t, t)
+                x0 = x0_from_eps(x_t, eps, self.schedule.alpha_bar_at(t, x_t))
+                return self.schedule.ddim_step(x_t, eps, t, t_prev), self.to_images(x0)
+
+            self._compiled[("step",)] = tf.function(one_step, reduce_retracing=True)
+        step = self._compiled[("step",)]
+        keep = set(np.unique(np.linspace(0, steps - 1, max(int(frames), 1)).round().astype(int)))
+        n, shown = ops.shape(x)[0], []
+        for i, (t, t_prev) in enumerate(zip(timesteps, targets, strict=True)):
+            x, x0 = step(x, tf.fill([n], int(t)), tf.fill([n], int(t_prev)), y, scale)
+            if i in keep:
+                shown.append(np.asarray(x0))
+        return np.stack(shown)
+
     def sample(self, n: int, labels: Any = None) -> tf.Tensor:
         """``n`` images from noise drawn by the model's seed generator (DDIM, η = 0)."""
         z = keras.random.normal((int(n), *self.image_shape), seed=self.seed_generator)

@@ -95,6 +95,19 @@ class DiffusionTasks(TaskDeclaration):
             return np.linspace(0, steps - 1, n).round().astype(np.int64)
         return super().example_value(name, n, rng, data, labels, values)
 
+    def image_grids(self, images: np.ndarray, num_samples: int, seed: int) -> dict[str, np.ndarray]:
+        """``samples`` from fixed noise, and ``denoising``: for n = min(8, sample_steps) of
+        them, the x̂_0 the DDIM run predicts at n evenly spaced steps (a square grid: one row
+        per sample, noise to image left to right)."""
+        out = super().image_grids(images, num_samples, seed)
+        if num_samples:
+            n = min(int(num_samples), 8, self.model.sample_steps)
+            z = np.random.default_rng(seed).standard_normal((n, *self.latent_shape))
+            labels = np.arange(n) % self.num_classes if self.num_classes else None
+            frames = self.model.trajectory(z.astype(np.float32), labels, frames=n)
+            out["denoising"] = np.swapaxes(frames, 0, 1).reshape(-1, *frames.shape[2:])
+        return out
+
     def summary(self) -> dict[str, Any]:
         model = self.model
         out = super().summary()
