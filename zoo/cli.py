@@ -21,8 +21,9 @@ DESCRIPTION = """The generative model zoo.
   zoo export RUN_OR_MODEL       SavedModel (TF Serving layout) + ONNX, parity-checked
   zoo serve --model_config_file serving/models.config
                                 TF Serving's REST and gRPC APIs, locally, over the same config
-  zoo evaluate RUN              anomaly (AUROC, AUPR, F1, plots), likelihood (VAE: IS log p(x)),
-                                or sample quality (GAN: FID/KID/... in a classifier's features)
+  zoo evaluate RUN              anomaly (AUROC, AUPR, F1, plots), likelihood (VAE: IS log p(x);
+                                diffusion: the variational bound in bits/dim), or sample
+                                quality (GANs, diffusion: FID/KID/... in a classifier's features)
   zoo demo                      the main job: train, export, serve, request (bundled data)
 """
 
@@ -233,7 +234,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from zoo.recipes.evaluation import evaluate_likelihood_run
 
         results, out = evaluate_likelihood_run(
-            args.run, k=args.k, n=args.n, seed=args.seed, out_dir=args.out
+            args.run,
+            k=args.k,
+            n=args.n,
+            seed=args.seed,
+            out_dir=args.out,
+            num_timesteps=args.timesteps,
         )
         for key, value in results.items():
             if isinstance(value, (int, float, str)):
@@ -393,9 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split")
     p.add_argument(
         "--task", choices=("anomaly", "likelihood", "samples"),
-        help="default: anomaly (autoencoders), likelihood (VAEs), samples (GANs)",
+        help="default: anomaly (autoencoders), likelihood (VAEs), samples (GANs, diffusion)",
     )  # fmt: skip
     p.add_argument("--k", type=int, default=5000, help="likelihood: importance samples")
+    p.add_argument(
+        "--timesteps", type=int, default=None, metavar="K",
+        help="likelihood of a diffusion model: a stratified Monte Carlo estimate of the bound "
+        "over K steps per example (default: the exact sum over all T steps, T network "
+        "calls per example)",
+    )  # fmt: skip
     p.add_argument("--n", type=int, default=1000, help="likelihood/samples: examples")
     p.add_argument(
         "--feature-extractor", choices=("mnist_classifier", "inception_v3"),
