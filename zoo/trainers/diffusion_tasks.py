@@ -46,8 +46,9 @@ class DiffusionTasks(TaskDeclaration):
         steps, scale = model.sample_steps, float(model.guidance_scale)
 
         def generate(z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
-            seed = tf.zeros([2], tf.int32)  # unused at eta = 0
-            return model.ddim_sample(z, labels, scale, seed, steps, 0.0)
+            # eta = 0 and no seed: the loop draws no noise, so the graph has no random op
+            # (tf2onnx cannot convert stateless random ops)
+            return model.ddim_sample(z, labels, scale, None, steps, 0.0)
 
         guidance = f", guidance scale {scale:g}" if self.num_classes else ""
         builder.add_generator(
