@@ -52,7 +52,7 @@ def test_timesteps_run_from_t_star_to_clean_data():
     for got, want in zip(anomaly_timesteps(T, T - 1, 20), ddim_timesteps(T, 20), strict=True):
         np.testing.assert_array_equal(got, want)
     assert default_t_star(1000) == 249 and default_t_star(T) == 49
-    assert t_star_candidates(1000) == [49, 99, 149, 249, 349, 499]
+    assert t_star_candidates(1000) == [49, 99, 149, 249, 349, 499, 649, 799]
     with pytest.raises(ValueError, match=r"t\* = 200 must be a step index in 0..199"):
         anomaly_timesteps(T, T, 10)
     with pytest.raises(ValueError, match=r"12 DDIM steps cannot run from t\* = 10"):
@@ -136,3 +136,67 @@ def test_choose_t_star_picks_the_separating_candidate():
     assert tied.to_dict()["t_star"] == 99
     with pytest.raises(ValueError, match="candidate"):
         choose_t_star(score_at, normal, candidates=[])
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """64 bundled test digits, block-averaged to 7x7 (a small model exports fast)."""
+    from zoo.data import load_sample
+
+    images, _ = load_sample("test")
+    small = images[:64].reshape(64, 7, 4, 7, 4).mean(axis=(2, 4)) / 255.0
+    return small.astype("float32")[..., None]
+
+
+def test_model_score_and_its_score_signatures(digits):
+    """ddpm_tiny (on 7x7 images, weights perturbed so ε ≠ 0) scores like zoo.diffusion.anomaly
+    on its own sampling denoiser, and the ``score`` / ``score_with_threshold`` signatures its
+    declaration gives the exporter (given a calibrated threshold) return the model's scores.
+    (The exporter's own parity check then holds them to Keras in SavedModel, TF1 and ONNX: a
+    full ``export_model`` of ddpm_tiny with calibration passed it for all four backends, but
+    takes 40-160 s, beyond this file's budget.)"""
+    import keras
+
+    import zoo
+    from zoo.diffusion.anomaly import default_t_star
+    from zoo.tasks import AnomalyScorer, Images, declaration_of
+
+    model = zoo.load("ddpm_tiny", image_shape=(7, 7, 1), sample_steps=1)
+    rng = np.random.default_rng(0)
+    for network in {id(n): n for n in (model.denoiser, model.sampling_denoiser)}.values():
+        network.set_weights(
+            [w + 0.05 * rng.standard_normal(w.shape) for w in network.get_weights()]
+        )
+    declaration = declaration_of(model)
+    assert declaration.implements(AnomalyScorer) and "anomaly" in declaration.evaluations
+    assert declaration.examples == Images((7, 7, 1))  # what zoo evaluate / export calibrate on
+    assert model.anomaly_t_star == default_t_star(100) == 24 and model.anomaly_steps == 10
+    model.anomaly_steps, model.anomaly_seeds = 4, 2  # read at each call
+    again = type(model).from_config(model.get_config())
+    assert (again.anomaly_t_star, again.anomaly_steps, again.anomaly_seeds) == (24, 4, 2)
+
+    scores = model.anomaly_score(digits[:8]).numpy()
+    direct = diffusion_anomaly_score(
+        model.schedule, model.eps_fn(None, 1.0), digits[:8], t_star=24, steps=4, seeds=(0, 1)
+    )
+    np.testing.assert_allclose(scores, direct.numpy(), rtol=1e-5)
+    assert scores.shape == (8,) and np.all(scores > 0) and np.ptp(scores) > 0
+    with pytest.raises(ValueError, match="unconditional"):
+        model.anomaly_score(digits[:2], labels=np.zeros(2))
+
+    threshold = float(np.median(scores))
+    signatures = declaration.signatures(threshold, (float(scores.mean()), float(scores.std())))
+    assert {"generate", "denoise", "score", "score_with_threshold"} <= set(signatures.signatures)
+    assert signatures.signatures["score"].onnx  # no random op: the fixed noise is a constant
+    assert "t* = 24 of 100" in declaration.score_definition()
+    out = signatures.signatures["score"].function(tf.constant(digits[:8]))
+    np.testing.assert_allclose(out["anomaly_score"].numpy(), scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(out["is_anomaly"].numpy(), scores > threshold)
+    given = np.full([8], scores.min(), np.float32)
+    out = signatures.signatures["score_with_threshold"].function(
+        tf.constant(digits[:8]), tf.constant(given)
+    )
+    np.testing.assert_array_equal(out["is_anomaly"].numpy(), scores > given)
+    # without a threshold (not an export) the declaration gives no score signatures
+    assert "score" not in declaration.signatures().signatures
+    keras.backend.clear_session()

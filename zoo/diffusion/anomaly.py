@@ -57,7 +57,7 @@ DEFAULT_T_STAR_FRACTION = 0.25
 #: Default number of DDIM steps from t* back to clean data.
 DEFAULT_STEPS = 10
 #: The shares of T that :func:`t_star_candidates` offers to :func:`choose_t_star`.
-T_STAR_FRACTIONS = (0.05, 0.1, 0.15, 0.25, 0.35, 0.5)
+T_STAR_FRACTIONS = (0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.65, 0.8)
 
 
 def default_t_star(num_steps: int) -> int:
@@ -119,6 +119,7 @@ def diffusion_anomaly_score(
     t_star: int,
     steps: int = DEFAULT_STEPS,
     seeds: Sequence[int] = (0,),
+    labels=None,
 ):
     """AnoDDPM's score (module docstring): ``images`` [N, H, W, C] in [0, 1] -> float32 [N],
     the mean squared error per value, in [0, 1] units, between the images and their
@@ -126,7 +127,9 @@ def diffusion_anomaly_score(
 
     Traceable (``keras.ops`` and one ``ddim_loop``; the seeds' noise is a constant), so it runs
     inside one ``tf.function`` or export signature. All seeds share one loop: the batch is
-    tiled S times. ``eps_fn`` must treat examples independently (a U-Net with GroupNorm does)."""
+    tiled S times. ``eps_fn`` must treat examples independently (a U-Net with GroupNorm does).
+    With ``labels`` [N] (a conditional denoiser) it is called ``eps_fn(x_t, t, labels)`` with
+    the labels tiled alike."""
     if not seeds:
         raise ValueError("diffusion_anomaly_score needs at least one noise seed, e.g. seeds=(0,)")
     images = ops.cast(ops.convert_to_tensor(images), "float32")
@@ -141,6 +144,13 @@ def diffusion_anomaly_score(
         ops.broadcast_to(ops.expand_dims(noise, 1), (count, batch, *example_shape)),
         (-1, *example_shape),
     )
+    if labels is not None:
+        tiled_labels = ops.tile(ops.reshape(ops.cast(labels, "int32"), (-1,)), (count,))
+        conditioned = eps_fn
+
+        def eps_fn(x_t, t):
+            return conditioned(x_t, t, tiled_labels)
+
     rebuilt = reconstruct_from_t_star(schedule, eps_fn, tiled, noise, t_star, steps)
     rebuilt = ops.clip((ops.cast(rebuilt, "float32") + 1.0) / 2.0, 0.0, 1.0)
     error = ops.square(ops.tile(images, (count,) + (1,) * len(example_shape)) - rebuilt)

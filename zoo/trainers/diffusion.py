@@ -29,6 +29,7 @@ from keras import ops
 from zoo import losses
 from zoo.data.batches import unpack_batch
 from zoo.diffusion import NoiseSchedule, ddim_loop, ddim_timesteps, ddpm_loop
+from zoo.diffusion.anomaly import anomaly_timesteps, default_t_star, diffusion_anomaly_score
 from zoo.diffusion.schedules import eps_from_v, eps_from_x0, v_from_x0_eps, x0_from_eps
 from zoo.ema import WeightAverage, check_decay
 from zoo.trainers.base import Trainer
@@ -54,6 +55,8 @@ class DiffusionModel(Trainer):
     :meth:`generate` and the exported ``generate`` (Song et al. use 10-100);
     ``guidance_scale``: the default s of conditional sampling; ``clip_denoised``: clip each
     step's x̂_0 to [-1, 1] (the usual choice for images; Ho et al.'s sampler does it too).
+    ``anomaly_t_star`` (default 0.25 T), ``anomaly_steps``, ``anomaly_seeds``: the AnoDDPM
+    anomaly score of :meth:`anomaly_score` (:mod:`zoo.diffusion.anomaly`).
     """
 
     declaration = DiffusionTasks
@@ -75,6 +78,9 @@ class DiffusionModel(Trainer):
         ema_decay: float | None = 0.999,
         sample_steps: int = 50,
         clip_denoised: bool = True,
+        anomaly_t_star: int | None = None,
+        anomaly_steps: int = 10,
+        anomaly_seeds: int = 1,
         seed: int | None = None,
         **kwargs: Any,
     ):
@@ -107,6 +113,13 @@ class DiffusionModel(Trainer):
             )
         self.sample_steps = int(sample_steps)
         self.clip_denoised = bool(clip_denoised)
+        if anomaly_t_star is None:
+            anomaly_t_star = default_t_star(self.schedule.num_steps)
+        anomaly_timesteps(self.schedule.num_steps, anomaly_t_star, anomaly_steps)  # checks both
+        if int(anomaly_seeds) < 1:
+            raise ValueError(f"anomaly_seeds must be >= 1 noise draws; got {anomaly_seeds}")
+        self.anomaly_t_star, self.anomaly_steps = int(anomaly_t_star), int(anomaly_steps)
+        self.anomaly_seeds = int(anomaly_seeds)
         self.ema_decay = check_decay(ema_decay)
         self.denoiser_average = (
             WeightAverage(denoiser, self.ema_decay, "ema_denoiser") if self.ema_decay else None
@@ -269,6 +282,34 @@ class DiffusionModel(Trainer):
             variance=variance,
         )  # fmt: skip
         return in_bits_per_dim(terms, int(np.prod(self.image_shape)))
+
+    def anomaly_score(self, images: Any, labels: Any = None) -> tf.Tensor:
+        """AnoDDPM's score (Wyatt et al. 2022; :mod:`zoo.diffusion.anomaly`), float32 [N],
+        higher = more anomalous: ``images`` [N, H, W, C] in [0, 1] noised to ``anomaly_t_star``
+        with fixed noise (seeds 0 .. ``anomaly_seeds`` - 1, so the score is a deterministic
+        function of each image), DDIM (η = 0) back in ``anomaly_steps`` steps on the sampling
+        denoiser, mean squared error per value in [0, 1] units. Compiled once per setting.
+        A conditional model scores under each example's ``labels`` (guidance scale 1: the
+        conditional model alone), or under the null label (p(x)) without."""
+        images = ops.convert_to_tensor(images, "float32")
+        if self.conditional and labels is None:
+            y = ops.full((ops.shape(images)[0],), self.null_label, dtype="int32")
+        else:
+            y = self._labels(labels, ops.shape(images)[0])  # refuses labels if unconditional
+        t_star, steps, seeds = self.anomaly_t_star, self.anomaly_steps, self.anomaly_seeds
+        key = ("anomaly", t_star, steps, seeds, y is None)
+        if key not in self._compiled:
+
+            def eps(x_t: Any, t: Any, labels: Any = None) -> tf.Tensor:
+                return self.eps_fn(labels, 1.0)(x_t, t)
+
+            def run(images, y):
+                return diffusion_anomaly_score(
+                    self.schedule, eps, images, t_star, steps, tuple(range(seeds)), labels=y
+                )
+
+            self._compiled[key] = tf.function(run, reduce_retracing=True)
+        return self._compiled[key](images, y)
 
     # -- sampling ----------------------------------------------------------------------------
     def ddim_sample(
@@ -463,4 +504,7 @@ class DiffusionModel(Trainer):
             "ema_decay": self.ema_decay,
             "sample_steps": self.sample_steps,
             "clip_denoised": self.clip_denoised,
+            "anomaly_t_star": self.anomaly_t_star,
+            "anomaly_steps": self.anomaly_steps,
+            "anomaly_seeds": self.anomaly_seeds,
         }

@@ -1,7 +1,9 @@
 """Task declaration of the diffusion models: ``generate`` (DDIM from z = x_T, K steps fixed at
-export), ``sample`` (seeds; SavedModel only) and ``denoise`` (one network evaluation);
-``serving_default`` = ``generate``. Conditional models take ``labels`` everywhere, with the
-classifier-free guidance scale fixed at export and recorded in the metadata.
+export), ``sample`` (seeds; SavedModel only), ``denoise`` (one network evaluation) and, given a
+calibrated threshold, ``score`` / ``score_with_threshold`` (the AnoDDPM anomaly score,
+:mod:`zoo.diffusion.anomaly`); ``serving_default`` = ``generate``. Conditional models take
+``labels`` everywhere, with the classifier-free guidance scale fixed at export and recorded in
+the metadata.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from zoo.tasks import Generator, Sampler, SignatureBuilder, SignatureSet, TaskDeclaration
+from zoo.tasks import (
+    AnomalyScorer,
+    Generator,
+    Images,
+    Sampler,
+    SignatureBuilder,
+    SignatureSet,
+    TaskDeclaration,
+)
 from zoo.tasks.signatures import Tolerance
 
 __all__ = ["DiffusionTasks"]
@@ -27,12 +37,17 @@ class DiffusionTasks(TaskDeclaration):
     """A denoising diffusion model (Ho et al. 2020) sampled by DDIM (Song et al. 2021)."""
 
     family = "diffusion"
-    tasks = (Sampler, Generator)
-    evaluations = ("samples", "likelihood")
+    tasks = (Sampler, Generator, AnomalyScorer)
+    evaluations = ("samples", "likelihood", "anomaly")
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.model.image_shape)
+
+    @property
+    def examples(self) -> Images:
+        """The images ``score`` takes (and calibration data)."""
+        return Images(tuple(int(d) for d in self.model.image_shape))
 
     def signatures(
         self,
@@ -40,8 +55,6 @@ class DiffusionTasks(TaskDeclaration):
         normalization: tuple[float, float] | None = None,
     ) -> SignatureSet:
         model = self.model
-        if threshold is not None:
-            raise ValueError(f"{model.name} exports no anomaly score yet: it takes no threshold")
         builder = SignatureBuilder(self.num_classes)
         steps, scale = model.sample_steps, float(model.guidance_scale)
 
@@ -78,7 +91,31 @@ class DiffusionTasks(TaskDeclaration):
                 "(the x_0 it implies, images in [0, 1]); one network evaluation"
             ),
         )
-        return builder.build("generate", [model.sampling_denoiser])
+        if threshold is not None:  # the exporter calibrates one (AnomalyScorer)
+            images = tf.TensorSpec(shape, tf.float32, name="images")
+
+            def scores(i: dict[str, tf.Tensor]) -> tuple[tf.Tensor, dict]:
+                return model.anomaly_score(i["images"], i.get("labels")), {}
+
+            builder.add_anomaly_score(images, scores, threshold, normalization)
+        return builder.build("generate", [model.sampling_denoiser], normalization)
+
+    def score_definition(self) -> str:
+        model = self.model
+        seeds = model.anomaly_seeds
+        noise = (
+            "one fixed standard-normal image (seed 0)"
+            if seeds == 1
+            else f"each of {seeds} fixed standard-normal images (seeds 0..{seeds - 1})"
+        )
+        given = " under each example's label (or the null label)" if self.num_classes else ""
+        return (
+            f"AnoDDPM reconstruction error (Wyatt et al. 2022): x_0 = 2 images - 1 noised to "
+            f"step t* = {model.anomaly_t_star} of {model.schedule.num_steps} with {noise}, "
+            f"DDIM (eta = 0) back to clean data in {model.anomaly_steps} steps{given}; "
+            "anomaly_score = mean over the input values of (images - reconstruction)^2 in "
+            "[0, 1] units" + (", averaged over the noise images" if seeds > 1 else "")
+        )
 
     def example_value(
         self,
@@ -136,6 +173,12 @@ class DiffusionTasks(TaskDeclaration):
             "- `sample` (SavedModel only) draws z from a seed; ONNX users feed z to `generate`.",
             "- `denoise` is one network evaluation (eps and the implied x_0) for users who run "
             "their own sampler.",
+            f"- `score` is the AnoDDPM anomaly score at t* = {model.anomaly_t_star} "
+            f"({model.anomaly_steps} DDIM steps back; each score costs that many network "
+            "evaluations). Its noise is fixed, so an image always gets the same score, whatever "
+            "it is batched with. t* is a setting: choose it on validation data "
+            "(zoo.diffusion.anomaly.choose_t_star: highest AUROC of held-out normal images "
+            "against other-class or synthetically corrupted ones).",
         ]
         if self.num_classes:
             notes.append(
