@@ -192,11 +192,25 @@ def test_model_score_and_its_score_signatures(digits):
     out = signatures.signatures["score"].function(tf.constant(digits[:8]))
     np.testing.assert_allclose(out["anomaly_score"].numpy(), scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(out["is_anomaly"].numpy(), scores > threshold)
-    given = np.full([8], scores.min(), np.float32)
-    out = signatures.signatures["score_with_threshold"].function(
-        tf.constant(digits[:8]), tf.constant(given)
-    )
-    np.testing.assert_array_equal(out["is_anomaly"].numpy(), scores > given)
     # without a threshold (not an export) the declaration gives no score signatures
     assert "score" not in declaration.signatures().signatures
     keras.backend.clear_session()
+
+
+def test_one_class_bench_scores_a_diffusion_model_with_the_zoos_code(digits):
+    """bench.one_class_mnist's ``t:<t*>`` scores are the model's own ``anomaly_score`` at that
+    t* (what the exported ``score`` computes), and the model's t* is restored after."""
+    import zoo
+    from bench import one_class_mnist, one_class_scores
+    from zoo.calibration import anomaly_scores
+
+    assert one_class_mnist.model_configs()["ddpm"]["scoring"].startswith("t:")
+    model = zoo.load("ddpm_tiny", image_shape=(7, 7, 1))
+    model.anomaly_steps = 3
+    names = one_class_scores.candidate_names(model)
+    assert names == ["model", "t:14", "t:34", "t:49", "t:64", "t:79"]
+    scores = one_class_scores.member_scores(model, digits[:8], digits[8:16], ["t:49"])
+    assert model.anomaly_t_star == 24  # restored
+    model.anomaly_t_star = 49
+    np.testing.assert_array_equal(scores["t:49"][0], anomaly_scores(model, digits[:8]))
+    np.testing.assert_array_equal(scores["t:49"][1], anomaly_scores(model, digits[8:16]))
