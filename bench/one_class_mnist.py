@@ -80,6 +80,16 @@ BENCH_ONLY: dict[str, dict[str, object]] = {
         "batch_size": 32,
         "learning_rate": 1e-3,
     },
+    # AnoDDPM (zoo.diffusion.anomaly): a small U-Net on the default 1000-step linear
+    # schedule; scored at t* = scoring's t:<t*> with the model's 10 DDIM steps back
+    "ddpm": {
+        "widths": (16, 32, 32),
+        "attention_resolutions": (7,),
+        "epochs": 100,
+        "batch_size": 32,
+        "learning_rate": 1e-3,
+        "scoring": "t:649",
+    },
 }
 
 

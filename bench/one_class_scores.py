@@ -32,6 +32,9 @@ BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.0)  # validation: blur:<sigma> for every autoenc
 TOP_SCORES = tuple((top, sigma) for sigma in (1.0, 1.5) for top in (0.02, 0.05, 0.1, 0.2))
 SSIM_WINDOWS = (7, 11)  # --extra-scores: ssim:<window>
 SUMS = (("blur:1", "latent"), ("blur:1", "sap"), ("blur:1", "ssim:7"))  # --extra-scores
+#: validation: t:<t*> for a diffusion model, t* = round(f T) - 1 for these shares f of its T
+#: (a subset of zoo.diffusion.anomaly.T_STAR_FRACTIONS: each costs a scoring pass)
+DIFFUSION_T_FRACTIONS = (0.15, 0.35, 0.5, 0.65, 0.8)
 
 Residual = tuple[float | None, float]  # (blur sigma or None, top fraction)
 Pair = tuple[np.ndarray, np.ndarray]  # (normal training scores, evaluation scores)
@@ -72,7 +75,13 @@ def score_label(score: Residual) -> str:
 def candidate_names(model: Any, extra: bool = False) -> list[str]:
     """Every score ``member_scores`` computes on validation: ``model``, and for a model with
     a residual score (the autoencoders; the VAE keeps its ELBO) ``pixvar:<eps>``,
-    ``blur:<s>``, ``top<f>:<s>``; with ``extra``, the round-4 candidates too."""
+    ``blur:<s>``, ``top<f>:<s>``; with ``extra``, the round-4 candidates too. A diffusion
+    model's candidates are its AnoDDPM score at each t* of ``t_star_candidates`` (``t:<t*>``)."""
+    if hasattr(model, "anomaly_t_star"):
+        from zoo.diffusion.anomaly import t_star_candidates
+
+        steps = t_star_candidates(model.schedule.num_steps, DIFFUSION_T_FRACTIONS)
+        return ["model", *(f"t:{t}" for t in steps)]
     if not hasattr(model, "score_blur"):
         return ["model"]
     names = ["model", *(f"pixvar:{eps:g}" for eps in PIXVAR_EPS)]
@@ -108,16 +117,32 @@ def with_residual_score(model: Any, score: Residual) -> Iterator[Any]:
         model.score_blur, model.score_top_fraction = saved
 
 
+@contextlib.contextmanager
+def with_t_star(model: Any, t_star: int) -> Iterator[Any]:
+    """A diffusion ``model`` scoring as if built with ``anomaly_t_star`` = t_star (its own
+    ``anomaly_score`` reads it on every call); restored after."""
+    saved = model.anomaly_t_star
+    model.anomaly_t_star = int(t_star)
+    try:
+        yield model
+    finally:
+        model.anomaly_t_star = saved
+
+
 def member_scores(model: Any, x_fit: np.ndarray, x_eval: np.ndarray, names: list[str]) -> dict:
     """The named scores of one trained model as (normal training, evaluation) pairs:
     ``model`` (its ``anomaly_score`` as configured), residual scores (``residual_option``:
-    the zoo's code with that option), and the numpy candidates (``candidate_scores``)."""
+    the zoo's code with that option), a diffusion model's ``t:<t*>`` (the zoo's code at that
+    t*), and the numpy candidates (``candidate_scores``)."""
     pair = (x_fit, x_eval)
     out: dict[str, Pair] = {}
     for name in names:
         option = residual_option(name)
         if name == "model":
             out[name] = (zoo_scores(model, x_fit), zoo_scores(model, x_eval))
+        elif name.startswith("t:"):
+            with with_t_star(model, int(name[2:])) as scorer:
+                out[name] = (zoo_scores(scorer, x_fit), zoo_scores(scorer, x_eval))
         elif option is not None:
             with with_residual_score(model, option) as scorer:
                 out[name] = (zoo_scores(scorer, x_fit), zoo_scores(scorer, x_eval))
