@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from zoo.tasks import (
     AnomalyScorer,
+    BoundModel,
     Generator,
     Images,
     Sampler,
@@ -37,7 +38,7 @@ class DiffusionTasks(TaskDeclaration):
     """A denoising diffusion model (Ho et al. 2020) sampled by DDIM (Song et al. 2021)."""
 
     family = "diffusion"
-    tasks = (Sampler, Generator, AnomalyScorer)
+    tasks = (Sampler, Generator, AnomalyScorer, BoundModel)
     evaluations = ("samples", "likelihood", "anomaly")
 
     @property
