@@ -55,8 +55,9 @@ class DiffusionModel(Trainer):
     :meth:`generate` and the exported ``generate`` (Song et al. use 10-100);
     ``guidance_scale``: the default s of conditional sampling; ``clip_denoised``: clip each
     step's x̂_0 to [-1, 1] (the usual choice for images; Ho et al.'s sampler does it too).
-    ``anomaly_t_star`` (default 0.25 T), ``anomaly_steps``, ``anomaly_seeds``: the AnoDDPM
-    anomaly score of :meth:`anomaly_score` (:mod:`zoo.diffusion.anomaly`).
+    ``anomaly_t_star`` (default 0.25 T), ``anomaly_steps`` (default 10, at most t* + 1),
+    ``anomaly_seeds``: the AnoDDPM anomaly score of :meth:`anomaly_score`
+    (:mod:`zoo.diffusion.anomaly`).
     """
 
     declaration = DiffusionTasks
@@ -79,7 +80,7 @@ class DiffusionModel(Trainer):
         sample_steps: int = 50,
         clip_denoised: bool = True,
         anomaly_t_star: int | None = None,
-        anomaly_steps: int = 10,
+        anomaly_steps: int | None = None,
         anomaly_seeds: int = 1,
         seed: int | None = None,
         **kwargs: Any,
@@ -115,6 +116,8 @@ class DiffusionModel(Trainer):
         self.clip_denoised = bool(clip_denoised)
         if anomaly_t_star is None:
             anomaly_t_star = default_t_star(self.schedule.num_steps)
+        if anomaly_steps is None:  # 10, or one per step when t* is smaller (short schedules)
+            anomaly_steps = min(10, int(anomaly_t_star) + 1)
         anomaly_timesteps(self.schedule.num_steps, anomaly_t_star, anomaly_steps)  # checks both
         if int(anomaly_seeds) < 1:
             raise ValueError(f"anomaly_seeds must be >= 1 noise draws; got {anomaly_seeds}")
