@@ -200,8 +200,14 @@ def choose_t_star(
     noise, seeded by ``seed``), the anomalies ``zoo evaluate`` tests a model without normal
     classes on. Never pass test data here.
 
-    ``score_at(images, t_star)`` -> [N] scores, e.g.
-    ``lambda x, t: model.anomaly_score(x, t_star=t)``."""
+    ``score_at(images, t_star)`` -> [N] scores. For a ``DiffusionModel`` (which reads its
+    ``anomaly_t_star`` at every call), e.g.::
+
+        def score_at(x, t):
+            model.anomaly_t_star = t
+            return zoo.calibration.anomaly_scores(model, x)
+
+        model.anomaly_t_star = choose_t_star(score_at, normal, candidates=...).t_star"""
     from zoo.metrics.anomaly import auroc
 
     candidates = sorted({int(t) for t in candidates})
