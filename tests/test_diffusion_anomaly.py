@@ -51,7 +51,7 @@ def test_timesteps_run_from_t_star_to_clean_data():
     # t* = T - 1 is the sampler's own sub-sequence
     for got, want in zip(anomaly_timesteps(T, T - 1, 20), ddim_timesteps(T, 20), strict=True):
         np.testing.assert_array_equal(got, want)
-    assert default_t_star(1000) == 249 and default_t_star(T) == 49
+    assert default_t_star(1000) == 499 and default_t_star(T) == 99
     assert t_star_candidates(1000) == [49, 99, 149, 249, 349, 499, 649, 799]
     with pytest.raises(ValueError, match=r"t\* = 200 must be a step index in 0..199"):
         anomaly_timesteps(T, T, 10)
@@ -170,14 +170,14 @@ def test_model_score_and_its_score_signatures(digits):
     declaration = declaration_of(model)
     assert declaration.implements(AnomalyScorer) and "anomaly" in declaration.evaluations
     assert declaration.examples == Images((7, 7, 1))  # what zoo evaluate / export calibrate on
-    assert model.anomaly_t_star == default_t_star(100) == 24 and model.anomaly_steps == 10
+    assert model.anomaly_t_star == default_t_star(100) == 49 and model.anomaly_steps == 10
     model.anomaly_steps, model.anomaly_seeds = 4, 2  # read at each call
     again = type(model).from_config(model.get_config())
-    assert (again.anomaly_t_star, again.anomaly_steps, again.anomaly_seeds) == (24, 4, 2)
+    assert (again.anomaly_t_star, again.anomaly_steps, again.anomaly_seeds) == (49, 4, 2)
 
     scores = model.anomaly_score(digits[:8]).numpy()
     direct = diffusion_anomaly_score(
-        model.schedule, model.eps_fn(None, 1.0), digits[:8], t_star=24, steps=4, seeds=(0, 1)
+        model.schedule, model.eps_fn(None, 1.0), digits[:8], t_star=49, steps=4, seeds=(0, 1)
     )
     np.testing.assert_allclose(scores, direct.numpy(), rtol=1e-5)
     assert scores.shape == (8,) and np.all(scores > 0) and np.ptp(scores) > 0
@@ -188,7 +188,7 @@ def test_model_score_and_its_score_signatures(digits):
     signatures = declaration.signatures(threshold, (float(scores.mean()), float(scores.std())))
     assert {"generate", "denoise", "score", "score_with_threshold"} <= set(signatures.signatures)
     assert signatures.signatures["score"].onnx  # no random op: the fixed noise is a constant
-    assert "t* = 24 of 100" in declaration.score_definition()
+    assert "t* = 49 of 100" in declaration.score_definition()
     out = signatures.signatures["score"].function(tf.constant(digits[:8]))
     np.testing.assert_allclose(out["anomaly_score"].numpy(), scores, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(out["is_anomaly"].numpy(), scores > threshold)
@@ -210,7 +210,7 @@ def test_one_class_bench_scores_a_diffusion_model_with_the_zoos_code(digits):
     names = one_class_scores.candidate_names(model)
     assert names == ["model", "t:14", "t:34", "t:49", "t:64", "t:79"]
     scores = one_class_scores.member_scores(model, digits[:8], digits[8:16], ["t:49"])
-    assert model.anomaly_t_star == 24  # restored
+    assert model.anomaly_t_star == 49  # restored
     model.anomaly_t_star = 49
     np.testing.assert_array_equal(scores["t:49"][0], anomaly_scores(model, digits[:8]))
     np.testing.assert_array_equal(scores["t:49"][1], anomaly_scores(model, digits[8:16]))

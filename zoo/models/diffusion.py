@@ -73,11 +73,15 @@ def ddpm(
     ema_decay: float | None = 0.999,
     sample_steps: int = 50,
     clip_denoised: bool = True,
+    anomaly_t_star: int | None = None,
+    anomaly_steps: int | None = None,
+    anomaly_seeds: int = 1,
     seed: int | None = 0,
 ) -> DiffusionModel:
     """``widths``: channels per U-Net level (each level but the last halves the resolution);
     ``attention_resolutions``: sizes with self-attention; ``schedule``: "linear" (Ho et al.,
-    β from 1e-4 to 0.02) or "cosine" (Nichol & Dhariwal 2021) over ``num_steps``."""
+    β from 1e-4 to 0.02) or "cosine" (Nichol & Dhariwal 2021) over ``num_steps``;
+    ``anomaly_*``: the AnoDDPM score's t* (default 0.5 T), DDIM steps and noise draws."""
     return _build("ddpm", num_classes=0, **locals())
 
 
@@ -106,6 +110,9 @@ def cddpm(
     ema_decay: float | None = 0.999,
     sample_steps: int = 50,
     clip_denoised: bool = True,
+    anomaly_t_star: int | None = None,
+    anomaly_steps: int | None = None,
+    anomaly_seeds: int = 1,
     seed: int | None = 0,
 ) -> DiffusionModel:
     """As :func:`ddpm`, conditioned on ``num_classes`` classes; ``guidance_scale`` s mixes

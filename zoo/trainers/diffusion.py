@@ -55,7 +55,7 @@ class DiffusionModel(Trainer):
     :meth:`generate` and the exported ``generate`` (Song et al. use 10-100);
     ``guidance_scale``: the default s of conditional sampling; ``clip_denoised``: clip each
     step's x̂_0 to [-1, 1] (the usual choice for images; Ho et al.'s sampler does it too).
-    ``anomaly_t_star`` (default 0.25 T), ``anomaly_steps`` (default 10, at most t* + 1),
+    ``anomaly_t_star`` (default 0.5 T), ``anomaly_steps`` (default 10, at most t* + 1),
     ``anomaly_seeds``: the AnoDDPM anomaly score of :meth:`anomaly_score`
     (:mod:`zoo.diffusion.anomaly`).
     """

@@ -165,6 +165,8 @@ class DiffusionTasks(TaskDeclaration):
         model = self.model
         out = super().summary()
         out.pop("latent_dim", None)
+        # serving_default is generate: its input is z (images are the score signatures' input)
+        out["input"] = {"key": "z", "shape": [None, *self.latent_shape], "dtype": "float32"}
         out["diffusion"] = {
             "schedule": model.schedule.get_config(),
             "prediction": model.prediction,
