@@ -307,10 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     assert ddim50["steps"] == int(ddpm.optimizer.iterations), "DDIM-50 samples are stale"
     rows, samples = [], {}
     for steps in DDIM_STEPS:
-        if steps == 50:
-            images, seconds = ddim50["images"], ddim50["seconds"]
-        else:
-            images, seconds = ddim_samples(ddpm, args.n, steps, args.seed)
+        images, seconds = ddim_samples(ddpm, args.n, steps, args.seed)  # timed at one load
+        if steps == 50:  # the last checkpoint's samples again: deterministic (eta = 0)
+            assert np.allclose(images, ddim50["images"], atol=1e-5), "DDIM-50 is not reproducible"
         samples[steps] = images
         rows.append(("DDIM (η = 0)", steps, evaluator.evaluate(images).generated, seconds))
         print(f"  DDIM-{steps}: FID {rows[-1][2].fid:.2f} ({seconds:.0f}s)", flush=True)
@@ -398,7 +397,7 @@ def report_body(args: argparse.Namespace, r: dict[str, Any]) -> str:
             "GAN for the DDPM's measured training time, scored at the DDPM's measured checkpoint "
             "times. Evaluation time is off the clock; tracing is on it for both.",
             f"- Scores: n = {args.n} samples (seed {args.seed}; `cgan` labels i mod 10) in the "
-            "bundled classifier's features against the 4000 training digits; the floor is the "
+            "bundled classifier's features against the 4000 training digits; the floor is "
             "n random test digits against the same reference (FID is biased upwards at small n, "
             f"so compare rows at equal n; the n = 1000 floor is FID {r['floor_1000'].fid:.2f}). "
             "KID in the units of `bench/reports/gan_quality.md`; it is unbiased at any n.",
