@@ -41,9 +41,9 @@ def assert_benchmark_trains_the_recipe(model: str, config: dict, recipe_name: st
 def test_one_class_benchmark_configs_are_the_recipes() -> None:
     configs = one_class_mnist.model_configs()
     assert set(configs) == {*one_class_mnist.RECIPES, *one_class_mnist.BENCH_ONLY}
-    # only the one-class VAE (a benchmark-only protocol, no recipe trains it) lives in the
-    # benchmark; every autoencoder's settings come from its recipe
-    assert set(one_class_mnist.BENCH_ONLY) == {"vae"}
+    # only the one-class VAE and DDPM (benchmark-only protocols, no recipe trains them one
+    # class at a time) live in the benchmark; every autoencoder's settings come from its recipe
+    assert set(one_class_mnist.BENCH_ONLY) == {"vae", "ddpm"}
     for model, recipe_name in one_class_mnist.RECIPES.items():
         assert_benchmark_trains_the_recipe(model, configs[model], recipe_name)
 

@@ -10,16 +10,6 @@ from zoo.diffusion import NoiseSchedule, build_unet
 from zoo.registry import register
 from zoo.trainers.diffusion import DiffusionModel
 
-#: The tiny variants: a one-level U-Net (its middle block keeps the attention) on a 100-step
-#: schedule; it traces and trains in seconds.
-_TINY = {
-    "widths": (8,),
-    "attention_resolutions": (),
-    "groups": 4,
-    "num_steps": 100,
-    "sample_steps": 5,
-}
-
 
 def _build(
     name: str,
@@ -57,7 +47,14 @@ def _build(
     "self-attention), simple eps loss, EMA weights, DDIM sampling in one compiled loop",
     paper="Ho, Jain & Abbeel (2020), Denoising Diffusion Probabilistic Models; Song, Meng & "
     "Ermon (2021), Denoising Diffusion Implicit Models",
-    tiny=_TINY,
+    # tiny: a one-level U-Net (its middle block keeps the attention) on a 100-step schedule
+    tiny={
+        "widths": (8,),
+        "attention_resolutions": (),
+        "groups": 4,
+        "num_steps": 100,
+        "sample_steps": 5,
+    },
 )
 def ddpm(
     image_shape: Sequence[int] = (28, 28, 1),
@@ -91,7 +88,14 @@ def ddpm(
     description="Class-conditional DDPM with classifier-free guidance (labels dropped with "
     "probability label_dropout in training, guidance scale at sampling)",
     paper="Ho & Salimans (2022), Classifier-Free Diffusion Guidance; Ho et al. (2020)",
-    tiny=_TINY,
+    # tiny: a one-level U-Net (its middle block keeps the attention) on a 100-step schedule
+    tiny={
+        "widths": (8,),
+        "attention_resolutions": (),
+        "groups": 4,
+        "num_steps": 100,
+        "sample_steps": 5,
+    },
 )
 def cddpm(
     image_shape: Sequence[int] = (28, 28, 1),
