@@ -181,11 +181,18 @@ class TaskDeclaration(ABC):
         z = np.random.default_rng(seed).standard_normal((n, *self.latent_shape))
         return np.asarray(self.model.generate(z.astype(np.float32), labels))
 
-    def image_grids(self, images: np.ndarray, num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    def image_grids(
+        self,
+        images: np.ndarray,
+        num_samples: int,
+        seed: int,
+        targets: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """The image grids the runner logs each ``sample_every_epochs``: ``samples`` from
         fixed noise for generators; ``reconstructions`` (original, reconstruction, ...) for
         reconstructors and ``translations`` (input, output, ...) for translators, on
-        ``images`` (fixed held-out examples). Models that do not take images log none."""
+        ``images`` (fixed held-out examples; ``targets``: their paired targets, for models
+        trained on pairs). Models that do not take images log none."""
         out: dict[str, np.ndarray] = {}
         if self.implements(Generator) and num_samples:
             out["samples"] = self.sample_images(num_samples, seed)
