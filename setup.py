@@ -33,6 +33,7 @@ INSTALL_REQUIRES = [
     "numpy>=1.26",
     "pillow>=10",
     "matplotlib>=3.8",
+    "scikit-image==0.26.*",  # its wheel ships the CC0/public-domain photos of photos_x4
     "tf2onnx>=1.17",
     "onnx>=1.17",
     "onnxruntime>=1.20",

@@ -35,6 +35,7 @@ __all__ = [
     "latent_examples",
     "logging_callbacks",
     "take_images",
+    "take_pairs",
 ]
 
 
@@ -138,9 +139,11 @@ class ImageGrids(keras.callbacks.Callback):
         every: int,
         seed: int,
         ncols: int | None = None,
+        targets: np.ndarray | None = None,
     ):
         super().__init__()
         self.ncols = ncols
+        self.targets = targets
         self.folder = run_dir / "samples"
         self.every = max(int(every), 1)
         self.images = images
@@ -152,7 +155,8 @@ class ImageGrids(keras.callbacks.Callback):
     def grids(self) -> dict[str, np.ndarray]:
         """The grids the model's task declaration draws (samples from fixed noise;
         reconstructions or translations of the fixed images beside them)."""
-        return declaration_of(self.model).image_grids(self.images, self.num_samples, self.seed)
+        declaration = declaration_of(self.model)
+        return declaration.image_grids(self.images, self.num_samples, self.seed, self.targets)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self.every:
@@ -161,7 +165,7 @@ class ImageGrids(keras.callbacks.Callback):
         if grids:
             self.folder.mkdir(parents=True, exist_ok=True)
         for kind, images in grids.items():
-            ncols = 16 if kind == "reconstructions" else self.ncols
+            ncols = {"reconstructions": 16, "translations": 6}.get(kind, self.ncols)
             grid = zdata.image_grid(images, ncols=ncols)
             path = self.folder / f"{kind}_epoch{epoch + 1:03d}.png"
             zdata.save_png(grid, path)
@@ -175,6 +179,13 @@ def take_images(ds: tf.data.Dataset, n: int, seed: int = 0) -> np.ndarray:
     """Up to ``n`` images from an unbatched dataset (labels dropped), shuffled with ``seed``."""
     taken = ds.shuffle(4096, seed=seed).take(int(n)).map(lambda *x: unpack_batch(x)[0])
     return np.stack(list(taken.as_numpy_iterator())).astype("float32")
+
+
+def take_pairs(ds: tf.data.Dataset, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` (source, target) pairs of an unbatched dataset of pairs, shuffled."""
+    taken = list(ds.shuffle(4096, seed=seed).take(int(n)).as_numpy_iterator())
+    sources, targets = zip(*taken, strict=True)
+    return np.stack(sources).astype("float32"), np.stack(targets).astype("float32")
 
 
 def check_logging(model: Trainer, recipe: Recipe) -> Any:
@@ -233,23 +244,27 @@ def logging_callbacks(
     takes_images = declaration.examples is not None and declaration.examples.key == "images"
     if not (takes_images or declaration.implements(Generator)):  # e.g. sequence models
         return []
-    image_shape = tuple(model.image_shape)
     out: list[keras.callbacks.Callback] = []
     if logging["sample_every_epochs"] and logging["num_samples"]:
+        if declaration.pair_shapes is not None:  # 8 fixed held-out pairs: 8 rows of 3
+            images, targets = take_pairs(preview, 8)
+        else:  # 16 fixed images spread over the split
+            images, targets = take_images(preview, 16), None
         out.append(
             ImageGrids(
                 run_dir,
-                take_images(preview, 16),  # 16 fixed images spread over the split
+                images,
                 logging["num_samples"],
                 logging["sample_every_epochs"],
                 recipe.seed,
                 ncols=declaration.num_classes or None,  # conditional: one class per column
+                targets=targets,
             )
         )
     if declaration.latent_plots and logging["latent_every_epochs"]:
         from zoo.latent import LatentSpaceLogger
 
-        examples = latent_examples(recipe, image_shape, preview)
+        examples = latent_examples(recipe, tuple(model.image_shape), preview)
         out.append(
             LatentSpaceLogger.from_dataset(
                 run_dir, examples, logging["latent_examples"], seed=recipe.seed,

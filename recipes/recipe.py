@@ -24,8 +24,9 @@ SCHEMA: dict[str, Any] = {
     "epochs": REQUIRED,
     "model_config": {},
     "data": {
-        "source": "sample",  # sample | tfds | folder | numpy | synthetic_series
-        "name": None,  # TFDS name
+        # sample | tfds | folder | numpy | synthetic_series | bundled (image-to-image tasks)
+        "source": "sample",
+        "name": None,  # TFDS name, or a bundled task (edges2digits, digits2animals, photos_x4)
         "path": None,  # image folder, or .npz file with an `images` array for numpy
         "split": "train",
         "validation_split": "test",  # sample/tfds split used for validation ("" for none)
@@ -36,6 +37,12 @@ SCHEMA: dict[str, Any] = {
         "n_series": 512,  # synthetic_series: how many normal series
         "cache": True,
         "shuffle_buffer": 10_000,
+        # image-to-image models (zoo.data.pairs): how elements become (source, target)
+        "pairing": "",  # paired | unpaired | downsample ("" = the source's own)
+        "layout": "side_by_side",  # paired folders: side_by_side (AB files) | folders (A/, B/)
+        "direction": "a_to_b",  # paired folders: which half/folder is the source
+        "jitter": 0,  # resize pairs to jitter x jitter, then crop back (pix2pix: 286)
+        "flip": False,  # random left-right flip, the same for source and target
     },
     "optimizer": {},  # {name, learning_rate, ...} or one such table per role
     "training": {

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from zoo.recipes.callbacks import HistoryFile, ZooTensorBoard, check_logging, logging_callbacks
 from zoo.recipes.distributed_loop import fit_for
+from zoo.recipes.pair_data import build_pair_data
 from zoo.recipes.recipe import Recipe, RecipeError, load_recipe
 
 from zoo import data as zdata
@@ -350,15 +351,21 @@ def _train(
     config["seed"] = recipe.model_config.get("seed", recipe.seed)
     with strategy.scope():
         model = registry.load(recipe.model, **config)
-    image_shape = tuple(model.image_shape)
-    if declaration_of(model).num_classes and not recipe.data["with_labels"]:
+    declaration = declaration_of(model)
+    if declaration.num_classes and not recipe.data["with_labels"]:
         raise RecipeError(
             f"{recipe.model!r} is conditional: it trains on (image, label) pairs. Set "
             "data.with_labels = true (the data source must have labels)"
         )
     extractor = check_logging(model, recipe)
 
-    train_ds, val_ds, count = build_data(recipe, image_shape)
+    augment = None
+    if declaration.pair_shapes is not None:  # image-to-image: (source, target) pairs
+        pair_data = build_pair_data(recipe, *declaration.pair_shapes, bool(model.paired))
+        train_ds, val_ds, count = pair_data.train, pair_data.validation, pair_data.count
+        augment = pair_data.augment
+    else:
+        train_ds, val_ds, count = build_data(recipe, tuple(model.image_shape))
     batch_size = recipe.data["batch_size"]
     check_global_batch(batch_size, strategy)
     batches = count // batch_size
@@ -381,7 +388,9 @@ def _train(
     out_dir = write_dir(run_dir, strategy)  # run_dir on the chief, else a temporary folder
     state = TrainingState(model, out_dir / "checkpoints", restore_from=run_dir / "checkpoints")
     try:
-        result = _run(recipe, model, state, train_ds, val_ds, extractor, steps, resume, callbacks)
+        result = _run(
+            recipe, model, state, train_ds, val_ds, extractor, steps, resume, callbacks, augment
+        )
     except BaseException:
         if created and state.latest is None:  # nothing worth keeping: let a rerun start clean
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -405,8 +414,10 @@ def _run(
     steps: int,
     resume: bool,
     callbacks: list[keras.callbacks.Callback] | None,
+    augment: Any = None,
 ) -> RunResult:
-    """``train`` once its run folder exists: restore, log, fit, save ``model.keras``."""
+    """``train`` once its run folder exists: restore, log, fit, save ``model.keras``.
+    ``augment``: the per-example training augmentation (image pairs' crops and flips)."""
     run_dir = Path(state.manager.directory).parent  # where this process writes
     initial_epoch = state.restore_latest() if resume else 0
     if resume and initial_epoch >= recipe.epochs:
@@ -428,6 +439,7 @@ def _run(
         first_epoch=initial_epoch,
         shuffle_buffer=d["shuffle_buffer"],
         steps_per_epoch=steps,
+        augment=augment,
     )
     replicas = model.distribute_strategy.num_replicas_in_sync
     if val_ds is not None and replicas > 1:  # every batch, the last too, splits evenly: an

@@ -7,6 +7,15 @@ with ``with_labels=True``); :func:`batch` turns it into training batches.
 
 from zoo.data.core import DataError, DataWarning, to_float_images
 from zoo.data.images import image_grid, save_png
+from zoo.data.pairs import (
+    bundled_task,
+    from_paired_folder,
+    from_pairs,
+    from_tfds_unpaired,
+    from_unpaired_folders,
+    load_animals,
+    pair_transforms,
+)
 from zoo.data.pipeline import batch
 from zoo.data.sources import (
     from_folder,
@@ -36,15 +45,22 @@ __all__ = [
     "DataWarning",
     "SyntheticSeries",
     "batch",
+    "bundled_task",
     "from_folder",
     "from_numpy",
+    "from_paired_folder",
+    "from_pairs",
     "from_sample",
     "from_series",
     "from_tfds",
+    "from_tfds_unpaired",
+    "from_unpaired_folders",
     "image_grid",
+    "load_animals",
     "load_sample",
     "make_dataset",
     "pad_sequences",
+    "pair_transforms",
     "per_sequence_scores",
     "save_png",
     "sequence_mask",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import tensorflow as tf
 
 from zoo.data.core import DataError
@@ -27,6 +30,7 @@ def batch(
     first_epoch: int = 0,
     shuffle_buffer: int = 10_000,
     steps_per_epoch: int | None = None,
+    augment: Callable[..., Any] | None = None,
 ) -> tf.data.Dataset:
     """Cache, shuffle, batch and prefetch an unbatched dataset.
 
@@ -43,6 +47,11 @@ def batch(
     same ``tf.random.set_seed`` state), so a resumed run sees exactly the batches
     an uninterrupted run would have. ``steps_per_epoch`` caps each epoch at that
     many batches (so a capped training epoch stays aligned with a data epoch).
+
+    ``augment(*element, seed)`` runs on each element after the cache and the shuffle
+    (random crops and flips: :func:`zoo.data.pairs.pair_transforms`); ``seed`` is a
+    stateless ``[2]`` seed that depends only on ``(seed, epoch, position)``, so a resumed
+    run draws the same augmentations as an uninterrupted one.
     """
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size <= 0:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -70,6 +79,7 @@ def batch(
     if epochs is None:
         if shuffle:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = augmented(ds, augment, seed)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -79,6 +89,7 @@ def batch(
             epoch_ds = epoch_ds.shuffle(
                 shuffle_buffer, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False
             )
+        epoch_ds = augmented(epoch_ds, augment, epoch_seed(seed, epoch))
         epoch_ds = epoch_ds.batch(batch_size, drop_remainder=drop_remainder)
         return epoch_ds.take(steps_per_epoch) if steps_per_epoch else epoch_ds
 
@@ -95,3 +106,19 @@ def batch(
             per_epoch = min(per_epoch, steps_per_epoch)
         ds = ds.apply(tf.data.experimental.assert_cardinality((epochs - first_epoch) * per_epoch))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def augmented(
+    ds: tf.data.Dataset, augment: Callable[..., Any] | None, seed: int
+) -> tf.data.Dataset:
+    """``ds`` with ``augment(*element, [seed, position])`` applied to each element (or
+    ``ds`` itself when ``augment`` is None)."""
+    if augment is None:
+        return ds
+
+    def apply(position: tf.Tensor, element: Any) -> Any:
+        key = tf.stack([tf.constant(seed, tf.int64), position])
+        parts = element if isinstance(element, tuple) else (element,)
+        return augment(*parts, key)
+
+    return ds.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -73,6 +73,13 @@ class TaskDeclaration(ABC):
         return (int(self.model.latent_dim),)
 
     @property
+    def pair_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """The (source, target) shapes of one training pair for a model that trains on
+        image pairs (or on draws from two domains); None for a model that trains on single
+        examples."""
+        return None
+
+    @property
     def input_key(self) -> str:
         """The request tensor of ``serving_default``'s main input (``images``, ``z``...)."""
         return self.examples.key if self.examples is not None else "z"

@@ -69,7 +69,7 @@ class TranslatorTasks(TaskDeclaration):
         return dict(self.model.TRANSLATIONS)
 
     @property
-    def data_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def pair_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The (source, target) shapes of one training pair (or of a and b)."""
         model = self.model
         return (
@@ -84,7 +84,7 @@ class TranslatorTasks(TaskDeclaration):
         return [None, *(int(d) for d in shape)]
 
     def summary(self) -> dict[str, Any]:
-        source, target = self.data_shapes
+        source, target = self.pair_shapes
         out: dict[str, Any] = {
             "source_shape": list(source),
             "target_shape": list(target),
@@ -103,7 +103,7 @@ class TranslatorTasks(TaskDeclaration):
             raise ValueError(f"{self.model.name} is a translator: it has no anomaly threshold")
         model = self.model
         builder = SignatureBuilder()
-        source, target = self.data_shapes
+        source, target = self.pair_shapes
         size = "any H, W" if self.fully_convolutional else f"{source[0]}x{source[1]}"
         for index, (name, (method, output)) in enumerate(self.translations.items()):
             # CycleGAN's second direction maps target-domain images back (same shape)
@@ -136,7 +136,7 @@ class TranslatorTasks(TaskDeclaration):
                 "- Fully convolutional: the signatures take images of any height and width."
             )
         else:
-            source = self.data_shapes[0]
+            source = self.pair_shapes[0]
             notes.append(
                 f"- Takes {source[0]}x{source[1]}x{source[2]} images, the training size; resize "
                 "other images first."
