@@ -101,3 +101,24 @@ def evaluate_samples_run(
         model, evaluation_dir(target, out_dir), n=n, seed=seed, feature_extractor=feature_extractor,
         real_reference=real_reference, real_heldout=real_heldout, source=str(Path(target)),
     )  # fmt: skip
+
+
+def evaluate_translation_run(
+    target: str | os.PathLike, *, n: int = 500, out_dir: str | os.PathLike | None = None
+) -> tuple[dict[str, Any], Path]:
+    """``zoo evaluate RUN --task translation``: :func:`zoo.translation.evaluation.
+    evaluate_translation` on the first ``n`` held-out pairs of the run's recipe data."""
+    from zoo.recipes.pair_data import held_out_pairs
+
+    from zoo.tasks import declaration_of
+    from zoo.translation.evaluation import evaluate_translation
+
+    model = load_run(target)
+    recipe_file = Path(target) / "recipe.toml"
+    if not recipe_file.is_file():
+        raise FileNotFoundError(
+            f"{target} is not a run folder with a recipe.toml: translation quality is measured "
+            "on the held-out pairs of the run's recipe data"
+        )
+    sources, targets, what = held_out_pairs(load_recipe(recipe_file), declaration_of(model), n)
+    return evaluate_translation(model, sources, targets, evaluation_dir(target, out_dir), what)

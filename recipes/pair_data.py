@@ -21,7 +21,7 @@ from zoo.recipes.recipe import Recipe, RecipeError
 from zoo.data import pairs
 from zoo.data.core import DataError
 
-__all__ = ["PairData", "build_pair_data", "held_out_pairs"]
+__all__ = ["PairData", "build_pair_data", "held_out_pairs", "run_pairs"]
 
 
 @dataclass
@@ -202,3 +202,18 @@ def held_out_pairs(
         sources.append(s)
         targets.append(t)
     return np.concatenate(sources), np.concatenate(targets), f"held-out {data.description}"
+
+
+def run_pairs(run: str | Path, model: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``n`` held-out pairs of a run folder's recipe for a model that trains on pairs (the
+    rows ``zoo sample`` draws); None for other models or without a ``recipe.toml``."""
+    from zoo.recipes.recipe import load_recipe
+
+    from zoo.tasks import declaration_of
+
+    declaration = declaration_of(model)
+    recipe_file = Path(run) / "recipe.toml"
+    if declaration.pair_shapes is None or not recipe_file.is_file():
+        return None
+    sources, targets, _ = held_out_pairs(load_recipe(recipe_file), declaration, n)
+    return sources, targets

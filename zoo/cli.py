@@ -165,10 +165,13 @@ def train_flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from zoo.recipes.pair_data import run_pairs
     from zoo.recipes.runs import load_run
     from zoo.sampling import sample_grid
 
-    path = sample_grid(load_run(args.run), n=args.n, seed=args.seed, out=args.out)
+    model = load_run(args.run)
+    pairs = run_pairs(args.run, model, max(args.n // 3, 1))
+    path = sample_grid(model, n=args.n, seed=args.seed, out=args.out, pairs=pairs)
     print(f"wrote {path}")
     return 0
 
@@ -230,6 +233,13 @@ class EvaluationError(ValueError):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     task = evaluation_task(args.run, args.task)
+    if task == "translation":
+        from zoo.recipes.evaluation import evaluate_translation_run
+
+        _, out = evaluate_translation_run(args.run, n=args.n, out_dir=args.out)
+        print((out / "report.md").read_text(), end="")
+        print(f"report: {out / 'report.md'}  grid: {out / 'translations.png'}")
+        return 0
     if task == "likelihood":
         from zoo.recipes.evaluation import evaluate_likelihood_run
 
@@ -398,8 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN/evaluation)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration/test split")
     p.add_argument(
-        "--task", choices=("anomaly", "likelihood", "samples"),
-        help="default: anomaly (autoencoders), likelihood (VAEs), samples (GANs, diffusion)",
+        "--task", choices=("anomaly", "likelihood", "samples", "translation"),
+        help="default: anomaly (autoencoders), likelihood (VAEs), samples (GANs, diffusion), "
+        "translation (image-to-image: L1/PSNR/SSIM or cycle L1 on the recipe's held-out pairs)",
     )  # fmt: skip
     p.add_argument("--k", type=int, default=5000, help="likelihood: importance samples")
     p.add_argument(
@@ -408,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "over K steps per example (default: the exact sum over all T steps, T network "
         "calls per example)",
     )  # fmt: skip
-    p.add_argument("--n", type=int, default=1000, help="likelihood/samples: examples")
+    p.add_argument("--n", type=int, default=1000, help="likelihood/samples/translation: examples")
     p.add_argument(
         "--feature-extractor", choices=("mnist_classifier", "inception_v3"),
         default="mnist_classifier",

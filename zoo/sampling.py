@@ -19,13 +19,19 @@ class SampleError(ValueError):
     """``zoo sample`` on a model that neither generates nor maps images to images."""
 
 
-def model_images(model, n: int, seed: int) -> np.ndarray:
+def model_images(
+    model, n: int, seed: int, pairs: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """What the model's task declaration draws: samples from fixed latent points for a
     generator; for a model that reconstructs or translates images, bundled MNIST test
-    digits beside their reconstructions or translations, interleaved."""
+    digits beside their reconstructions or translations, interleaved; ``pairs`` (held-out
+    sources and targets, for models trained on pairs) give rows of source | output |
+    target."""
     declaration = declaration_of(model)
     if declaration.implements(Generator):
         return declaration.sample_images(n, seed)
+    if pairs is not None:
+        return next(iter(declaration.image_grids(pairs[0], 0, seed, pairs[1]).values()))
     kind = declaration.examples
     if kind is not None and kind.key == "images":
         digits = zdata.from_sample("test", image_shape=kind.shape).take(max(n // 2, 1))
@@ -44,12 +50,13 @@ def sample_grid(
     n: int = 64,
     seed: int = 0,
     out: str | os.PathLike = "samples.png",
+    pairs: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Write a PNG grid of :func:`model_images` (conditional models: one class per
     column). ``zoo sample`` loads the model with ``zoo.load_run``."""
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")
     # conditional models sample class i mod num_classes: one class per column
-    ncols = declaration_of(model).num_classes
-    grid = zdata.image_grid(model_images(model, n, seed), ncols=ncols or None)
+    ncols = declaration_of(model).num_classes or (6 if pairs is not None else None)
+    grid = zdata.image_grid(model_images(model, n, seed, pairs), ncols=ncols or None)
     return Path(zdata.save_png(grid, out))
