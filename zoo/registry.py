@@ -297,7 +297,12 @@ RULES: dict[str, Rule] = {
     "warmup_steps": _integer(0),
     "instance_noise_steps": _integer(1),
     "seed": _integer(0, optional=True),
-    "filters": _sizes("a non-empty list of positive integers", empty=False, optional=True),
+    # a list of widths per stage, or (image-to-image networks) the first layer's width
+    "filters": Rule(
+        "a non-empty list of positive integers or a positive integer",
+        lambda v: (_is_int(v) and v >= 1) or _sizes("", empty=False).test(v),
+        optional=True,
+    ),
     "hidden": _sizes("a list of positive integers"),
     "beta": _number("a number >= 0", lambda v: v >= 0),
     "gaussian_scale": _number("a number > 0", lambda v: v > 0),
@@ -332,6 +337,11 @@ def check_config(name: str, config: dict[str, Any]) -> None:
             raise ConfigError(f"model {name!r}: {key} must be {allowed}; got {value!r}")
     conv = config.get("architecture", "conv") == "conv"
     if conv and "filters" in config and "image_shape" in config:
+        if _is_int(config["filters"]):  # an integer width is for image-to-image networks
+            raise ConfigError(
+                f"model {name!r}: filters must be a non-empty list of positive integers (one "
+                f"width per stage); got {config['filters']!r}"
+            )
         image_shape = config["image_shape"]
         filters = config["filters"] or default_filters(image_shape, base=1)
         try:
