@@ -44,8 +44,15 @@ from zoo.fileio import atomic_path, atomic_write_text
 from zoo.precision import precision
 from zoo.tasks import declaration_of
 from zoo.trainers.base import Trainer
+from zoo.translation.schedules import LinearDecay
 
-SCHEDULES = {"cosine": "CosineDecay", "exponential": "ExponentialDecay"}
+#: Learning-rate schedules by recipe name; each takes ``initial_learning_rate`` and
+#: ``decay_steps`` (the run's steps unless the recipe sets them).
+SCHEDULES: dict[str, type] = {
+    "cosine": keras.optimizers.schedules.CosineDecay,
+    "exponential": keras.optimizers.schedules.ExponentialDecay,
+    "linear_decay": LinearDecay,  # CycleGAN: constant for hold_fraction (0.5), then to 0
+}
 
 
 @dataclass
@@ -78,8 +85,7 @@ def build_optimizer(
         if kind == "exponential":
             lr.setdefault("decay_rate", 0.1)
         try:
-            schedule = getattr(keras.optimizers.schedules, SCHEDULES[kind])
-            spec["learning_rate"] = schedule(initial_learning_rate=initial, **lr)
+            spec["learning_rate"] = SCHEDULES[kind](initial_learning_rate=initial, **lr)
         except (TypeError, ValueError) as error:
             raise RecipeError(f"{where}.learning_rate: {error}") from None
     try:
