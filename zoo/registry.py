@@ -336,7 +336,10 @@ def check_config(name: str, config: dict[str, Any]) -> None:
             allowed = rule.allowed + (" or None" if rule.optional else "")
             raise ConfigError(f"model {name!r}: {key} must be {allowed}; got {value!r}")
     conv = config.get("architecture", "conv") == "conv"
-    if conv and "filters" in config and "image_shape" in config:
+    spec = _REGISTRY.get(name)
+    # image-to-image builders take one width (the first layer's) for any image size
+    one_width = spec is not None and _is_int(spec.parameters.get("filters"))
+    if conv and "filters" in config and "image_shape" in config and not one_width:
         if _is_int(config["filters"]):  # an integer width is for image-to-image networks
             raise ConfigError(
                 f"model {name!r}: filters must be a non-empty list of positive integers (one "
