@@ -24,11 +24,6 @@ from zoo.registry import register
 from zoo.trainers.super_resolution import SuperResolution
 from zoo.translation.srresnet import build_sr_discriminator, build_srresnet
 
-PAPER = (
-    "Ledig et al. 2017, Photo-Realistic Single Image Super-Resolution Using a Generative "
-    "Adversarial Network"
-)
-
 
 def _build(
     name: str,
@@ -71,7 +66,8 @@ def _build(
     description="SRResNet: residual generator with sub-pixel x4 upsampling, trained on the "
     "content loss (pixel MSE offline, VGG19 features with its weights file); upscale(images) "
     "takes any size",
-    paper=PAPER,
+    paper="Ledig et al. 2017, Photo-Realistic Single Image Super-Resolution Using a "
+    "Generative Adversarial Network",
     tiny={"channels": 1, "generator_filters": 8, "n_blocks": 1, "patch_size": 32,
           "discriminator_filters": 8},
 )  # fmt: skip
@@ -99,7 +95,8 @@ def srresnet(
     family="translator",
     description="SRGAN: the SRResNet generator against a VGG-style discriminator, content "
     "loss + 1e-3 x adversarial loss; start it from a trained srresnet (generator_weights)",
-    paper=PAPER,
+    paper="Ledig et al. 2017, Photo-Realistic Single Image Super-Resolution Using a "
+    "Generative Adversarial Network",
     tiny={"channels": 1, "generator_filters": 8, "n_blocks": 1, "patch_size": 32,
           "discriminator_filters": 8},
 )  # fmt: skip

@@ -275,7 +275,7 @@ class SuperResolution(Trainer):
         ``.keras`` file of a super-resolution trainer, a ``.weights.h5`` file of the
         generator alone, or a run folder / checkpoint of a super-resolution run."""
         path = Path(path).expanduser()
-        if not path.exists():
+        if not (path.exists() or Path(f"{path}.index").exists()):  # or a checkpoint prefix
             raise FileNotFoundError(
                 f"generator_weights {str(path)!r} not found: pass the .keras file or the run "
                 "folder of a trained srresnet (or a .weights.h5 file of its generator)"
