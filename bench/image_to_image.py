@@ -1,0 +1,555 @@
+"""Image-to-image benchmark (issue 18): Pix2Pix, CycleGAN and SRResNet/SRGAN on the bundled
+offline tasks, trained by their shipped recipes under a wall-clock budget.
+
+Every model trains through ``zoo.recipes.train`` (the runner behind ``zoo train``) from its
+recipe; the only overrides are the budget's (``epochs``, ``training.steps_per_epoch``) and
+``training.verbose``. A short pilot run of each recipe measures its tracing time, its time per
+step and its epoch-end cost (validation, grids, checkpoint); the epochs that fit the budget
+are then set with ``--set epochs=N`` (so learning-rate schedules, e.g. CycleGAN's linear decay,
+run their full course), and a wall-clock callback stops the run if the machine slows down.
+Held-out pairs are the recipe's own (``zoo.recipes.pair_data.held_out_pairs``, the data
+``zoo evaluate`` scores), metrics are :mod:`zoo.metrics.image_quality` and FD is the Fréchet
+distance in the bundled MNIST classifier's features (:class:`zoo.metrics.SampleQualityEvaluator`).
+
+Sections (``--only``): ``pix2pix`` (edges -> digits: vs identity and the L1-only U-Net of the
+paper's ablation, trained for the same steps), ``cyclegan`` (digits <-> animals: share
+assigned to the target domain by a small CNN trained here, cycle L1, FD), ``sr`` (x4: PSNR/SSIM
+on Y with a 4-pixel border crop vs bicubic and nearest). Each section writes its numbers to
+``<out>/image_to_image/<section>.json``; the report is assembled from every section's file, so
+sections can be run one at a time.
+
+    python -m bench.image_to_image [--minutes 5] [--only pix2pix,cyclegan,sr] [--n 1000]
+    python -m bench.image_to_image --smoke --out /tmp/x   # tiny models, seconds of budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+
+from bench.common import REPORTS, machine
+from zoo import registry
+from zoo.data import image_grid, save_png
+from zoo.metrics import SampleQualityEvaluator
+from zoo.metrics import image_quality as iq
+
+SECTIONS = ("pix2pix", "cyclegan", "sr")
+RECIPES = {
+    "pix2pix": "pix2pix_edges2digits",
+    "cyclegan": "cyclegan_digits2animals",
+    "srresnet": "srresnet_x4",
+    "srgan": "srgan_x4",
+}
+PILOT_EXECUTIONS = 6  # compiled calls the pilot times (the first one traces)
+SAFETY = 0.9  # share of the budget the planned epochs may fill
+
+
+# --------------------------------------------------------------------------- training
+
+
+class Clock(keras.callbacks.Callback):
+    """Wall-clock stop and step timing: stops ``fit`` once ``seconds`` have passed (or after
+    ``executions`` compiled calls), recording when each call and epoch ended and the steps
+    taken by then."""
+
+    def __init__(self, seconds: float | None = None, executions: int | None = None):
+        super().__init__()
+        self.seconds, self.executions = seconds, executions
+        self.calls: list[tuple[float, int]] = []
+        self.epoch_ends: list[float] = []
+        self.stopped = False
+
+    def steps(self) -> int:
+        return int(next(iter(self.model.optimizers.values())).iterations.numpy())
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        now = time.perf_counter()
+        self.calls.append((now - self.start, self.steps()))
+        over_time = self.seconds is not None and now - self.start >= self.seconds
+        if over_time or (self.executions and len(self.calls) >= self.executions):
+            self.model.stop_training, self.stopped = True, bool(over_time)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.epoch_ends.append(time.perf_counter() - self.start)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self.elapsed = time.perf_counter() - self.start
+
+
+@dataclass
+class Trained:
+    """A trained model and what its training cost."""
+
+    model: Any
+    recipe: str
+    overrides: list[str]
+    seconds: float
+    steps: int
+    epochs: int
+    stopped_by_clock: bool
+    run_dir: Path
+    plan: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "overrides": self.overrides,
+            "seconds": self.seconds,
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "stopped_by_clock": self.stopped_by_clock,
+            "plan": self.plan,
+        }
+
+
+def _train(recipe: str, overrides: list[str], clock: Clock, workdir: Path, run: str) -> Any:
+    from zoo.recipes import train
+
+    keras.utils.set_random_seed(0)
+    return train(recipe, logdir=workdir, overrides=overrides, run_name=run, callbacks=[clock])
+
+
+def plan_budget(recipe: str, seconds: float, workdir: Path, base: list[str]) -> tuple[list, dict]:
+    """Budget overrides for ``recipe`` from a pilot run (:func:`budget_overrides`)."""
+    clock = Clock(executions=PILOT_EXECUTIONS)
+    _train(recipe, [*base, "epochs=1"], clock, workdir, f"pilot_{recipe}")
+    (t0, s0), (t1, s1) = clock.calls[0], clock.calls[-1]
+    plan = {
+        "trace_s": t0,
+        "step_s": (t1 - t0) / max(s1 - s0, 1),
+        "epoch_end_s": clock.epoch_ends[0] - t1 if clock.epoch_ends else 0.0,
+        "steps_per_epoch": int(clock.params["steps"]),
+    }
+    return budget_overrides(plan, seconds), plan
+
+
+def budget_overrides(plan: dict[str, float], seconds: float) -> list[str]:
+    """``epochs=N``: as many whole epochs (steps x step time + epoch-end cost) as fit in
+    ``SAFETY`` x ``seconds`` after tracing; when not even one does, one shorter epoch
+    (``training.steps_per_epoch``)."""
+    available = SAFETY * seconds - plan["trace_s"]
+    epoch = plan["steps_per_epoch"] * plan["step_s"] + plan["epoch_end_s"]
+    epochs = math.floor(available / epoch + 1e-9)
+    if epochs >= 1:
+        return [f"epochs={epochs}"]
+    steps = max(1, math.floor((available - plan["epoch_end_s"]) / plan["step_s"] + 1e-9))
+    return ["epochs=1", f"training.steps_per_epoch={steps}"]
+
+
+def train_recipe(
+    recipe: str, seconds: float, workdir: Path, extra: list[str], args: argparse.Namespace,
+    budget: list[str] | None = None,
+) -> Trained:  # fmt: skip
+    """Train ``recipe`` for at most ``seconds`` (planned by a pilot unless ``budget`` gives
+    the budget overrides), with ``extra`` overrides (model settings for the ablation)."""
+    base = [*extra, "training.verbose=0", *smoke_overrides(recipe, args)]
+    plan: dict[str, float] = {}
+    if budget is None:
+        budget, plan = (
+            (["epochs=1", "training.steps_per_epoch=2"], {})
+            if args.smoke
+            else plan_budget(recipe, seconds, workdir, base)
+        )
+    overrides = [*base, *budget]
+    clock = Clock(seconds=seconds)
+    name = recipe + "".join(f"_{o.split('=')[0].split('.')[-1]}" for o in extra)
+    print(f"training {recipe} ({' '.join(overrides)}), at most {seconds / 60:.1f} min", flush=True)
+    result = _train(recipe, overrides, clock, workdir, name)
+    model = result.model
+    trained = Trained(
+        model, recipe, [*extra, *budget], clock.elapsed, clock.steps(), len(clock.epoch_ends),
+        clock.stopped, result.run_dir, plan,
+    )  # fmt: skip
+    print(f"  {trained.steps} steps in {trained.seconds:.0f} s", flush=True)
+    return trained
+
+
+def smoke_overrides(recipe: str, args: argparse.Namespace) -> list[str]:
+    """``--smoke``: the registered tiny config's sizes over the recipe's (its shapes and
+    scale stay the recipe's, so the data fit)."""
+    if not args.smoke:
+        return []
+    from zoo.recipes import load_recipe
+
+    tiny = registry.get_spec(load_recipe(recipe).model).tiny or {}
+    keep = {k: v for k, v in tiny.items() if not k.endswith("_shape") and k != "scale"}
+    return [
+        f"model_config.{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+        for k, v in keep.items()
+    ]
+
+
+# --------------------------------------------------------------------------- data, outputs
+
+
+def held_out(model: Any, recipe: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The recipe's first ``n`` held-out (source, target) pairs, as ``zoo evaluate`` has them."""
+    from zoo.recipes import load_recipe
+    from zoo.recipes.pair_data import held_out_pairs
+
+    from zoo.tasks import declaration_of
+
+    sources, targets, _ = held_out_pairs(load_recipe(recipe), declaration_of(model), n)
+    return sources, targets
+
+
+def training_elements(model: Any, recipe: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` training elements of the recipe's data before augmentation."""
+    from zoo.recipes import load_recipe
+    from zoo.recipes.pair_data import build_pair_data
+
+    from zoo.tasks import declaration_of
+
+    shapes = declaration_of(model).pair_shapes
+    data = build_pair_data(load_recipe(recipe), *shapes, bool(model.paired))
+    ds = data.train if n is None else data.train.take(n)
+    parts = list(ds.batch(512).as_numpy_iterator())
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def apply(fn: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(fn(images[i : i + batch])) for i in range(0, len(images), batch)]
+    )
+
+
+def translations(model: Any) -> list[Any]:
+    """The model's translation methods, in ``TRANSLATIONS`` order."""
+    return [getattr(model, method) for method, _ in model.TRANSLATIONS.values()]
+
+
+def save_grid(columns: list[np.ndarray], path: Path, rows: int = 8) -> str:
+    stacked = np.stack([np.asarray(c[:rows], np.float32) for c in columns], axis=1)
+    save_png(image_grid(stacked.reshape(-1, *stacked.shape[2:]), ncols=len(columns)), path)
+    return path.name
+
+
+def digit_size(images: np.ndarray) -> np.ndarray:
+    """Images at the bundled MNIST classifier's 28x28x1 (bilinear, antialiased), for FD."""
+    import tensorflow as tf
+
+    x = np.asarray(images, np.float32)
+    if x.shape[1:3] != (28, 28):
+        x = tf.image.resize(x, (28, 28), antialias=True).numpy()
+    return np.clip(x[..., :1] if x.shape[-1] == 1 else x.mean(-1, keepdims=True), 0, 1)
+
+
+def quality(outputs: np.ndarray, targets: np.ndarray, **kwargs: Any) -> dict[str, float]:
+    return {k: v for k, v in iq.paired_report(outputs, targets, **kwargs).items() if k != "n"}
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def pix2pix_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, Any]:
+    from zoo.trainers.translation_tasks import to_target_size
+
+    recipe = RECIPES["pix2pix"]
+    gan = train_recipe(recipe, args.seconds, work, [], args)
+    l1 = train_recipe(
+        recipe, 3 * args.seconds, work, ["model_config.adversarial_weight=0"], args,
+        budget=[o for o in gan.overrides if o.startswith(("epochs", "training."))],
+    )  # fmt: skip
+    sources, targets = held_out(gan.model, recipe, args.n)
+    _, reference = training_elements(gan.model, recipe, args.reference)
+    evaluator = SampleQualityEvaluator(digit_size(reference), digit_size(targets), seed=0)
+    outputs = {
+        "identity (output = source)": to_target_size(sources, targets.shape[1:]),
+        "U-Net, L1 only": apply(l1.model.translate, sources),
+        "pix2pix (cGAN + 100 L1)": apply(gan.model.translate, sources),
+    }
+    rows = {}
+    for name, out in outputs.items():
+        fd = evaluator.evaluate(digit_size(out)).generated.fid
+        rows[name] = {**quality(out, targets), "fd": fd}
+    columns = list(outputs.values())[1:]
+    grid = save_grid([sources, *columns, targets], grids / "pix2pix.png")
+    return {
+        "recipe": recipe, "n": len(targets), "n_reference": len(reference),
+        "rows": rows, "fd_floor": evaluator.floor.fid,
+        "training": {"pix2pix": gan.summary(), "l1_only": l1.summary()}, "grid": grid,
+    }  # fmt: skip
+
+
+def domain_classifier(a: np.ndarray, b: np.ndarray, epochs: int, seed: int = 0) -> keras.Model:
+    """A small CNN telling domain A (0) from domain B (1), one logit."""
+    keras.utils.set_random_seed(seed)
+    x = np.concatenate([a, b]).astype(np.float32)
+    y = np.concatenate([np.zeros(len(a)), np.ones(len(b))]).astype(np.float32)
+    model = keras.Sequential(
+        [
+            keras.Input(a.shape[1:]),
+            keras.layers.Conv2D(16, 3, 2, "same", activation="relu"),
+            keras.layers.Conv2D(32, 3, 2, "same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
+    return model
+
+
+def is_b(classifier: keras.Model, images: np.ndarray) -> np.ndarray:
+    return np.asarray(classifier.predict(images, batch_size=256, verbose=0))[:, 0] > 0
+
+
+def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, Any]:
+    recipe = RECIPES["cyclegan"]
+    trained = train_recipe(recipe, args.seconds, work, [], args)
+    model = trained.model
+    a, b = held_out(model, recipe, args.n)
+    a_train, b_train = training_elements(model, recipe, args.reference)
+    classifier = domain_classifier(a_train, b_train, epochs=1 if args.smoke else 3)
+    accuracy = float(np.mean(np.concatenate([~is_b(classifier, a), is_b(classifier, b)])))
+    forward, backward = translations(model)[0], translations(model)[-1]
+    ab, ba = apply(forward, a), apply(backward, b)
+    aba, bab = apply(backward, ab), apply(forward, ba)
+    eval_a = SampleQualityEvaluator(digit_size(a_train), digit_size(a), seed=0)
+    eval_b = SampleQualityEvaluator(digit_size(b_train), digit_size(b), seed=0)
+    directions = {
+        "A -> B (digits -> animals)": {
+            "to_target": float(np.mean(is_b(classifier, ab))),
+            "cycle_l1": float(iq.l1(aba, a).mean()),
+            "fd": eval_b.evaluate(digit_size(ab)).generated.fid, "fd_floor": eval_b.floor.fid,
+        },
+        "B -> A (animals -> digits)": {
+            "to_target": float(np.mean(~is_b(classifier, ba))),
+            "cycle_l1": float(iq.l1(bab, b).mean()),
+            "fd": eval_a.evaluate(digit_size(ba)).generated.fid, "fd_floor": eval_a.floor.fid,
+        },
+    }  # fmt: skip
+    grid_ab = save_grid([a, ab, aba], grids / "cyclegan_a2b.png")
+    grid_ba = save_grid([b, ba, bab], grids / "cyclegan_b2a.png")
+    return {
+        "recipe": recipe, "n": len(a), "n_reference": len(a_train),
+        "classifier_accuracy": accuracy, "directions": directions,
+        "training": {"cyclegan": trained.summary()}, "grids": [grid_ab, grid_ba],
+    }  # fmt: skip
+
+
+def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, Any]:
+    srresnet = train_recipe(RECIPES["srresnet"], args.seconds, work, [], args)
+    init = srresnet.run_dir / "model.keras"
+    if not init.exists():  # the clock stopped it before the runner's final save
+        srresnet.model.save(init)
+    srgan = train_recipe(RECIPES["srgan"], args.seconds, work, [*sr_init(init)], args)
+    lr, hr = held_out(srresnet.model, RECIPES["srresnet"], args.n)
+    scale = hr.shape[1] // lr.shape[1]
+    outputs = {
+        "nearest": iq.nearest_upscale(lr, scale),
+        "bicubic": iq.bicubic_upscale(lr, scale),
+        "SRResNet (MSE)": apply(srresnet.model.upscale, lr, 32),
+        "SRGAN": apply(srgan.model.upscale, lr, 32),
+    }
+    y = hr.shape[-1] == 3
+    rows = {k: quality(v, hr, y_channel=y, border=scale) for k, v in outputs.items()}
+    grid = save_grid([outputs["nearest"], *list(outputs.values())[1:], hr], grids / "sr.png", 6)
+    return {
+        "recipes": [RECIPES["srresnet"], RECIPES["srgan"]], "n": len(hr), "scale": scale,
+        "hr_shape": list(hr.shape[1:]), "y_channel": y, "rows": rows,
+        "training": {"srresnet": srresnet.summary(), "srgan": srgan.summary()}, "grid": grid,
+    }  # fmt: skip
+
+
+def sr_init(path: Path) -> list[str]:
+    """The override that starts ``srgan_x4`` from the SRResNet just trained."""
+    return [f'model_config.generator_weights="{path}"']
+
+
+RUNNERS = {"pix2pix": pix2pix_section, "cyclegan": cyclegan_section, "sr": sr_section}
+
+
+# --------------------------------------------------------------------------- report
+
+#: Ledig et al. (2017), Table 2, Set5 x4 (PSNR dB / SSIM on Y, trained on ImageNet).
+LEDIG_SET5 = {"bicubic": (28.43, 0.8211), "SRResNet": (32.05, 0.9019), "SRGAN": (29.40, 0.8472)}
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "∞" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def trained_text(t: dict[str, Any]) -> str:
+    clock = ", stopped by the clock" if t["stopped_by_clock"] else ""
+    budget = " ".join(t["overrides"])
+    minutes = t["seconds"] / 60
+    return f"{t['steps']:,} steps ({t['epochs']} epochs, `{budget}`) in {minutes:.1f} min{clock}"
+
+
+def pix2pix_text(r: dict[str, Any]) -> list[str]:
+    rows, t = r["rows"], r["training"]
+    gan, l1 = rows["pix2pix (cGAN + 100 L1)"]["fd"], rows["U-Net, L1 only"]["fd"]
+    return [
+        f"## Pix2Pix: edges → digits (`{r['recipe']}`)", "",
+        f"pix2pix: {trained_text(t['pix2pix'])}. The L1-only U-Net (`--set "
+        f"model_config.adversarial_weight=0`, the ablation of Isola et al. 2017, Table 1): the "
+        f"same steps, {trained_text(t['l1_only'])}. Scores on the recipe's first {r['n']} "
+        f"held-out pairs: L1, PSNR, SSIM against the target digits; FD = Fréchet distance in the "
+        f"bundled MNIST classifier's features (images resized to 28x28) against "
+        f"{r['n_reference']} training digits. The floor is the held-out target digits themselves "
+        "against the same reference: what a perfect translation scores.", "",
+        "| output | L1 ↓ | PSNR (dB) ↑ | SSIM ↑ | FD ↓ |", "|---|---:|---:|---:|---:|",
+        *(f"| {k} | {fmt(v['l1'], 4)} | {fmt(v['psnr'], 2)} | {fmt(v['ssim'])} | "
+          f"{fmt(v['fd'], 2)} |" for k, v in rows.items()),
+        f"| real held-out digits (floor) | 0 | ∞ | 1 | {fmt(r['fd_floor'], 2)} |", "",
+        f"Target (pix2pix beats the L1-only U-Net in FD): {verdict(gan < l1)} ({fmt(gan, 2)} vs "
+        f"{fmt(l1, 2)}; floor {fmt(r['fd_floor'], 2)}).", "",
+        f"![pix2pix](image_to_image/{r['grid']}) rows: source | L1 only | pix2pix | target", "",
+    ]  # fmt: skip
+
+
+def cyclegan_text(r: dict[str, Any]) -> list[str]:
+    d = r["directions"]
+    share = min(v["to_target"] for v in d.values())
+    cycle = max(v["cycle_l1"] for v in d.values())
+    return [
+        f"## CycleGAN: digits ↔ animals (`{r['recipe']}`)", "",
+        f"cyclegan: {trained_text(r['training']['cyclegan'])}. Domain classifier: a small CNN "
+        f"(two stride-2 convolutions, one logit) trained here on {r['n_reference']} training "
+        f"images of each domain; held-out accuracy {100 * r['classifier_accuracy']:.1f}%. "
+        f"{r['n']} held-out images per domain. Cycle L1: mean |F(G(x)) - x| on [0, 1]. FD: "
+        "Fréchet distance in the bundled MNIST classifier's features for both domains (a digit "
+        "classifier's features still separate silhouettes; numbers compare within a row), "
+        "against the target domain's training images, beside the target's held-out real images "
+        "against the same reference (the floor).", "",
+        "| direction | to target domain ↑ | cycle L1 ↓ | FD to target ↓ | floor |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {k} | {100 * v['to_target']:.1f}% | {fmt(v['cycle_l1'], 4)} | {fmt(v['fd'], 2)} | "
+          f"{fmt(v['fd_floor'], 2)} |" for k, v in d.items()), "",
+        f"Targets: ≥ 90% to the target domain {verdict(share >= 0.9)} (lowest {100 * share:.1f}%); "
+        f"cycle L1 < 0.05 {verdict(cycle < 0.05)} (highest {fmt(cycle, 4)}).", "",
+        *(f"![cyclegan](image_to_image/{g}) rows: x | G(x) | F(G(x))" for g in r["grids"]), "",
+    ]  # fmt: skip
+
+
+def sr_text(r: dict[str, Any]) -> list[str]:
+    rows, s = r["rows"], r["scale"]
+    gain = rows["SRResNet (MSE)"]["psnr"] - rows["bicubic"]["psnr"]
+    where = "Y (BT.601)" if r["y_channel"] else "the gray channel"
+    set5 = LEDIG_SET5
+    return [
+        f"## Super-resolution x{s} (`{r['recipes'][0]}`, then `{r['recipes'][1]}`)", "",
+        f"SRResNet: {trained_text(r['training']['srresnet'])}. SRGAN, started from that "
+        f"SRResNet: {trained_text(r['training']['srgan'])}. {r['n']} held-out "
+        f"{'x'.join(map(str, r['hr_shape']))} crops of the test photographs; low-resolution "
+        f"inputs by antialiased bicubic downscaling. PSNR and SSIM on {where} with a {s}-pixel "
+        "border crop, as the SR papers state them; L1 on RGB, no crop.", "",
+        "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ |", "|---|---:|---:|---:|",
+        *(f"| {k} | {fmt(v['psnr'], 2)} | {fmt(v['ssim'], 4)} | {fmt(v['l1'], 4)} |"
+          for k, v in rows.items()), "",
+        f"Target (SRResNet ≥ bicubic + 1.5 dB): {verdict(gain >= 1.5)} ({gain:+.2f} dB). "
+        f"Ledig et al. (2017, Table 2, Set5 x4, ImageNet training for 10^6 steps): bicubic "
+        f"{set5['bicubic'][0]} dB, SRResNet {set5['SRResNet'][0]} dB "
+        f"({set5['SRResNet'][0] - set5['bicubic'][0]:+.2f} dB), SRGAN {set5['SRGAN'][0]} dB (lower "
+        "PSNR by design: its perceptual loss trades pixel fidelity for texture).", "",
+        f"![sr](image_to_image/{r['grid']}) columns: LR (nearest) | bicubic | SRResNet | "
+        "SRGAN | HR", "",
+    ]  # fmt: skip
+
+
+TEXTS = {"pix2pix": pix2pix_text, "cyclegan": cyclegan_text, "sr": sr_text}
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    """The report from each section's numbers (``results``: section -> its JSON)."""
+    runs = [
+        f"- `{name}`: `{r['command']}` on {r['date']}, {r['minutes']:.1f} min wall, training "
+        f"budget {r['budget_minutes']:g} min per model, load {r['load'][0]:.1f} → "
+        f"{r['load'][1]:.1f}{' (SMOKE: tiny models, 2 steps)' if r['smoke'] else ''}"
+        for name, r in results.items()
+    ]
+    machines = sorted({r["machine"] for r in results.values()})
+    body = [
+        "# Image-to-image: Pix2Pix, CycleGAN, SRResNet/SRGAN", "",
+        "Made by `python -m bench.image_to_image` (sections run as listed):", "", *runs, "",
+        f"Machine: {'; '.join(machines)}.", "",
+        "Every model trains through `zoo.recipes.train` from its shipped recipe; the only "
+        "overrides set the budget (`epochs`, from a pilot run's measured step time) and "
+        "`training.verbose`. Held-out pairs are the recipe's own (`zoo evaluate`'s). Metrics: "
+        "`zoo.metrics.image_quality` (PSNR: 10 log10(1/MSE) on [0, 1]; SSIM: Wang et al. 2004, "
+        "11x11 Gaussian window, sigma 1.5).", "",
+    ]  # fmt: skip
+    for name in SECTIONS:
+        if name in results:
+            body += TEXTS[name](results[name])
+    return "\n".join(body).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_section(name: str, args: argparse.Namespace, out: Path, command: str) -> dict[str, Any]:
+    folder = out / "image_to_image"
+    folder.mkdir(parents=True, exist_ok=True)
+    start, load = time.perf_counter(), os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix=f"i2i_{name}_") as work:
+        result = RUNNERS[name](args, Path(work), folder)
+    result.update(
+        command=command, minutes=(time.perf_counter() - start) / 60, budget_minutes=args.minutes,
+        load=[load, os.getloadavg()[0]], machine=machine(), smoke=bool(args.smoke),
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )  # fmt: skip
+    (folder / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return result
+
+
+def load_results(out: Path) -> dict[str, dict[str, Any]]:
+    folder = out / "image_to_image"
+    return {
+        name: json.loads((folder / f"{name}.json").read_text())
+        for name in SECTIONS
+        if (folder / f"{name}.json").is_file()
+    }
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--n", type=int, default=1000, help="held-out pairs scored (at most)")
+    parser.add_argument("--reference", type=int, default=None, help="training images for FD")
+    parser.add_argument("--smoke", action="store_true", help="tiny models, 2 steps each")
+    parser.add_argument("--out", type=Path, default=REPORTS, help="where the report goes")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    if args.smoke:
+        args.n, args.reference = min(args.n, 48), args.reference or 400
+    args.seconds = 60 * args.minutes
+    command = "python -m bench.image_to_image" + (f" {' '.join(argv)}" if argv else "")
+    for name in sections:
+        run_section(name, args, args.out, command)
+    path = args.out / "image_to_image.md"
+    text = render(load_results(args.out))
+    path.write_text(text)
+    print(text)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
