@@ -217,7 +217,9 @@ def from_unpaired_folders(
         paths = _image_files(folder)
         domains.append(
             tf.data.Dataset.from_tensor_slices(paths).map(
-                lambda f: fit_image(_decode_file(f), shape), deterministic=True
+                lambda f: fit_image(_decode_file(f), shape),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
             )
         )
     return unpaired(*domains, seed=seed)
