@@ -7,7 +7,7 @@ recipe; the only overrides are the budget's (``epochs``, ``training.steps_per_ep
 step and its epoch-end cost (validation, grids, checkpoint); the epochs that fit the budget
 are then set with ``--set epochs=N`` (so learning-rate schedules, e.g. CycleGAN's linear decay,
 run their full course), and a wall-clock callback stops the run if the machine slows down.
-Held-out pairs are the recipe's own (``zoo.recipes.pair_data.held_out_pairs``, the data
+Held-out pairs are the recipe's own validation pairs (``zoo.recipes.pair_data``, what
 ``zoo evaluate`` scores), metrics are :mod:`zoo.metrics.image_quality` and FD is the Fréchet
 distance in the bundled MNIST classifier's features (:class:`zoo.metrics.SampleQualityEvaluator`).
 
@@ -30,10 +30,9 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,13 +46,9 @@ from zoo.metrics import SampleQualityEvaluator
 from zoo.metrics import image_quality as iq
 
 SECTIONS = ("pix2pix", "cyclegan", "sr")
-RECIPES = {
-    "pix2pix": "pix2pix_edges2digits",
-    "cyclegan": "cyclegan_digits2animals",
-    "srresnet": "srresnet_x4",
-    "srgan": "srgan_x4",
-}
-PILOT_EXECUTIONS = 6  # compiled calls the pilot times (the first one traces)
+RECIPES = {"pix2pix": "pix2pix_edges2digits", "cyclegan": "cyclegan_digits2animals"}
+RECIPES.update(srresnet="srresnet_x4", srgan="srgan_x4")
+PILOT_EXECUTIONS = 3  # compiled calls the pilot times (the first one traces)
 SAFETY = 0.9  # share of the budget the planned epochs may fill
 
 
@@ -92,30 +87,12 @@ class Clock(keras.callbacks.Callback):
         self.elapsed = time.perf_counter() - self.start
 
 
-@dataclass
-class Trained:
-    """A trained model and what its training cost."""
+class Trained(NamedTuple):
+    """A trained model, what its training cost (JSON-ready) and its run folder."""
 
     model: Any
-    recipe: str
-    overrides: list[str]
-    seconds: float
-    steps: int
-    epochs: int
-    stopped_by_clock: bool
+    summary: dict[str, Any]
     run_dir: Path
-    plan: dict[str, float] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "recipe": self.recipe,
-            "overrides": self.overrides,
-            "seconds": self.seconds,
-            "steps": self.steps,
-            "epochs": self.epochs,
-            "stopped_by_clock": self.stopped_by_clock,
-            "plan": self.plan,
-        }
 
 
 def _train(recipe: str, overrides: list[str], clock: Clock, workdir: Path, run: str) -> Any:
@@ -171,13 +148,13 @@ def train_recipe(
     name = recipe + "".join(f"_{o.split('=')[0].split('.')[-1]}" for o in extra)
     print(f"training {recipe} ({' '.join(overrides)}), at most {seconds / 60:.1f} min", flush=True)
     result = _train(recipe, overrides, clock, workdir, name)
-    model = result.model
-    trained = Trained(
-        model, recipe, [*extra, *budget], clock.elapsed, clock.steps(), len(clock.epoch_ends),
-        clock.stopped, result.run_dir, plan,
-    )  # fmt: skip
-    print(f"  {trained.steps} steps in {trained.seconds:.0f} s", flush=True)
-    return trained
+    summary = {
+        "recipe": recipe, "overrides": [*extra, *budget], "seconds": clock.elapsed,
+        "steps": clock.steps(), "epochs": len(clock.epoch_ends),
+        "stopped_by_clock": clock.stopped, "plan": plan,
+    }  # fmt: skip
+    print(f"  {summary['steps']} steps in {clock.elapsed:.0f} s", flush=True)
+    return Trained(result.model, summary, result.run_dir)
 
 
 def smoke_overrides(recipe: str, args: argparse.Namespace) -> list[str]:
@@ -198,19 +175,9 @@ def smoke_overrides(recipe: str, args: argparse.Namespace) -> list[str]:
 # --------------------------------------------------------------------------- data, outputs
 
 
-def held_out(model: Any, recipe: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The recipe's first ``n`` held-out (source, target) pairs, as ``zoo evaluate`` has them."""
-    from zoo.recipes import load_recipe
-    from zoo.recipes.pair_data import held_out_pairs
-
-    from zoo.tasks import declaration_of
-
-    sources, targets, _ = held_out_pairs(load_recipe(recipe), declaration_of(model), n)
-    return sources, targets
-
-
-def training_elements(model: Any, recipe: str, n: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` training elements of the recipe's data before augmentation."""
+def pairs_of(model: Any, recipe: str, n: int | None, train: bool = False) -> tuple:
+    """The recipe's first ``n`` held-out (source, target) pairs, as ``zoo evaluate`` has them,
+    or (``train``) its first ``n`` training elements before augmentation, as arrays."""
     from zoo.recipes import load_recipe
     from zoo.recipes.pair_data import build_pair_data
 
@@ -218,8 +185,8 @@ def training_elements(model: Any, recipe: str, n: int | None) -> tuple[np.ndarra
 
     shapes = declaration_of(model).pair_shapes
     data = build_pair_data(load_recipe(recipe), *shapes, bool(model.paired))
-    ds = data.train if n is None else data.train.take(n)
-    parts = list(ds.batch(512).as_numpy_iterator())
+    ds = data.train if train else data.validation
+    parts = list((ds if n is None else ds.take(n)).batch(512).as_numpy_iterator())
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -227,11 +194,6 @@ def apply(fn: Any, images: np.ndarray, batch: int = 128) -> np.ndarray:
     return np.concatenate(
         [np.asarray(fn(images[i : i + batch])) for i in range(0, len(images), batch)]
     )
-
-
-def translations(model: Any) -> list[Any]:
-    """The model's translation methods, in ``TRANSLATIONS`` order."""
-    return [getattr(model, method) for method, _ in model.TRANSLATIONS.values()]
 
 
 def save_grid(columns: list[np.ndarray], path: Path, rows: int = 8) -> str:
@@ -264,10 +226,10 @@ def pix2pix_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[s
     gan = train_recipe(recipe, args.seconds, work, [], args)
     l1 = train_recipe(
         recipe, 3 * args.seconds, work, ["model_config.adversarial_weight=0"], args,
-        budget=[o for o in gan.overrides if o.startswith(("epochs", "training."))],
+        budget=[o for o in gan.summary["overrides"] if o.startswith(("epochs", "training."))],
     )  # fmt: skip
-    sources, targets = held_out(gan.model, recipe, args.n)
-    _, reference = training_elements(gan.model, recipe, args.reference)
+    sources, targets = pairs_of(gan.model, recipe, args.n)
+    _, reference = pairs_of(gan.model, recipe, args.reference, train=True)
     evaluator = SampleQualityEvaluator(digit_size(reference), digit_size(targets), seed=0)
     outputs = {
         "identity (output = source)": to_target_size(sources, targets.shape[1:]),
@@ -283,7 +245,7 @@ def pix2pix_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[s
     return {
         "recipe": recipe, "n": len(targets), "n_reference": len(reference),
         "rows": rows, "fd_floor": evaluator.floor.fid,
-        "training": {"pix2pix": gan.summary(), "l1_only": l1.summary()}, "grid": grid,
+        "training": {"pix2pix": gan.summary, "l1_only": l1.summary}, "grid": grid,
     }  # fmt: skip
 
 
@@ -314,11 +276,12 @@ def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[
     recipe = RECIPES["cyclegan"]
     trained = train_recipe(recipe, args.seconds, work, [], args)
     model = trained.model
-    a, b = held_out(model, recipe, args.n)
-    a_train, b_train = training_elements(model, recipe, args.reference)
+    a, b = pairs_of(model, recipe, args.n)
+    a_train, b_train = pairs_of(model, recipe, args.reference, train=True)
     classifier = domain_classifier(a_train, b_train, epochs=1 if args.smoke else 3)
     accuracy = float(np.mean(np.concatenate([~is_b(classifier, a), is_b(classifier, b)])))
-    forward, backward = translations(model)[0], translations(model)[-1]
+    methods = [getattr(model, method) for method, _ in model.TRANSLATIONS.values()]
+    forward, backward = methods[0], methods[-1]  # TRANSLATIONS order: A -> B first
     ab, ba = apply(forward, a), apply(backward, b)
     aba, bab = apply(backward, ab), apply(forward, ba)
     eval_a = SampleQualityEvaluator(digit_size(a_train), digit_size(a), seed=0)
@@ -340,7 +303,7 @@ def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[
     return {
         "recipe": recipe, "n": len(a), "n_reference": len(a_train),
         "classifier_accuracy": accuracy, "directions": directions,
-        "training": {"cyclegan": trained.summary()}, "grids": [grid_ab, grid_ba],
+        "training": {"cyclegan": trained.summary}, "grids": [grid_ab, grid_ba],
     }  # fmt: skip
 
 
@@ -350,7 +313,7 @@ def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, A
     if not init.exists():  # the clock stopped it before the runner's final save
         srresnet.model.save(init)
     srgan = train_recipe(RECIPES["srgan"], args.seconds, work, [*sr_init(init)], args)
-    lr, hr = held_out(srresnet.model, RECIPES["srresnet"], args.n)
+    lr, hr = pairs_of(srresnet.model, RECIPES["srresnet"], args.n)
     scale = hr.shape[1] // lr.shape[1]
     outputs = {
         "nearest": iq.nearest_upscale(lr, scale),
@@ -364,7 +327,7 @@ def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, A
     return {
         "recipes": [RECIPES["srresnet"], RECIPES["srgan"]], "n": len(hr), "scale": scale,
         "hr_shape": list(hr.shape[1:]), "y_channel": y, "rows": rows,
-        "training": {"srresnet": srresnet.summary(), "srgan": srgan.summary()}, "grid": grid,
+        "training": {"srresnet": srresnet.summary, "srgan": srgan.summary}, "grid": grid,
     }  # fmt: skip
 
 

@@ -122,7 +122,7 @@ def test_smoke_run_writes_a_report_holding_its_numbers(tmp_path):
         assert cells + f"{row['fd']:.2f} |" in text
     # the identity baseline is the sources scored as outputs: its numbers are recomputed here
     model = zoo.load("pix2pix_tiny")
-    sources, targets = bench.held_out(model, "pix2pix_edges2digits", 48)
+    sources, targets = bench.pairs_of(model, "pix2pix_edges2digits", 48)
     identity = result["rows"]["identity (output = source)"]
     assert identity["l1"] == pytest.approx(float(np.mean(iq.l1(sources, targets))))
     assert identity["psnr"] == pytest.approx(float(np.mean(iq.psnr(sources, targets))))
