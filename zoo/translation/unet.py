@@ -113,7 +113,7 @@ def build_unet_generator(
         x = conv(layers.Conv2D, width, f"encoder_{i + 1}", norm is None)(x)
         if norm is not None:
             x = norm(x)
-        x = layers.LeakyReLU(0.2)(x)
+        x = layers.LeakyReLU(0.2, name=f"encoder_{i + 1}_out")(x)
         skips.append(x)
     # decoder: back up to the resolution of encoder layer depth - 1, ..., 1
     for j, i in enumerate(range(depth - 2, -1, -1)):
