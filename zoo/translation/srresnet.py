@@ -122,11 +122,11 @@ def build_srresnet(
     head = _prelu("head_prelu")(conv(filters, 9, name="head_conv")(inputs))
     x = head
     for b in range(n_blocks):
-        y = conv(filters, 3)(x)
+        y = conv(filters, 3, use_bias=False)(x)  # no bias before batch norm (it cancels)
         y = _prelu()(networks.sync_batch_norm()(y))
-        y = networks.sync_batch_norm()(conv(filters, 3)(y))
+        y = networks.sync_batch_norm()(conv(filters, 3, use_bias=False)(y))
         x = layers.Add(name=f"block{b}_skip")([x, y])
-    x = networks.sync_batch_norm()(conv(filters, 3)(x))
+    x = networks.sync_batch_norm()(conv(filters, 3, use_bias=False)(x))
     x = layers.Add(name="long_skip")([head, x])
     for u in range(int(math.log2(scale))):
         x = conv(4 * filters, 3, name=f"upsample{u}_conv")(x)
@@ -164,8 +164,9 @@ def build_sr_discriminator(
     x = inputs
     for i, multiple in enumerate((1, 1, 2, 2, 4, 4, 8, 8)):
         x = layers.Conv2D(
-            filters * multiple, 3, strides=1 + i % 2, padding="same", kernel_initializer=init()
-        )(x)
+            filters * multiple, 3, strides=1 + i % 2, padding="same", use_bias=i == 0,
+            kernel_initializer=init(),
+        )(x)  # fmt: skip
         if i > 0:
             x = networks.sync_batch_norm()(x)
         x = layers.LeakyReLU(0.2)(x)
