@@ -19,6 +19,7 @@ import tensorflow as tf
 import zoo
 from zoo import losses
 from zoo.registry import list_models
+from zoo.tasks import declaration_of
 from zoo.trainers.base import Trainer
 
 #: The global batch: 4 examples per replica (a multiple of the critic steps below).
@@ -61,6 +62,10 @@ def mirrored() -> tf.distribute.Strategy:
 def batch_for(model: Trainer) -> tf.data.Dataset:
     """One global batch of inputs the model takes (with labels for a conditional model)."""
     rng = np.random.default_rng(0)
+    pair_shapes = declaration_of(model).pair_shapes
+    if pair_shapes is not None:  # image-to-image: (source, target) pairs
+        x, y = (rng.uniform(size=(BATCH, *shape)).astype("float32") for shape in pair_shapes)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     shape = getattr(model, "sequence_shape", None) or model.image_shape
     x = rng.uniform(size=(BATCH, *shape)).astype("float32")
     classes = getattr(model, "num_classes", 0)
