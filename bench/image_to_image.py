@@ -105,7 +105,7 @@ def _train(recipe: str, overrides: list[str], clock: Clock, workdir: Path, run: 
 def plan_budget(recipe: str, seconds: float, workdir: Path, base: list[str]) -> tuple[list, dict]:
     """Budget overrides for ``recipe`` from a pilot run (:func:`budget_overrides`)."""
     clock = Clock(executions=PILOT_EXECUTIONS)
-    _train(recipe, [*base, "epochs=1"], clock, workdir, f"pilot_{recipe}")
+    _train(recipe, [*base, "epochs=1"], clock, workdir, f"pilot_{Path(recipe).stem}")
     (t0, s0), (t1, s1) = clock.calls[0], clock.calls[-1]
     plan = {
         "trace_s": t0,
@@ -146,7 +146,7 @@ def train_recipe(
         )
     overrides = [*base, *budget]
     clock = Clock(seconds=seconds)
-    name = recipe + "".join(f"_{o.split('=')[0].split('.')[-1]}" for o in extra)
+    name = Path(recipe).stem + "".join(f"_{o.split('=')[0].split('.')[-1]}" for o in extra)
     print(f"training {recipe} ({' '.join(overrides)}), at most {seconds / 60:.1f} min", flush=True)
     result = _train(recipe, overrides, clock, workdir, name)
     summary = {
@@ -425,14 +425,15 @@ def sr_text(r: dict[str, Any]) -> list[str]:
         f"SRResNet: {trained_text(r['training']['srgan'])}. {r['n']} held-out "
         f"{'x'.join(map(str, r['hr_shape']))} crops of the test photographs; low-resolution "
         f"inputs by antialiased bicubic downscaling. PSNR and SSIM on {where} with a {s}-pixel "
-        "border crop, as the SR papers state them; L1 on RGB, no crop.", "",
+        "border crop, as the SR papers state them; L1 on all channels, no crop.", "",
         "| method | PSNR (dB) ↑ | SSIM ↑ | L1 ↓ |", "|---|---:|---:|---:|",
         *(f"| {k} | {fmt(v['psnr'], 2)} | {fmt(v['ssim'], 4)} | {fmt(v['l1'], 4)} |"
           for k, v in rows.items()), "",
         f"Target (SRResNet ≥ bicubic + 1.5 dB): {verdict(gain >= 1.5)} ({gain:+.2f} dB). "
         f"Ledig et al. (2017, Table 2, Set5 x4, ImageNet training for 10^6 steps): bicubic "
-        f"{set5['bicubic'][0]} dB, SRResNet {set5['SRResNet'][0]} dB "
-        f"({set5['SRResNet'][0] - set5['bicubic'][0]:+.2f} dB), SRGAN {set5['SRGAN'][0]} dB (lower "
+        f"{set5['bicubic'][0]:.2f} dB, SRResNet {set5['SRResNet'][0]:.2f} dB "
+        f"({set5['SRResNet'][0] - set5['bicubic'][0]:+.2f} dB), SRGAN "
+        f"{set5['SRGAN'][0]:.2f} dB (lower "
         "PSNR by design: its perceptual loss trades pixel fidelity for texture). Here SRGAN is "
         f"{adv:+.2f} dB from its SRResNet start; its content loss is pixel MSE (the offline "
         "default: the paper's SRGAN-MSE variant, not VGG54).", "",
