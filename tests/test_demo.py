@@ -18,7 +18,7 @@ def test_demo_trains_exports_serves_and_requests(tmp_path, capsys):
     out = capsys.readouterr().out
     models = tmp_path / "out" / "models"
     # exported into the committed config's layout: /models/<name>/<version>
-    for name in ("dcgan", "conv_ae", "denoising_ae", "recurrent_ae"):  # all of models.config
+    for name in ("dcgan", "conv_ae", "denoising_ae", "recurrent_ae", "pix2pix"):  # all of it
         assert (models / name / "1" / "saved_model.pb").is_file()
         assert (models / name / "1" / "assets.extra" / "tf_serving_warmup_requests").is_file()
     # images came back over REST, in [0, 1], and were written as a grid
@@ -37,6 +37,11 @@ def test_demo_trains_exports_serves_and_requests(tmp_path, capsys):
         np.testing.assert_array_equal(verdicts, scores > threshold)
     assert result["sequence_scores"].shape == (40,) and result["sequence_labels"].sum() == 20
     assert (tmp_path / "out" / "served_denoised.png").is_file()
+    # pix2pix answered the held-out outlines with one 32x32 digit each, in [0, 1]
+    drawn, digits = result["served_translations"], result["translation_targets"]
+    assert drawn.shape == digits.shape == (8, 32, 32, 1)
+    assert drawn.min() >= 0.0 and drawn.max() <= 1.0
+    assert (tmp_path / "out" / "served_translations.png").is_file() and "translate:" in out
     assert "server stopped" in out and "anomaly_score" in out
 
 

@@ -26,12 +26,13 @@ COMPOSE = SERVING_DIR / "docker-compose.yml"
 
 DEMO_MODELS = ("dcgan", "conv_ae")  # exported by the demo: labelled "stable" -> 1
 ANOMALY_MODELS = ("denoising_ae", "recurrent_ae")  # not exported by the demo: no labels
+TRANSLATORS = ("pix2pix",)  # image-to-image (translate), exported by the demo, no label
 
 
 def test_committed_models_config_parses_with_the_proto():
     config = cfg.load_model_server_config(MODELS_CONFIG)
     models = {m.name: m for m in config.model_config_list.config}
-    assert list(models) == [*DEMO_MODELS, *ANOMALY_MODELS]
+    assert list(models) == [*DEMO_MODELS, *ANOMALY_MODELS, *TRANSLATORS]
     for name, model in models.items():
         assert model.base_path == f"/models/{name}"
         assert model.model_platform == "tensorflow"
