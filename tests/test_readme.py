@@ -63,6 +63,17 @@ TRAIN_TINY_MODEL = {
     ]
     for recipe in ("ddpm_mnist", "cddpm_mnist")
 }  # fmt: skip
+#: The image-to-image recipes' networks at test size (SRGAN loads the SRResNet run's weights,
+#: so both shrink alike).
+TRAIN_TINY_MODEL.update(
+    {
+        recipe: ["--set", "model_config.generator_filters=8", "--set", "model_config.n_blocks=1"]
+        for recipe in ("srresnet_x4", "srgan_x4")
+    }
+)
+TRAIN_TINY_MODEL["cyclegan_digits2animals"] = [
+    "--set", "model_config.filters=8", "--set", "model_config.n_blocks=1",
+]  # fmt: skip
 PLACEHOLDERS = {"/path/to/cat/faces": "cat_faces"}  # -> a folder of 20 RGB images
 
 EXCUSED_PROGRAMS = {
@@ -263,7 +274,15 @@ def _check_diffusion(ns: dict[str, Any]) -> None:
     assert np.asarray(ns["step"]["eps"]).shape == (2, 28, 28, 1)
 
 
+def _check_translation(ns: dict[str, Any]) -> None:
+    assert np.asarray(ns["upscaled"]).shape == (1, 160, 96, 3)  # "any size"
+    drawn = np.asarray(ns["drawn"])
+    assert drawn.shape == (8, 32, 32, 1) and drawn.min() >= 0.0 and drawn.max() <= 1.0
+    np.testing.assert_array_equal(drawn, np.asarray(ns["pix2pix"].translate(ns["outlines"])))
+
+
 PYTHON_BLOCKS: dict[str, PythonBlock | str] = {
+    "from zoo.data import bundled_task": PythonBlock(_no_names, _check_translation),
     "import numpy as np": PythonBlock(_no_names, _check_diffusion),
     "import zoo": PythonBlock(_keras_names, _check_keras),
     "from zoo.anomaly import AnomalyDetector": PythonBlock(_anomaly_names, _check_anomaly),
