@@ -100,6 +100,15 @@ def _elements(recipe: Recipe, pairing: str, source_shape: tuple, target_shape: t
             else None
         )
         return train, val, f"tfds {name} (trainA/trainB)"
+    if source == "download":  # pix2pix's datasets: side-by-side AB files, once online
+        if pairing != "paired":
+            raise RecipeError("data.source = 'download' serves pix2pix's paired datasets")
+        splits = {split: pairs.pix2pix_folder(name, split) for split in ("train", "val")}
+        shapes = {"source_shape": source_shape, "target_shape": target_shape}
+        layout = {"layout": "side_by_side", "direction": d["direction"]}
+        train = pairs.from_paired_folder(splits["train"], **shapes, **layout)
+        val = pairs.from_paired_folder(splits["val"], **shapes, **layout)
+        return train, (val if with_validation else None), f"pix2pix dataset {name}"
     if not path:
         raise RecipeError(f"data.source = {source!r} needs data.path")
     if source == "folder" and pairing == "unpaired":

@@ -24,9 +24,11 @@ SCHEMA: dict[str, Any] = {
     "epochs": REQUIRED,
     "model_config": {},
     "data": {
-        # sample | tfds | folder | numpy | synthetic_series | bundled (image-to-image tasks)
+        # sample | tfds | folder | numpy | synthetic_series; image-to-image also: bundled
+        # (offline tasks) | download (pix2pix's datasets: facades, maps, ...)
         "source": "sample",
-        "name": None,  # TFDS name, or a bundled task (edges2digits, digits2animals, photos_x4)
+        # TFDS name; a bundled task (edges2digits, digits2animals, photos_x4); a pix2pix dataset
+        "name": None,
         "path": None,  # image folder, or .npz file with an `images` array for numpy
         "split": "train",
         "validation_split": "test",  # sample/tfds split used for validation ("" for none)

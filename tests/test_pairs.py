@@ -147,3 +147,16 @@ def test_tfds_cycle_gan_offline_is_a_clear_error(tmp_path):
             "cycle_gan/horse2zebra", image_shape=(32, 32, 3), data_dir=str(tmp_path)
         )
     assert "cycle_gan/horse2zebra" in str(error.value)
+
+
+def test_pix2pix_datasets_read_the_cache_and_fail_fast_offline(tmp_path, monkeypatch):
+    from zoo.data import downloads
+
+    monkeypatch.setattr(downloads, "resolves", lambda host, timeout=5.0: False)  # offline
+    with pytest.raises(DataError, match=r"'facades' .* no network \(efrosgans.*resolve\)"):
+        pairs.pix2pix_folder("facades", cache_dir=str(tmp_path))
+    with pytest.raises(DataError, match="unknown pix2pix dataset 'facade'; choose one of"):
+        pairs.pix2pix_folder("facade", cache_dir=str(tmp_path))
+    cached = tmp_path / "facades_extracted" / "facades" / "train"  # as keras.utils.get_file
+    _save(cached / "1.jpg", np.concatenate([_ramp(8, 8, 0), _ramp(8, 8, 9)], axis=1))
+    assert pairs.pix2pix_folder("facades", cache_dir=str(tmp_path)) == cached

@@ -10,6 +10,8 @@ unpaired domains (CycleGAN). Layouts:
   and ``B/`` whose files pair by name;
 - :func:`from_unpaired_folders`: CycleGAN's ``trainA/ trainB/ testA/ testB/`` layout;
 - :func:`from_tfds_unpaired`: TFDS ``cycle_gan/<name>`` (needs the data once, online);
+- :func:`pix2pix_folder`: pix2pix's own datasets (``facades``, ``maps``, ...), downloaded
+  once when online, then read as side-by-side folders;
 - :func:`photo_tiles`: single photographs cut into tiles, for super-resolution (the pair
   is made from each tile by :func:`pair_transforms`).
 
@@ -40,6 +42,7 @@ from zoo.data.sources import _decode_file, _list_images, from_tfds, load_sample
 __all__ = [
     "BUNDLED_TASKS",
     "PAIRINGS",
+    "PIX2PIX_DATASETS",
     "bundled_task",
     "edges",
     "from_paired_folder",
@@ -49,6 +52,7 @@ __all__ = [
     "load_animals",
     "pair_transforms",
     "photo_tiles",
+    "pix2pix_folder",
     "unpaired",
 ]
 
@@ -239,6 +243,46 @@ def from_tfds_unpaired(
     a = from_tfds(name, f"{split}A", image_shape=image_shape, **kwargs)
     b = from_tfds(name, f"{split}B", image_shape=image_shape, **kwargs)
     return unpaired(a, b, seed=seed)
+
+
+#: pix2pix's own datasets (side-by-side AB JPEGs; Isola et al., 2017), downloaded on demand.
+PIX2PIX_DATASETS = ("facades", "cityscapes", "maps", "edges2shoes", "edges2handbags", "night2day")
+PIX2PIX_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz"
+
+
+def pix2pix_folder(name: str, split: str = "train", cache_dir: str | None = None) -> Path:
+    """The folder of one split of a pix2pix dataset (``facades`` ...), downloaded and
+    extracted once into Keras' cache (``~/.keras/datasets``). Offline it fails at once,
+    naming the host and the folder layout to use instead."""
+    if name not in PIX2PIX_DATASETS:
+        raise DataError(
+            f"unknown pix2pix dataset {name!r}; choose one of {', '.join(PIX2PIX_DATASETS)}"
+        )
+    url = PIX2PIX_URL.format(name=name)
+    from zoo.data.downloads import unreachable_host
+
+    root = Path(cache_dir or Path.home() / ".keras" / "datasets")
+    folder = next((p for p in root.glob(f"{name}*/{name}/{split}") if p.is_dir()), None)
+    if folder is None:
+        host = unreachable_host([url])
+        if host is not None:
+            raise DataError(
+                f"pix2pix dataset {name!r} is not in {str(root)!r} and cannot be downloaded: "
+                f"no network ({host} does not resolve). Download {url} elsewhere, extract it "
+                f"and train on data.source = 'folder', data.path = '<...>/{name}/{split}', "
+                "data.layout = 'side_by_side'"
+            )
+        import keras
+
+        extracted = Path(
+            keras.utils.get_file(f"{name}.tar.gz", url, extract=True, cache_dir=str(root.parent),
+                                 cache_subdir=root.name)
+        )  # fmt: skip
+        candidates = [extracted / name / split, extracted / split]
+        folder = next((p for p in candidates if p.is_dir()), None)
+        if folder is None:
+            raise DataError(f"the pix2pix archive {url} has no {split}/ folder in {extracted}")
+    return folder
 
 
 # -- bundled tasks -------------------------------------------------------------------------
