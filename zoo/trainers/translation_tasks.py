@@ -141,7 +141,8 @@ class TranslatorTasks(TaskDeclaration):
                 f"- Takes {source[0]}x{source[1]}x{source[2]} images, the training size; resize "
                 "other images first."
             )
-        notes += list(getattr(model, "card_notes", lambda: [])())
+        for note in getattr(model, "card_notes", lambda: [])():  # the model's own notes
+            notes.append(note if note.startswith("- ") else f"- {note}")
         return notes
 
     # -- grids and zoo sample -----------------------------------------------------------
