@@ -257,3 +257,39 @@ def test_default_optimizers_are_adam_2e4_beta_half():
     for optimizer in model.optimizers.values():
         assert isinstance(optimizer, keras.optimizers.Adam)
         assert float(optimizer.learning_rate) == pytest.approx(2e-4) and optimizer.beta_1 == 0.5
+
+
+def test_pool_on_two_replicas_returns_and_keeps_what_one_device_does():
+    """Each replica walks the gathered global batch with the global draws, so its slice of
+    the result and the pool it keeps are one device's (the seed generators move in step)."""
+    from zoo.distribute import make_strategy
+
+    strategy = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    images = constant_images(np.arange(12, dtype="float32"))
+    draws = np.random.default_rng(3).uniform(size=(12, 2)).astype("float32")
+
+    def replica_draw(shape):  # the global draws, sliced as Trainer.draw slices them
+        context = tf.distribute.get_replica_context()
+        start = context.replica_id_in_sync_group * 6
+        return tf.gather(draws, start + tf.range(shape[0]))
+
+    single = ImagePool((2, 2, 1), pool_size=5)
+    expected = single.query(images, lambda shape: draws).numpy()
+    with strategy.scope():
+        pool = ImagePool((2, 2, 1), pool_size=5)
+    batches = next(
+        iter(
+            strategy.experimental_distribute_dataset(
+                tf.data.Dataset.from_tensor_slices(images).batch(12)
+            )
+        )
+    )
+    out = strategy.run(tf.function(lambda x: pool.query(x, replica_draw)), args=(batches,))
+    got = np.concatenate([np.asarray(v) for v in strategy.experimental_local_results(out)])
+    np.testing.assert_array_equal(got, expected)
+    assert np.sum(got != images) > 0  # some images were swapped
+    copies = strategy.experimental_local_results(pool.images.value)
+    assert len(copies) == 2  # one per replica, each holding one device's pool
+    for copy in copies:
+        np.testing.assert_array_equal(np.asarray(copy), single.images.numpy())
+    assert int(pool.count.numpy()) == 5
