@@ -4,7 +4,12 @@ closeness checks, and running a SavedModel as TF Serving's C++ loader does."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +135,30 @@ def run_tf1_session(
             values = session.run([sd.outputs[k].name for k in outs], feed_dict=feeds)
             runs[key] = (inputs, dict(zip(outs, values, strict=True)))
     return keys, runs
+
+
+@contextmanager
+def zoo_serve(models: Mapping[str, str | Path], folder: Path) -> Iterator[tuple[str, str]]:
+    """A ``zoo serve`` subprocess serving ``models`` (name -> base path) from a models.config
+    written into ``folder``, on free ports; yields ``(url, first line of its output)`` and
+    stops the server afterwards. The subprocess imports nothing of the test's code."""
+    config = Path(folder) / "models.config"
+    entries = "".join(
+        f'  config {{ name: "{name}" base_path: "{base}" model_platform: "tensorflow" }}\n'
+        for name, base in models.items()
+    )
+    config.write_text(f"model_config_list {{\n{entries}}}\n")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    command = [sys.executable, "-m", "zoo.cli", "serve", f"--model_config_file={config}",
+               "--rest_api_port=0", "--port=0"]  # fmt: skip
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert found, f"zoo serve did not start: {line!r}"
+        yield found.group(0), line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from export_helpers import run_tf1_session
+from export_helpers import run_tf1_session, zoo_serve
 from recipe_helpers import recipe_toml
 
 import zoo
@@ -206,30 +202,13 @@ def test_zoo_serve_answers_rest_requests_without_the_toy_code(exported, tmp_path
     from zoo.serving.client import ServingClient
 
     model, result = exported
-    config = tmp_path / "models.config"
-    base = result.version_dir.parent
-    config.write_text(
-        f'model_config_list {{\n  config {{ name: "flip" base_path: "{base}" '
-        'model_platform: "tensorflow" }\n}\n'
-    )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, "-m", "zoo.cli", "serve", f"--model_config_file={config}",
-               "--rest_api_port=0", "--port=0"]  # fmt: skip
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
-    )
-    try:
-        line = proc.stdout.readline()
+    with zoo_serve({"flip": result.version_dir.parent}, tmp_path) as (url, line):
         assert "flip v1" in line and "translate" in line, line
-        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
         images = np.random.default_rng(1).uniform(size=(2, 28, 28, 1)).astype(np.float32)
         client = ServingClient(url, model="flip")
         for signature in ("translate", "serving_default"):
             out = client.predict({"images": images}, signature)
             np.testing.assert_allclose(out["translations"], model.translate(images), atol=1e-5)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 TRAINER_CLASSES = {"GAN", "VAE", "CVAE", "Autoencoder", "SequenceAutoencoder", "Trainer"}

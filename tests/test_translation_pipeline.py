@@ -6,16 +6,13 @@ requests for all three. No code under export/, serving/ or recipes/ names these 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import tensorflow as tf
-from export_helpers import run_tf1_session
+from export_helpers import run_tf1_session, zoo_serve
 from PIL import Image
 
 import zoo
@@ -167,21 +164,7 @@ def test_zoo_serve_answers_every_translator_over_rest(runs, exported, tmp_path):
     from zoo.serving.client import ServingClient, ServingError
 
     models, _ = exported
-    config = tmp_path / "models.config"
-    entries = "".join(
-        f'  config {{ name: "{key}" base_path: "{models / key}" model_platform: "tensorflow" }}\n'
-        for key in TASKS
-    )
-    config.write_text(f"model_config_list {{\n{entries}}}\n")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, "-m", "zoo.cli", "serve", f"--model_config_file={config}",
-               "--rest_api_port=0", "--port=0"]  # fmt: skip
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
-    )
-    try:
-        line = proc.stdout.readline()
-        url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
+    with zoo_serve({key: models / key for key in TASKS}, tmp_path) as (url, _):
         rng = np.random.default_rng(2)
         digits = rng.uniform(size=(2, 32, 32, 1)).astype(np.float32)
         cycle, sr = zoo.load_run(runs["cycle"]), zoo.load_run(runs["sr"])
@@ -195,6 +178,3 @@ def test_zoo_serve_answers_every_translator_over_rest(runs, exported, tmp_path):
         np.testing.assert_allclose(got, sr.upscale(lr), atol=1e-5)
         with pytest.raises(ServingError, match="images"):  # 28x28 into a 32x32 model
             ServingClient(url, model="p2p").predict({"images": digits[:, :28, :28]}, "translate")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -94,6 +94,14 @@ class TaskDeclaration(ABC):
         """The serving signatures. ``threshold`` (for anomaly scorers) and
         ``normalization``'s ``(mean, std)`` are baked into ``score`` as constants."""
 
+    def refuse_threshold(self, threshold: float | None) -> None:
+        """For a declaration whose model scores nothing: a threshold is a caller's mistake."""
+        if threshold is not None:
+            raise ValueError(
+                f"{self.model.name} is a {self.family} that scores nothing: it has no anomaly "
+                "threshold"
+            )
+
     def score_definition(self) -> str | None:
         """What the anomaly score measures, in words (metadata and model card)."""
         return None

@@ -22,8 +22,7 @@ class GANTasks(TaskDeclaration):
         threshold: float | None = None,
         normalization: tuple[float, float] | None = None,
     ) -> SignatureSet:
-        if threshold is not None:
-            raise ValueError(f"{self.model.name} is a generator: it has no anomaly threshold")
+        self.refuse_threshold(threshold)
         builder = SignatureBuilder(self.num_classes)
         builder.add_generator(self.model.generate, self.model.latent_dim)
         return builder.build("generate", [self.model.sampling_generator])

@@ -99,8 +99,7 @@ class TranslatorTasks(TaskDeclaration):
         threshold: float | None = None,
         normalization: tuple[float, float] | None = None,
     ) -> SignatureSet:
-        if threshold is not None:
-            raise ValueError(f"{self.model.name} is a translator: it has no anomaly threshold")
+        self.refuse_threshold(threshold)
         model = self.model
         builder = SignatureBuilder()
         source, target = self.pair_shapes
