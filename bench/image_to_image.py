@@ -2,11 +2,12 @@
 offline tasks, trained by their shipped recipes under a wall-clock budget.
 
 Every model trains through ``zoo.recipes.train`` (the runner behind ``zoo train``) from its
-recipe; the only overrides are the budget's (``epochs``, ``training.steps_per_epoch``) and
-``training.verbose``. A short pilot run of each recipe measures its tracing time, its time per
-step and its epoch-end cost (validation, grids, checkpoint); the epochs that fit the budget
-are then set with ``--set epochs=N`` (so learning-rate schedules, e.g. CycleGAN's linear decay,
-run their full course), and a wall-clock callback stops the run if the machine slows down.
+recipe, for the recipe's epochs, stopped by a wall-clock callback after ``--minutes`` (a
+constant learning rate: the same run cut short). A recipe with a learning-rate schedule
+(CycleGAN's linear decay) instead gets ``--set epochs=N`` (and ``training.steps_per_epoch``)
+planned from a short pilot run that measures its tracing time, time per step and epoch-end
+cost (validation, grids, checkpoint), so its schedule runs its full course in the budget. The
+only other override is ``training.verbose``.
 Held-out pairs are the recipe's own validation pairs (``zoo.recipes.pair_data``, what
 ``zoo evaluate`` scores), metrics are :mod:`zoo.metrics.image_quality` and FD is the Fréchet
 distance in the bundled MNIST classifier's features (:class:`zoo.metrics.SampleQualityEvaluator`).
@@ -19,6 +20,7 @@ on Y with a 4-pixel border crop vs bicubic and nearest). Each section writes its
 sections can be run one at a time.
 
     python -m bench.image_to_image [--minutes 5] [--only pix2pix,cyclegan,sr] [--n 1000]
+        [--minutes-for srgan_x4=3]
     python -m bench.image_to_image --smoke --out /tmp/x   # tiny models, seconds of budget
 """
 
@@ -57,12 +59,13 @@ SAFETY = 0.9  # share of the budget the planned epochs may fill
 
 class Clock(keras.callbacks.Callback):
     """Wall-clock stop and step timing: stops ``fit`` once ``seconds`` have passed (or after
-    ``executions`` compiled calls), recording when each call and epoch ended and the steps
-    taken by then."""
+    ``executions`` compiled calls, or ``max_steps`` steps), recording when each call and
+    epoch ended and the steps taken by then."""
 
-    def __init__(self, seconds: float | None = None, executions: int | None = None):
+    def __init__(self, seconds: float | None = None, executions: int | None = None,
+                 max_steps: int | None = None):  # fmt: skip
         super().__init__()
-        self.seconds, self.executions = seconds, executions
+        self.seconds, self.executions, self.max_steps = seconds, executions, max_steps
         self.calls: list[tuple[float, int]] = []
         self.epoch_ends: list[float] = []
         self.stopped = False
@@ -77,7 +80,8 @@ class Clock(keras.callbacks.Callback):
         now = time.perf_counter()
         self.calls.append((now - self.start, self.steps()))
         over_time = self.seconds is not None and now - self.start >= self.seconds
-        if over_time or (self.executions and len(self.calls) >= self.executions):
+        enough = self.max_steps is not None and self.calls[-1][1] >= self.max_steps
+        if over_time or enough or (self.executions and len(self.calls) >= self.executions):
             self.model.stop_training, self.stopped = True, bool(over_time)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
@@ -130,27 +134,35 @@ def budget_overrides(plan: dict[str, float], seconds: float) -> list[str]:
     return ["epochs=1", f"training.steps_per_epoch={steps}"]
 
 
+def has_schedule(spec: Any) -> bool:
+    """Whether a recipe's ``[optimizer]`` holds a learning-rate schedule (a table with
+    ``schedule``): its course depends on the planned number of steps."""
+    return isinstance(spec, dict) and ("schedule" in spec or any(map(has_schedule, spec.values())))
+
+
 def train_recipe(
     recipe: str, seconds: float, workdir: Path, extra: list[str], args: argparse.Namespace,
-    budget: list[str] | None = None,
+    max_steps: int | None = None,
 ) -> Trained:  # fmt: skip
-    """Train ``recipe`` for at most ``seconds`` (planned by a pilot unless ``budget`` gives
-    the budget overrides), with ``extra`` overrides (model settings for the ablation)."""
+    """Train ``recipe`` (with ``extra`` overrides: the ablation's model settings) for its own
+    epochs, stopped after ``seconds`` or ``max_steps``. A recipe with a learning-rate schedule
+    gets the epochs that fit ``seconds`` instead, planned by a pilot run, so that its schedule
+    runs its course; a constant-rate recipe stopped by the clock is the same run cut short."""
+    from zoo.recipes import load_recipe
+
     base = [*extra, "training.verbose=0", *smoke_overrides(recipe, args)]
+    budget: list[str] = ["epochs=1", "training.steps_per_epoch=2"] if args.smoke else []
     plan: dict[str, float] = {}
-    if budget is None:
-        budget, plan = (
-            (["epochs=1", "training.steps_per_epoch=2"], {})
-            if args.smoke
-            else plan_budget(recipe, seconds, workdir, base)
-        )
+    if not args.smoke and max_steps is None and has_schedule(load_recipe(recipe).optimizer):
+        budget, plan = plan_budget(recipe, seconds, workdir, base)
     overrides = [*base, *budget]
-    clock = Clock(seconds=seconds)
+    clock = Clock(seconds=seconds, max_steps=max_steps)
     name = Path(recipe).stem + "".join(f"_{o.split('=')[0].split('.')[-1]}" for o in extra)
     print(f"training {recipe} ({' '.join(overrides)}), at most {seconds / 60:.1f} min", flush=True)
     result = _train(recipe, overrides, clock, workdir, name)
     summary = {
         "recipe": recipe, "overrides": [*extra, *budget], "seconds": clock.elapsed,
+        "recipe_epochs": load_recipe(recipe, overrides).epochs, "budget_s": seconds,
         "steps": clock.steps(), "epochs": len(clock.epoch_ends),
         "stopped_by_clock": clock.stopped, "plan": plan,
     }  # fmt: skip
@@ -174,6 +186,11 @@ def smoke_overrides(recipe: str, args: argparse.Namespace) -> list[str]:
 
 
 # --------------------------------------------------------------------------- data, outputs
+
+
+def seconds(args: argparse.Namespace, model: str) -> float:
+    """The training budget of ``model`` (a key of :data:`RECIPES`) in seconds."""
+    return 60 * args.minutes_for.get(RECIPES[model], args.minutes)
 
 
 def pairs_of(model: Any, recipe: str, n: int | None, train: bool = False) -> tuple:
@@ -224,11 +241,10 @@ def pix2pix_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[s
     from zoo.trainers.translation_tasks import to_target_size
 
     recipe = RECIPES["pix2pix"]
-    gan = train_recipe(recipe, args.seconds, work, [], args)
-    l1 = train_recipe(
-        recipe, 3 * args.seconds, work, ["model_config.adversarial_weight=0"], args,
-        budget=[o for o in gan.summary["overrides"] if o.startswith(("epochs", "training."))],
-    )  # fmt: skip
+    gan = train_recipe(recipe, seconds(args, "pix2pix"), work, [], args)
+    ablation = ["model_config.adversarial_weight=0"]  # the same steps as pix2pix took
+    steps, guard = gan.summary["steps"], 3 * gan.summary["seconds"]
+    l1 = train_recipe(recipe, guard, work, ablation, args, max_steps=steps)
     sources, targets = pairs_of(gan.model, recipe, args.n)
     _, reference = pairs_of(gan.model, recipe, args.reference, train=True)
     evaluator = SampleQualityEvaluator(digit_size(reference), digit_size(targets), seed=0)
@@ -276,7 +292,7 @@ def is_b(classifier: keras.Model, images: np.ndarray) -> np.ndarray:
 
 def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, Any]:
     recipe = RECIPES["cyclegan"]
-    trained = train_recipe(recipe, args.seconds, work, [], args)
+    trained = train_recipe(recipe, seconds(args, "cyclegan"), work, [], args)
     model = trained.model
     a, b = pairs_of(model, recipe, args.n)
     a_train, b_train = pairs_of(model, recipe, args.reference, train=True)
@@ -310,11 +326,12 @@ def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[
 
 
 def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, Any]:
-    srresnet = train_recipe(RECIPES["srresnet"], args.seconds, work, [], args)
+    srresnet = train_recipe(RECIPES["srresnet"], seconds(args, "srresnet"), work, [], args)
     init = srresnet.run_dir / "model.keras"
     if not init.exists():  # the clock stopped it before the runner's final save
         srresnet.model.save(init)
-    srgan = train_recipe(RECIPES["srgan"], args.seconds, work, [*sr_init(init)], args)
+    srgan = train_recipe(RECIPES["srgan"], seconds(args, "srgan"), work, sr_init(init), args)
+    srgan.summary["overrides"][0] = sr_init("<the SRResNet above>.keras")[0]
     lr, hr = pairs_of(srresnet.model, RECIPES["srresnet"], args.n)
     scale = hr.shape[1] // lr.shape[1]
     outputs = {
@@ -333,7 +350,7 @@ def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, A
     }  # fmt: skip
 
 
-def sr_init(path: Path) -> list[str]:
+def sr_init(path: Path | str) -> list[str]:
     """The override that starts ``srgan_x4`` from the SRResNet just trained."""
     return [f'model_config.generator_weights="{path}"']
 
@@ -357,9 +374,10 @@ def verdict(ok: bool) -> str:
 
 def trained_text(t: dict[str, Any]) -> str:
     clock = ", stopped by the clock" if t["stopped_by_clock"] else ""
-    budget = " ".join(t["overrides"])
-    minutes = t["seconds"] / 60
-    return f"{t['steps']:,} steps ({t['epochs']} epochs, `{budget}`) in {minutes:.1f} min{clock}"
+    budget = f", `{' '.join(t['overrides'])}`" if t["overrides"] else ""
+    epochs = f"{t['epochs']} of {t['recipe_epochs']} epochs{budget}"
+    minutes, budget = t["seconds"] / 60, t["budget_s"] / 60
+    return f"{t['steps']:,} steps ({epochs}) in {minutes:.1f} min (budget {budget:.1f}){clock}"
 
 
 def pix2pix_text(r: dict[str, Any]) -> list[str]:
@@ -448,8 +466,8 @@ TEXTS = {"pix2pix": pix2pix_text, "cyclegan": cyclegan_text, "sr": sr_text}
 def render(results: dict[str, dict[str, Any]]) -> str:
     """The report from each section's numbers (``results``: section -> its JSON)."""
     runs = [
-        f"- `{name}`: `{r['command']}` on {r['date']}, {r['minutes']:.1f} min wall, training "
-        f"budget {r['budget_minutes']:g} min per model, load {r['load'][0]:.1f} → "
+        f"- `{name}`: `{r['command']}` on {r['date']}, {r['minutes']:.1f} min wall, load "
+        f"{r['load'][0]:.1f} → "
         f"{r['load'][1]:.1f}{' (SMOKE: tiny models, 2 steps)' if r['smoke'] else ''}"
         for name, r in results.items()
     ]
@@ -458,9 +476,11 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         "# Image-to-image: Pix2Pix, CycleGAN, SRResNet/SRGAN", "",
         "Made by `python -m bench.image_to_image` (sections run as listed):", "", *runs, "",
         f"Machine: {'; '.join(machines)}.", "",
-        "Every model trains through `zoo.recipes.train` from its shipped recipe; the only "
-        "overrides set the budget (`epochs`, from a pilot run's measured step time) and "
-        "`training.verbose`. Held-out pairs are the recipe's own (`zoo evaluate`'s). Metrics: "
+        "Every model trains through `zoo.recipes.train` from its shipped recipe, stopped by a "
+        "wall-clock budget (CycleGAN's learning-rate schedule instead gets the epochs that fit, "
+        "from a pilot run's measured step time, so its decay runs its course); the only other "
+        "override is `training.verbose`. Held-out pairs are the recipe's own (`zoo evaluate`'s). "
+        "Metrics: "
         "`zoo.metrics.image_quality` (PSNR: 10 log10(1/MSE) on [0, 1]; SSIM: Wang et al. 2004, "
         "11x11 Gaussian window, sigma 1.5).", "",
     ]  # fmt: skip
@@ -480,7 +500,7 @@ def run_section(name: str, args: argparse.Namespace, out: Path, command: str) ->
     with tempfile.TemporaryDirectory(prefix=f"i2i_{name}_") as work:
         result = RUNNERS[name](args, Path(work), folder)
     result.update(
-        command=command, minutes=(time.perf_counter() - start) / 60, budget_minutes=args.minutes,
+        command=command, minutes=(time.perf_counter() - start) / 60,
         load=[load, os.getloadavg()[0]], machine=machine(), smoke=bool(args.smoke),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )  # fmt: skip
@@ -500,6 +520,10 @@ def load_results(out: Path) -> dict[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
+    parser.add_argument(
+        "--minutes-for", action="append", default=[], metavar="RECIPE=MINUTES",
+        help="another budget for one recipe (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--n", type=int, default=1000, help="held-out pairs scored (at most)")
     parser.add_argument("--reference", type=int, default=None, help="training images for FD")
@@ -512,7 +536,10 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
     if args.smoke:
         args.n, args.reference = min(args.n, 48), args.reference or 400
-    args.seconds = 60 * args.minutes
+    try:
+        args.minutes_for = {k: float(v) for k, v in (i.split("=") for i in args.minutes_for)}
+    except ValueError:
+        parser.error(f"--minutes-for takes RECIPE=MINUTES, e.g. srgan_x4=3; got {args.minutes_for}")
     command = "python -m bench.image_to_image" + (f" {' '.join(argv)}" if argv else "")
     for name in sections:
         run_section(name, args, args.out, command)

@@ -17,6 +17,14 @@ from zoo.metrics import image_quality as iq
 PLAN = {"trace_s": 10.0, "step_s": 0.1, "epoch_end_s": 5.0, "steps_per_epoch": 100}
 
 
+def test_only_recipes_with_a_learning_rate_schedule_are_planned():
+    from zoo.recipes import load_recipe
+
+    assert bench.has_schedule(load_recipe("cyclegan_digits2animals").optimizer)
+    assert not bench.has_schedule(load_recipe("pix2pix_edges2digits").optimizer)
+    assert not bench.has_schedule({"name": "adam", "learning_rate": 1e-4})
+
+
 def test_the_budget_fills_whole_epochs_after_tracing():
     # 0.9 * 300 - 10 = 260 s; an epoch is 100 * 0.1 + 5 = 15 s: 17 epochs (255 s)
     assert bench.budget_overrides(PLAN, 300) == ["epochs=17"]
@@ -27,15 +35,16 @@ def test_the_budget_fills_whole_epochs_after_tracing():
 
 def training(steps: int, seconds: float = 60.0, clock: bool = False) -> dict:
     return {
-        "recipe": "r", "overrides": [f"epochs={steps // 10}"], "seconds": seconds,
-        "steps": steps, "epochs": steps // 10, "stopped_by_clock": clock, "plan": {},
+        "recipe": "r", "overrides": [], "seconds": seconds, "budget_s": 90.0,
+        "steps": steps, "epochs": steps // 10, "recipe_epochs": 20, "stopped_by_clock": clock,
+        "plan": {},
     }  # fmt: skip
 
 
 def run_info(**extra) -> dict:
     return {
         "command": "python -m bench.image_to_image --only x", "date": "2026-12-01 10:00 UTC",
-        "minutes": 3.0, "budget_minutes": 1.0, "load": [1.0, 2.0], "machine": "test box",
+        "minutes": 3.0, "load": [1.0, 2.0], "machine": "test box",
         "smoke": False, **extra,
     }  # fmt: skip
 
@@ -90,7 +99,8 @@ def test_report_tables_and_verdicts_follow_the_numbers():
     assert "| B -> A (animals -> digits) | 95.0% | 0.0400 | 8.00 | 1.50 |" in text
     assert "≥ 90% to the target domain **met** (lowest 95.0%)" in text
     assert "cycle L1 < 0.05 **met** (highest 0.0400)" in text
-    assert "held-out accuracy 99.5%" in text and "stopped by the clock" in text
+    assert "held-out accuracy 99.5%" in text
+    assert "300 steps (30 of 20 epochs) in 1.0 min (budget 1.5), stopped by the clock" in text
     assert "| SRResNet (MSE) | 25.25 | 0.7000 | 0.0400 |" in text
     assert "(SRResNet ≥ bicubic + 1.5 dB): **met** (+1.75 dB)" in text
     assert "SRResNet 32.05 dB (+3.62 dB)" in text  # Ledig et al.'s Set5 figures
