@@ -162,7 +162,7 @@ def train_recipe(
     result = _train(recipe, overrides, clock, workdir, name)
     summary = {
         "recipe": recipe, "overrides": [*extra, *budget], "seconds": clock.elapsed,
-        "recipe_epochs": load_recipe(recipe, overrides).epochs, "budget_s": seconds,
+        "recipe_epochs": load_recipe(recipe).epochs, "budget_s": seconds,
         "steps": clock.steps(), "epochs": len(clock.epoch_ends),
         "stopped_by_clock": clock.stopped, "plan": plan,
     }  # fmt: skip
