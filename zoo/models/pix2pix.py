@@ -23,7 +23,6 @@ from zoo.translation.unet import build_unet_generator
         "filters": 8,
         "max_filters": 32,
         "patch_layers": 2,
-        "dropout": 0.0,
     },
 )
 def build_pix2pix(
@@ -44,10 +43,8 @@ def build_pix2pix(
     """The paper's 256x256 setting by default: U-Net down to 1x1 (8 levels, widths
     64..512), 70x70 PatchGAN (``patch_layers=3``; 2 gives 34x34 patches, 1 gives 16x16),
     both with batch norm, lambda = 100. ``adversarial_weight=0`` is the L1-only U-Net of
-    the paper's ablation. ``dropout`` applies in training only (translate is
-    deterministic); the tiny config sets it to 0 so that a two-replica step equals a
-    one-device step exactly (with dropout, masks are drawn per replica: equal in
-    distribution only)."""
+    the paper's ablation. ``dropout`` (on the first ``dropout_layers`` decoder blocks)
+    applies in training only: translate is deterministic."""
     source_shape = tuple(int(d) for d in source_shape)
     target_shape = tuple(int(d) for d in target_shape)
     if source_shape[:2] != target_shape[:2]:

@@ -287,18 +287,7 @@ class Trainer(keras.Model):
         (``tf.distribute`` gives replica i the i-th consecutive part): the noise is what one
         device would draw for the whole batch, not the same noise on every replica.
         """
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return sampler(shape, seed=self.seed_generator, **kwargs)
-        shape = list(shape)
-        local = ops.cast(shape[batch_axis], "int32")
-        n, rank = context.num_replicas_in_sync, context.replica_id_in_sync_group
-        mine = tf.one_hot(rank, n, dtype="float32") * ops.cast(local, "float32")
-        sizes = ops.cast(losses.global_sum(mine), "int32")  # every replica's batch size
-        offset = ops.sum(ops.where(ops.arange(n) < rank, sizes, 0))
-        shape[batch_axis] = ops.sum(sizes)
-        values = sampler(tuple(shape), seed=self.seed_generator, **kwargs)
-        return tf.gather(values, offset + tf.range(local), axis=batch_axis)
+        return draw_global_batch(sampler, shape, self.seed_generator, batch_axis, **kwargs)
 
     def normal(self, shape: Any, batch_axis: int = 0) -> tf.Tensor:
         """Standard normal noise from this trainer's seed generator (:meth:`draw`)."""
@@ -307,6 +296,30 @@ class Trainer(keras.Model):
     def uniform(self, shape: Any, batch_axis: int = 0, dtype: Any = "float32") -> tf.Tensor:
         """Uniform [0, 1) noise from this trainer's seed generator (:meth:`draw`)."""
         return self.draw(keras.random.uniform, shape, batch_axis, dtype=dtype)
+
+
+def draw_global_batch(
+    sampler: Callable[..., tf.Tensor],
+    shape: Any,
+    seed_generator: keras.random.SeedGenerator,
+    batch_axis: int = 0,
+    **kwargs: Any,
+) -> tf.Tensor:
+    """``sampler(shape, seed=seed_generator, **kwargs)``; on N > 1 replicas this replica's
+    slice of the global batch's values (:meth:`Trainer.draw`; also used by layers that draw
+    their own noise over the batch, such as the U-Net's dropout)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return sampler(shape, seed=seed_generator, **kwargs)
+    shape = list(shape)
+    local = ops.cast(shape[batch_axis], "int32")
+    n, rank = context.num_replicas_in_sync, context.replica_id_in_sync_group
+    mine = tf.one_hot(rank, n, dtype="float32") * ops.cast(local, "float32")
+    sizes = ops.cast(losses.global_sum(mine), "int32")  # every replica's batch size
+    offset = ops.sum(ops.where(ops.arange(n) < rank, sizes, 0))
+    shape[batch_axis] = ops.sum(sizes)
+    values = sampler(tuple(shape), seed=seed_generator, **kwargs)
+    return tf.gather(values, offset + tf.range(local), axis=batch_axis)
 
 
 def finite_on_every_replica(grads: list[Any]) -> list[Any]:

@@ -18,10 +18,10 @@ discriminator step is taken (D and its optimizer do not move) and only ``g_loss`
 are tracked. Trackers otherwise: g_loss, g_adversarial, g_l1, d_loss, d_real, d_fake (the
 mean logits on real and generated pairs).
 
-Dropout (the U-Net's only noise) is Keras ``Dropout`` seeded from the builder's seed, active
-in training only: ``translate`` is deterministic. Its masks are drawn per replica, so under
-``tf.distribute`` a step with dropout equals a one-device step in distribution only; with
-``dropout=0`` (the tiny config) it equals it exactly.
+Dropout (the U-Net's only noise) is active in training only: ``translate`` is
+deterministic. Its masks are seeded from the builder's seed and drawn for the global batch
+(:class:`zoo.translation.unet.GlobalBatchDropout`), so under ``tf.distribute`` a step equals
+a one-device step.
 """
 
 from __future__ import annotations

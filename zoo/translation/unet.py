@@ -14,22 +14,56 @@ Dropout: the paper keeps dropout on at test time as the generator's only noise (
 ignored otherwise). Here dropout is active in training only: ``training=False`` (what the
 trainer's ``translate`` and the exported signatures run) is deterministic, and batch norm
 then uses its moving averages (the paper normalises with the test batch's statistics).
+Its masks are drawn for the global batch (:class:`GlobalBatchDropout`), so a step on N
+replicas equals one device's step (Keras's ``Dropout`` would draw the same masks on every
+replica).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from zoo import networks
 from zoo.precision import OUTPUT_DTYPE
+from zoo.trainers.base import draw_global_batch
 from zoo.translation.patchgan import normalization_layer
 
-__all__ = ["build_unet_generator", "unet_depth", "unet_widths"]
+__all__ = ["GlobalBatchDropout", "build_unet_generator", "unet_depth", "unet_widths"]
 
 KERNEL = 4
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class GlobalBatchDropout(layers.Layer):
+    """Inverted dropout (Srivastava et al., 2014) whose mask is drawn for the global batch:
+    under ``tf.distribute`` every replica draws the whole batch's mask from its copy of the
+    layer's seed generator (the copies move in step) and keeps its own slice
+    (:func:`zoo.trainers.base.draw_global_batch`), so N replicas drop what one device
+    would. Identity at inference."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1); got {rate}")
+        self.rate, self.seed = float(rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training or self.rate == 0.0:
+            return inputs
+        noise = draw_global_batch(keras.random.uniform, ops.shape(inputs), self.seed_generator)
+        keep = noise >= self.rate
+        return ops.where(keep, inputs / (1.0 - self.rate), ops.zeros_like(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def unet_depth(height: int, width: int, depth: int | None = None) -> int:
@@ -84,8 +118,8 @@ def build_unet_generator(
 
     ``depth`` stride-2 encoder layers (``None``: down to 1 x 1, :func:`unet_depth`), widths
     :func:`unet_widths`; ``depth - 1`` skip connections. ``dropout`` (rate) on the first
-    ``dropout_layers`` decoder blocks, in training only (dropout layers are seeded from
-    ``seed``). ``normalization``: "batch" (synchronised over replicas), "instance" or
+    ``dropout_layers`` decoder blocks, in training only (:class:`GlobalBatchDropout`,
+    seeded from ``seed``). ``normalization``: "batch" (synchronised over replicas), "instance" or
     "none". Initial weights N(0, 0.02), seeded."""
     source_shape = tuple(int(d) for d in source_shape)
     if len(source_shape) != 3:
@@ -122,7 +156,7 @@ def build_unet_generator(
         if norm is not None:
             x = norm(x)
         if dropout and j < dropout_layers:
-            x = layers.Dropout(dropout, seed=init.next_seed())(x)
+            x = GlobalBatchDropout(dropout, seed=init.next_seed(), name=f"dropout_{j + 1}")(x)
         x = layers.ReLU()(x)
         x = layers.Concatenate(name=f"skip_{j + 1}")([x, skips[i]])
     x = layers.Conv2DTranspose(
