@@ -92,9 +92,7 @@ class Clock(keras.callbacks.Callback):
 
 
 class Trained(NamedTuple):
-    """A trained model, what its training cost (JSON-ready) and its run folder."""
-
-    model: Any
+    model: Any  # the trained model, what its training cost (JSON-ready), its run folder
     summary: dict[str, Any]
     run_dir: Path
 
@@ -230,10 +228,6 @@ def digit_size(images: np.ndarray) -> np.ndarray:
     return np.clip(x[..., :1] if x.shape[-1] == 1 else x.mean(-1, keepdims=True), 0, 1)
 
 
-def quality(outputs: np.ndarray, targets: np.ndarray, **kwargs: Any) -> dict[str, float]:
-    return {k: v for k, v in iq.paired_report(outputs, targets, **kwargs).items() if k != "n"}
-
-
 # --------------------------------------------------------------------------- sections
 
 
@@ -253,12 +247,14 @@ def pix2pix_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[s
         "U-Net, L1 only": apply(l1.model.translate, sources),
         "pix2pix (cGAN + 100 L1)": apply(gan.model.translate, sources),
     }
-    rows = {}
-    for name, out in outputs.items():
-        fd = evaluator.evaluate(digit_size(out)).generated.fid
-        rows[name] = {**quality(out, targets), "fd": fd}
-    columns = list(outputs.values())[1:]
-    grid = save_grid([sources, *columns, targets], grids / "pix2pix.png")
+    rows = {
+        name: {
+            **iq.paired_report(out, targets),
+            "fd": evaluator.evaluate(digit_size(out)).generated.fid,
+        }
+        for name, out in outputs.items()
+    }
+    grid = save_grid([sources, *list(outputs.values())[1:], targets], grids / "pix2pix.png")
     return {
         "recipe": recipe, "n": len(targets), "n_reference": len(reference),
         "rows": rows, "fd_floor": evaluator.floor.fid,
@@ -271,16 +267,12 @@ def domain_classifier(a: np.ndarray, b: np.ndarray, epochs: int, seed: int = 0) 
     keras.utils.set_random_seed(seed)
     x = np.concatenate([a, b]).astype(np.float32)
     y = np.concatenate([np.zeros(len(a)), np.ones(len(b))]).astype(np.float32)
-    model = keras.Sequential(
-        [
-            keras.Input(a.shape[1:]),
-            keras.layers.Conv2D(32, 3, 2, "same", activation="relu"),
-            keras.layers.Conv2D(64, 3, 2, "same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(1),
-        ]
-    )
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input(a.shape[1:]), layers.Conv2D(32, 3, 2, "same", activation="relu"),
+        layers.Conv2D(64, 3, 2, "same", activation="relu"), layers.Flatten(),
+        layers.Dense(64, activation="relu"), layers.Dense(1),
+    ])  # fmt: skip
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=64, epochs=epochs, shuffle=True, verbose=0)
     return model
@@ -305,16 +297,15 @@ def cyclegan_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[
     eval_a = SampleQualityEvaluator(digit_size(a_train), digit_size(a), seed=0)
     eval_b = SampleQualityEvaluator(digit_size(b_train), digit_size(b), seed=0)
     directions = {
-        "A -> B (digits -> animals)": {
-            "to_target": float(np.mean(is_b(classifier, ab))),
-            "cycle_l1": float(iq.l1(aba, a).mean()),
-            "fd": eval_b.evaluate(digit_size(ab)).generated.fid, "fd_floor": eval_b.floor.fid,
-        },
-        "B -> A (animals -> digits)": {
-            "to_target": float(np.mean(~is_b(classifier, ba))),
-            "cycle_l1": float(iq.l1(bab, b).mean()),
-            "fd": eval_a.evaluate(digit_size(ba)).generated.fid, "fd_floor": eval_a.floor.fid,
-        },
+        label: {
+            "to_target": float(np.mean(is_b(classifier, out) == to_b)),
+            "cycle_l1": float(iq.l1(back, x).mean()),
+            "fd": target.evaluate(digit_size(out)).generated.fid, "fd_floor": target.floor.fid,
+        }
+        for label, x, out, back, target, to_b in (
+            ("A -> B (digits -> animals)", a, ab, aba, eval_b, True),
+            ("B -> A (animals -> digits)", b, ba, bab, eval_a, False),
+        )
     }  # fmt: skip
     grid_ab = save_grid([a, ab, aba], grids / "cyclegan_a2b.png")
     grid_ba = save_grid([b, ba, bab], grids / "cyclegan_b2a.png")
@@ -341,7 +332,7 @@ def sr_section(args: argparse.Namespace, work: Path, grids: Path) -> dict[str, A
         "SRGAN": apply(srgan.model.upscale, lr, 32),
     }
     y = hr.shape[-1] == 3
-    rows = {k: quality(v, hr, y_channel=y, border=scale) for k, v in outputs.items()}
+    rows = {k: iq.paired_report(v, hr, y_channel=y, border=scale) for k, v in outputs.items()}
     grid = save_grid([outputs["nearest"], *list(outputs.values())[1:], hr], grids / "sr.png", 6)
     return {
         "recipes": [RECIPES["srresnet"], RECIPES["srgan"]], "n": len(hr), "scale": scale,
@@ -466,7 +457,8 @@ TEXTS = {"pix2pix": pix2pix_text, "cyclegan": cyclegan_text, "sr": sr_text}
 def render(results: dict[str, dict[str, Any]]) -> str:
     """The report from each section's numbers (``results``: section -> its JSON)."""
     runs = [
-        f"- `{name}`: `{r['command']}` on {r['date']}, {r['minutes']:.1f} min wall, load "
+        f"- `{name}`: `{r['command']}` on {r['date']} at commit {r.get('commit', '?')}, "
+        f"{r['minutes']:.1f} min wall, load "
         f"{r['load'][0]:.1f} → "
         f"{r['load'][1]:.1f}{' (SMOKE: tiny models, 2 steps)' if r['smoke'] else ''}"
         for name, r in results.items()
@@ -500,12 +492,23 @@ def run_section(name: str, args: argparse.Namespace, out: Path, command: str) ->
     with tempfile.TemporaryDirectory(prefix=f"i2i_{name}_") as work:
         result = RUNNERS[name](args, Path(work), folder)
     result.update(
-        command=command, minutes=(time.perf_counter() - start) / 60,
+        command=command, minutes=(time.perf_counter() - start) / 60, commit=commit(),
         load=[load, os.getloadavg()[0]], machine=machine(), smoke=bool(args.smoke),
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )  # fmt: skip
     (folder / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
+
+
+def commit() -> str:
+    """The repository's HEAD (short), ``+`` when the working tree has uncommitted changes."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPORTS.parent.parent, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain") else "")
 
 
 def load_results(out: Path) -> dict[str, dict[str, Any]]:
