@@ -120,16 +120,22 @@ def plan_budget(recipe: str, seconds: float, workdir: Path, base: list[str]) -> 
 
 
 def budget_overrides(plan: dict[str, float], seconds: float) -> list[str]:
-    """``epochs=N``: as many whole epochs (steps x step time + epoch-end cost) as fit in
-    ``SAFETY`` x ``seconds`` after tracing; when not even one does, one shorter epoch
-    (``training.steps_per_epoch``)."""
+    """The most steps that fit ``SAFETY`` x ``seconds`` after tracing, as ``epochs=E`` (and
+    ``training.steps_per_epoch=S`` when shorter epochs fit more steps): each epoch costs
+    S x step time + its end (validation, grids, checkpoint); S is at most a full epoch."""
     available = SAFETY * seconds - plan["trace_s"]
-    epoch = plan["steps_per_epoch"] * plan["step_s"] + plan["epoch_end_s"]
-    epochs = math.floor(available / max(epoch, 1e-9) + 1e-9)
-    if epochs >= 1:
-        return [f"epochs={epochs}"]
-    steps = max(1, math.floor((available - plan["epoch_end_s"]) / plan["step_s"] + 1e-9))
-    return ["epochs=1", f"training.steps_per_epoch={steps}"]
+    full, step, end = int(plan["steps_per_epoch"]), plan["step_s"], plan["epoch_end_s"]
+    best = (1, max(1, min(full, math.floor((available - end) / step + 1e-9))))
+    for epochs in range(1, 10_000):
+        per_epoch = min(full, math.floor((available / epochs - end) / step + 1e-9))
+        if per_epoch < 1:
+            break
+        if epochs * per_epoch > best[0] * best[1]:
+            best = (epochs, per_epoch)
+    epochs, per_epoch = best
+    return [f"epochs={epochs}"] + (
+        [f"training.steps_per_epoch={per_epoch}"] if per_epoch < full else []
+    )
 
 
 def has_schedule(spec: Any) -> bool:

@@ -31,6 +31,10 @@ def test_the_budget_fills_whole_epochs_after_tracing():
     # 0.9 * 20 - 10 = 8 s: no whole epoch fits; (8 - 5) / 0.1 = 30 steps in one epoch
     assert bench.budget_overrides(PLAN, 20) == ["epochs=1", "training.steps_per_epoch=30"]
     assert bench.budget_overrides(PLAN, 1) == ["epochs=1", "training.steps_per_epoch=1"]
+    # costly epoch ends (validation): 0.9 * 480 - 83 = 349 s; one full epoch (250 steps) leaves
+    # 114 s unused, two epochs of 174 steps take 2 * (174 * 0.81 + 33) = 347.9 s: 348 steps
+    slow = {"trace_s": 83.0, "step_s": 0.81, "epoch_end_s": 33.0, "steps_per_epoch": 250}
+    assert bench.budget_overrides(slow, 480) == ["epochs=2", "training.steps_per_epoch=174"]
 
 
 def training(steps: int, seconds: float = 60.0, clock: bool = False) -> dict:
