@@ -293,3 +293,19 @@ def test_pool_on_two_replicas_returns_and_keeps_what_one_device_does():
     for copy in copies:
         np.testing.assert_array_equal(np.asarray(copy), single.images.numpy())
     assert int(pool.count.numpy()) == 5
+
+
+def test_loading_the_model_modules_registers_linear_decay():
+    """A run's model.keras holds LinearDecay in its optimizers' config: ``zoo export`` and
+    ``zoo.load`` (which import only the model modules) must find it in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import keras\n"
+        "from zoo.registry import load_model_modules\n"
+        "load_model_modules()\n"
+        "assert keras.saving.get_registered_object('zoo>LinearDecay') is not None\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

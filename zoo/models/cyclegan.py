@@ -11,6 +11,10 @@ from zoo.trainers.cyclegan import CycleGAN
 from zoo.translation.patchgan import patch_discriminator
 from zoo.translation.resnet import build_resnet_generator
 
+# CycleGAN's learning-rate schedule (recipes: schedule = "linear_decay"); imported here so that
+# loading every model module registers it and .keras files whose optimizers use it load.
+from zoo.translation.schedules import LinearDecay  # noqa: F401
+
 
 @register(
     "cyclegan",
