@@ -164,6 +164,17 @@ def test_translate_is_deterministic_in_unit_range_while_training_drops_out(pairs
     assert not np.array_equal(model(source, training=True), model(source, training=True))
 
 
+def test_global_batch_dropout_is_inverted_dropout_seeded():
+    x = np.ones((64, 16), np.float32)
+    layer = GlobalBatchDropout(0.25, seed=3)
+    y = np.asarray(layer(x, training=True))
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.75)}  # kept units scaled by 1/(1-p)
+    assert 0.2 < (y == 0).mean() < 0.3
+    np.testing.assert_array_equal(layer(x, training=False), x)
+    again = GlobalBatchDropout.from_config(layer.get_config())
+    np.testing.assert_array_equal(again(x, training=True), y)  # same seed, same first mask
+
+
 def test_patchgan_judges_the_concatenated_pair(pairs):
     model = zoo.load("pix2pix_tiny")
     discriminator = model.discriminator
