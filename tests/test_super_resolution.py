@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo.metrics import image_quality
 from zoo.registry import ConfigError
 from zoo.trainers.super_resolution import SuperResolution
 from zoo.translation.content import (
@@ -18,7 +19,12 @@ from zoo.translation.content import (
     content_loss,
     vgg19_extractor,
 )
-from zoo.translation.srresnet import PixelShuffle, build_sr_discriminator, build_srresnet
+from zoo.translation.srresnet import (
+    Interpolation,
+    PixelShuffle,
+    build_sr_discriminator,
+    build_srresnet,
+)
 
 
 def flat_config(model):
@@ -81,6 +87,31 @@ def test_pixel_shuffle_is_depth_to_space():
                     ]
     np.testing.assert_array_equal(out, want)
     assert PixelShuffle(r).compute_output_shape((None, None, 5, 12)) == (None, None, 10, 3)
+
+
+def test_global_skip_starts_at_the_interpolation_and_learns_the_residual(pairs):
+    """Not in Ledig et al.: with global_skip the untrained model IS the interpolation (the
+    residual convolution starts at zero), at any size, and a step moves it off."""
+    lr, hr = pairs
+    odd = np.random.default_rng(5).uniform(size=(2, 5, 9, 1)).astype("float32")
+    for method in ("nearest", "bicubic"):
+        model = zoo.load("srresnet_tiny", global_skip=method)
+        for x in (lr, odd):
+            want = (
+                image_quality.bicubic_upscale(x, 4)
+                if method == "bicubic"
+                else image_quality.nearest_upscale(x, 4)
+            )  # both clipped to [0, 1], as upscale is
+            np.testing.assert_allclose(model.upscale(x), want, atol=2e-6)
+    assert Interpolation(4, "nearest").compute_output_shape((None, 3, None, 2)) == (
+        None, 12, None, 2
+    )  # fmt: skip
+    model.compile(run_eagerly=True)
+    before = model.upscale(lr).numpy()
+    model.fit(lr, hr, batch_size=16, epochs=1, verbose=0)
+    assert not np.allclose(model.upscale(lr), before)
+    with pytest.raises(ConfigError, match="unknown global_skip 'area'"):
+        zoo.load("srresnet_tiny", global_skip="area")
 
 
 @pytest.mark.parametrize("scale", [3, 6, 1])

@@ -13,7 +13,9 @@ weight (0 for SRResNet's MSE training, 1e-3 for SRGAN). The paper trains in two 
 Keys: ``channels``, ``scale`` (a power of 2), ``generator_filters`` and ``n_blocks`` (the
 paper: 64 and 16), ``patch_size`` (the high-resolution training patch; the paper: 96),
 ``discriminator_filters`` (64) and ``discriminator_pooling`` ("flatten", the paper's dense
-head on a fixed patch, or "average": global average pooling, size-free and lighter).
+head on a fixed patch, or "average": global average pooling, size-free and lighter), and
+``global_skip`` ("none", the paper's; "nearest" or "bicubic": the generator learns a residual
+over that interpolation of its input, not in the paper, see :mod:`zoo.translation.srresnet`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def _build(
     scale: int,
     generator_filters: int,
     n_blocks: int,
+    global_skip: str,
     patch_size: int,
     discriminator_filters: int,
     discriminator_pooling: str,
@@ -41,8 +44,8 @@ def _build(
 ) -> SuperResolution:
     """One registered super-resolution model (trainer named ``name``)."""
     generator = build_srresnet(
-        channels, scale=scale, filters=generator_filters, n_blocks=n_blocks, seed=seed,
-        name="generator",
+        channels, scale=scale, filters=generator_filters, n_blocks=n_blocks,
+        global_skip=global_skip, seed=seed, name="generator",
     )  # fmt: skip
     discriminator = build_sr_discriminator(
         (patch_size, patch_size, channels),
@@ -76,6 +79,7 @@ def srresnet(
     scale: int = 4,
     generator_filters: int = 64,
     n_blocks: int = 16,
+    global_skip: str = "none",
     patch_size: int = 96,
     discriminator_filters: int = 64,
     discriminator_pooling: str = "flatten",
@@ -105,6 +109,7 @@ def srgan(
     scale: int = 4,
     generator_filters: int = 64,
     n_blocks: int = 16,
+    global_skip: str = "none",
     patch_size: int = 96,
     discriminator_filters: int = 64,
     discriminator_pooling: str = "flatten",
