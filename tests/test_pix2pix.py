@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo import registry
 from zoo.trainers.pix2pix import Pix2Pix
 from zoo.translation.patchgan import receptive_field
 from zoo.translation.unet import GlobalBatchDropout, build_unet_generator, unet_depth
@@ -79,6 +80,14 @@ def test_depth_follows_the_image_size_and_rejects_what_does_not_divide():
         build_unet_generator((33, 33, 1), 1)
     with pytest.raises(ValueError, match="same height and width"):
         zoo.load("pix2pix_tiny", target_shape=[16, 16, 1])
+
+
+def test_filters_is_the_first_width_here_and_a_list_for_image_shape_models():
+    assert registry.resolve_config("pix2pix_tiny", {"filters": 16})["filters"] == 16
+    with pytest.raises(registry.ConfigError, match="one width per stage"):
+        registry.resolve_config("conv_ae_tiny", {"filters": 16})
+    with pytest.raises(registry.ConfigError, match="filters must be"):
+        registry.resolve_config("pix2pix_tiny", {"filters": 0})
 
 
 @pytest.mark.parametrize("loss", ["non_saturating", "least_squares"])
