@@ -113,13 +113,13 @@ def test_pool_swaps_half_of_the_images_once_full():
     pool = ImagePool((2, 2, 1), pool_size=50)
     draw = uniform_draws(7)
     pool.query(constant_images(np.arange(50) - 100.0), draw)  # fill
-    new = constant_images(np.arange(800, dtype="float32"))
+    new = constant_images(np.arange(400, dtype="float32"))
     out = pool.query(new, draw).numpy()[:, 0, 0, 0]
     swapped = out != new[:, 0, 0, 0]
-    # Binomial(800, 1/2): sd 0.018; 4 sd either side
-    assert abs(swapped.mean() - 0.5) < 0.07, swapped.mean()
+    # Binomial(400, 1/2): sd 0.025; 4 sd either side
+    assert abs(swapped.mean() - 0.5) < 0.1, swapped.mean()
     # a swapped image comes from the pool: an old one or a newer one of this batch
-    assert np.all((out[swapped] < 0) | (out[swapped] < np.arange(800)[swapped]))
+    assert np.all((out[swapped] < 0) | (out[swapped] < np.arange(400)[swapped]))
     assert int(pool.count.numpy()) == 50
 
 
@@ -295,17 +295,20 @@ def test_pool_on_two_replicas_returns_and_keeps_what_one_device_does():
     assert int(pool.count.numpy()) == 5
 
 
-def test_loading_the_model_modules_registers_linear_decay():
-    """A run's model.keras holds LinearDecay in its optimizers' config: ``zoo export`` and
-    ``zoo.load`` (which import only the model modules) must find it in a fresh process."""
-    import subprocess
+def test_importing_the_model_module_registers_linear_decay():
+    """A run's model.keras holds LinearDecay in its optimizers' config; ``zoo export`` and
+    ``zoo.load`` import only the model modules (zoo/models/*.py), so importing cyclegan's
+    must register it (the first export of a cyclegan run failed without it)."""
+    import importlib
     import sys
 
-    code = (
-        "import keras\n"
-        "from zoo.registry import load_model_modules\n"
-        "load_model_modules()\n"
-        "assert keras.saving.get_registered_object('zoo>LinearDecay') is not None\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
+    names = ("zoo.models.cyclegan", "zoo.translation.schedules")
+    saved = {name: sys.modules.pop(name) for name in names}
+    registered = keras.saving.get_custom_objects().pop("zoo>LinearDecay")
+    try:
+        assert keras.saving.get_registered_object("zoo>LinearDecay") is None
+        importlib.import_module("zoo.models.cyclegan")
+        assert keras.saving.get_registered_object("zoo>LinearDecay") is not None
+    finally:  # the classes the other tests hold stay the registered ones
+        sys.modules.update(saved)
+        keras.saving.get_custom_objects()["zoo>LinearDecay"] = registered
