@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import zoo
 from zoo import registry
+from zoo.data.core import DataError
 from zoo.trainers.pix2pix import Pix2Pix
 from zoo.translation.patchgan import receptive_field
 from zoo.translation.unet import GlobalBatchDropout, build_unet_generator, unet_depth
@@ -202,3 +203,8 @@ def test_batches_must_be_pairs(pairs):
     model.compile()
     with pytest.raises(ValueError, match=r"\(source, target\) pairs.*tuple of 1"):
         model.train_step((tf.constant(pairs[0]),))
+    source, target = pairs
+    for targets in (target * 255, tf.data.Dataset.from_tensor_slices((source, target * 255))):
+        data = (source, targets) if isinstance(targets, np.ndarray) else (targets.batch(8),)
+        with pytest.raises(DataError, match=r"fit\(targets\).*divide by 255"):
+            model.fit(*data, epochs=1, verbose=0)
