@@ -57,7 +57,8 @@ def _tensors(tensors: Mapping[str, Any]) -> str:
 def _threshold_lines(meta: Mapping[str, Any]) -> list[str]:
     t = meta.get("threshold")
     if not t:
-        return ["This model has no anomaly threshold (it is a generator)."]
+        family = meta.get("model", {}).get("family", "model")
+        return [f"This model has no anomaly threshold (a {family}: it scores nothing)."]
     rule = t.get("rule", "is_anomaly = anomaly_score > threshold")
     lines = [
         f"- Value: **{_g(t['value'])}** (`{rule}`)",

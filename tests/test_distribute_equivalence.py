@@ -40,7 +40,8 @@ CASES += [
 ]  # fmt: skip
 #: Models whose two-replica step may differ, with the reason, and the variables (path
 #: substrings) that may differ; everything else is still compared. None today: batch norm
-#: is synchronized (zoo.networks) and no tiny model uses dropout.
+#: is synchronized (zoo.networks) and Pix2Pix's dropout draws the global batch's masks
+#: (zoo.translation.unet.GlobalBatchDropout).
 EXCEPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {}
 #: Float tolerance. Adam's first step is ~lr * sign(g): a gradient within float noise of 0
 #: can move a weight by a few % of lr (1e-3) differently (iwae_tiny: 3.5e-5).
