@@ -86,7 +86,8 @@ def patch_discriminator(
     logits = layers.Conv2D(
         1, KERNEL, padding="same", kernel_initializer=init(), dtype=OUTPUT_DTYPE, name="logits"
     )(x)
-    return keras.Model(inputs, logits, name=name)
+    # one input is passed bare (a list of one makes Keras warn on plain-tensor calls)
+    return keras.Model(inputs if len(inputs) > 1 else image, logits, name=name)
 
 
 def receptive_field(model: keras.Model) -> int:
