@@ -70,6 +70,13 @@ def test_generator_upscales_any_size_with_the_same_weights():
     assert x2(np.zeros((1, 3, 7, 1), "float32")).shape == (1, 6, 14, 1)
     shuffles = [layer for layer in generator.layers if isinstance(layer, PixelShuffle)]
     assert len(shuffles) == 2  # log2(4) x2 blocks
+    norms = [
+        layer for layer in generator.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert len(norms) == 2 * 2 + 1  # two per block and one before the long skip
+    plain = build_srresnet(3, scale=4, filters=8, n_blocks=2, batch_norm=False, seed=0)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers)
+    assert plain(np.zeros((1, 3, 5, 3), "float32")).shape == (1, 12, 20, 3)
 
 
 def test_pixel_shuffle_is_depth_to_space():

@@ -15,7 +15,8 @@ paper: 64 and 16), ``patch_size`` (the high-resolution training patch; the paper
 ``discriminator_filters`` (64) and ``discriminator_pooling`` ("flatten", the paper's dense
 head on a fixed patch, or "average": global average pooling, size-free and lighter), and
 ``global_skip`` ("none", the paper's; "nearest" or "bicubic": the generator learns a residual
-over that interpolation of its input, not in the paper, see :mod:`zoo.translation.srresnet`).
+over that interpolation of its input, not in the paper, see :mod:`zoo.translation.srresnet`)
+and ``batch_norm`` (True, the paper's; False drops the generator's batch norm, as EDSR).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def _build(
     generator_filters: int,
     n_blocks: int,
     global_skip: str,
+    batch_norm: bool,
     patch_size: int,
     discriminator_filters: int,
     discriminator_pooling: str,
@@ -45,7 +47,7 @@ def _build(
     """One registered super-resolution model (trainer named ``name``)."""
     generator = build_srresnet(
         channels, scale=scale, filters=generator_filters, n_blocks=n_blocks,
-        global_skip=global_skip, seed=seed, name="generator",
+        global_skip=global_skip, batch_norm=batch_norm, seed=seed, name="generator",
     )  # fmt: skip
     discriminator = build_sr_discriminator(
         (patch_size, patch_size, channels),
@@ -80,6 +82,7 @@ def srresnet(
     generator_filters: int = 64,
     n_blocks: int = 16,
     global_skip: str = "none",
+    batch_norm: bool = True,
     patch_size: int = 96,
     discriminator_filters: int = 64,
     discriminator_pooling: str = "flatten",
@@ -110,6 +113,7 @@ def srgan(
     generator_filters: int = 64,
     n_blocks: int = 16,
     global_skip: str = "none",
+    batch_norm: bool = True,
     patch_size: int = 96,
     discriminator_filters: int = 64,
     discriminator_pooling: str = "flatten",

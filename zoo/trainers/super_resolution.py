@@ -5,7 +5,8 @@ Batches are ``(low_res, high_res)`` pairs of images in [0, 1] (the high-resoluti
 ``patch_size`` x ``patch_size`` and its ``scale``-times smaller version). The generator takes
 the low-resolution images in [0, 1] and makes [-1, 1] images (tanh), the range of the targets
 and of the discriminator's inputs, as in the paper (§3.2); :meth:`SuperResolution.upscale`
-maps them back to [0, 1].
+maps them back to [0, 1] (clipped: a generator with a ``global_skip``, not in the paper, adds
+an unbounded residual to an interpolation of its input).
 
 Objectives (per example, averaged over the batch):
 

@@ -18,6 +18,8 @@ linear, zero-initialised last convolution, so it learns only the residual over t
 interpolation (Kim et al., 2016, VDSR's global residual learning) and starts out equal to
 it. A CPU budget of a few thousand steps does not get the paper's network past bicubic
 interpolation; this one starts there. Its output is not bounded: ``upscale`` clips.
+``batch_norm=False`` drops the residual blocks' batch norm (Lim et al., 2017, EDSR: batch
+norm hurts super-resolution and costs compute; also not Ledig et al.'s network).
 
 Discriminator: eight 3x3 convolutions of ``filters`` x 1, 1, 2, 2, 4, 4, 8, 8 channels with
 strides 1, 2, 1, 2, ... (LeakyReLU 0.2, BN from the second), a dense layer of
@@ -138,6 +140,7 @@ def build_srresnet(
     filters: int = 64,
     n_blocks: int = 16,
     global_skip: str = "none",
+    batch_norm: bool = True,
     seed: int | None = None,
     name: str = "srresnet",
 ) -> keras.Model:
@@ -158,15 +161,19 @@ def build_srresnet(
     def conv(width: int, kernel: int, **kw: Any) -> layers.Conv2D:
         return layers.Conv2D(width, kernel, padding="same", kernel_initializer=init(), **kw)
 
+    def norm(x: keras.KerasTensor) -> keras.KerasTensor:
+        """Batch norm (synchronized over replicas); the convolutions before it have no
+        bias (it would cancel, and its ~0 gradient makes Adam's steps noise)."""
+        return networks.sync_batch_norm()(x) if batch_norm else x
+
     inputs = keras.Input((None, None, channels), name="images")
     head = _prelu("head_prelu")(conv(filters, 9, name="head_conv")(inputs))
     x = head
     for b in range(n_blocks):
-        y = conv(filters, 3, use_bias=False)(x)  # no bias before batch norm (it cancels)
-        y = _prelu()(networks.sync_batch_norm()(y))
-        y = networks.sync_batch_norm()(conv(filters, 3, use_bias=False)(y))
+        y = _prelu()(norm(conv(filters, 3, use_bias=not batch_norm)(x)))
+        y = norm(conv(filters, 3, use_bias=not batch_norm)(y))
         x = layers.Add(name=f"block{b}_skip")([x, y])
-    x = networks.sync_batch_norm()(conv(filters, 3, use_bias=False)(x))
+    x = norm(conv(filters, 3, use_bias=not batch_norm)(x))
     x = layers.Add(name="long_skip")([head, x])
     for u in range(int(math.log2(scale))):
         x = conv(4 * filters, 3, name=f"upsample{u}_conv")(x)
