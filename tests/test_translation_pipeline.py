@@ -178,3 +178,20 @@ def test_zoo_serve_answers_every_translator_over_rest(runs, exported, tmp_path):
         np.testing.assert_allclose(got, sr.upscale(lr), atol=1e-5)
         with pytest.raises(ServingError, match="images"):  # 28x28 into a 32x32 model
             ServingClient(url, model="p2p").predict({"images": digits[:, :28, :28]}, "translate")
+
+
+@pytest.mark.parametrize("name", ["pix2pix_tiny", "cyclegan_tiny", "srresnet_tiny"])
+def test_fit_refuses_0_255_targets_before_training(name):
+    from zoo.data import DataError
+
+    model = zoo.load(name)
+    model.compile()
+    source_shape, target_shape = zoo.tasks.declaration_of(model).pair_shapes
+    rng = np.random.default_rng(0)
+    source = rng.uniform(size=(4, *source_shape)).astype(np.float32)
+    target = rng.uniform(size=(4, *target_shape)).astype(np.float32)
+    for given in (target * 255, tf.data.Dataset.from_tensor_slices((source, target * 255))):
+        args = (source, given) if isinstance(given, np.ndarray) else (given.batch(4),)
+        with pytest.raises(DataError, match=r"fit\(targets\): .* divide by 255"):
+            model.fit(*args, epochs=1, verbose=0)
+    assert int(model.optimizers[next(iter(model.optimizers))].iterations) == 0

@@ -35,10 +35,11 @@ from zoo.data.core import DataError
 RANGE_TOLERANCE = 1e-3
 
 
-def first_batch(data: Any) -> np.ndarray | None:
-    """The inputs of the first batch of ``fit``'s ``x`` (an array, a tensor, a tuple of
-    them or a ``tf.data.Dataset``), or None for what cannot be read without consuming it
-    (Python generators, ``PyDataset``) and for dicts and other structures."""
+def first_batch(data: Any, part: int = 0) -> np.ndarray | None:
+    """The inputs (``part`` 1: the targets) of the first batch of ``fit``'s ``x`` (an array,
+    a tensor, a tuple of them or a ``tf.data.Dataset``), or None for what cannot be read
+    without consuming it (Python generators, ``PyDataset``) and for dicts and other
+    structures."""
     if isinstance(data, tf.data.Dataset):
         data = next(iter(data.take(1)), None)
         if data is None:
@@ -46,7 +47,7 @@ def first_batch(data: Any) -> np.ndarray | None:
     elif not isinstance(data, (tuple, list, np.ndarray)) and not tf.is_tensor(data):
         return None
     try:
-        inputs = unpack_batch(data)[0]
+        inputs = unpack_batch(data)[part]
     except ValueError:  # e.g. a long Python list: left for Keras to judge
         return None
     if isinstance(inputs, np.ndarray) or tf.is_tensor(inputs):
@@ -74,6 +75,9 @@ class Trainer(keras.Model):
     NETWORKS: ClassVar[tuple[str, ...]] = ()
     OPTIMIZERS: ClassVar[dict[str, str | None]] = {"optimizer": None}
     TRACKERS: ClassVar[tuple[str, ...]] = ("loss",)
+    #: Image-to-image trainers: ``fit``'s targets (``y``, or a dataset's second element) are
+    #: images too, checked like the inputs.
+    TARGETS_ARE_IMAGES: ClassVar[bool] = False
     declaration: ClassVar[type | None] = None
 
     def __init__(
@@ -203,6 +207,11 @@ class Trainer(keras.Model):
                 batch = first_batch(data) if data is not None else None
                 if batch is not None:
                     self.check_inputs(batch, f"fit({what}=...)")
+            if self.TARGETS_ARE_IMAGES:
+                y = args[0] if args else kwargs.get("y")
+                targets = np.asarray(y[:256]) if y is not None else first_batch(x, part=1)
+                if targets is not None:
+                    self.check_inputs(targets, "fit(targets)")
         return super().fit(x, *args, **kwargs)
 
     def check_inputs(self, inputs: np.ndarray, where: str = "inputs") -> None:

@@ -82,6 +82,7 @@ class CycleGAN(Trainer):
         "translate_b_to_a": ("translate_b_to_a", "translations"),
     }
     paired: ClassVar[bool] = False
+    TARGETS_ARE_IMAGES = True
     fully_convolutional = False
 
     def __init__(

@@ -29,12 +29,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from zoo import losses
-from zoo.data.batches import unpack_batch
 from zoo.trainers.adversarial import to_signed, to_unit
 from zoo.trainers.base import Trainer
 from zoo.trainers.translation_tasks import TranslatorTasks
@@ -56,16 +54,6 @@ def _pair(data: Any) -> tuple[tf.Tensor, tf.Tensor]:
     )
 
 
-def _first_targets(x: Any) -> Any:
-    """The targets of the first batch of a ``tf.data.Dataset`` of pairs (else None)."""
-    if not isinstance(x, tf.data.Dataset):
-        return None
-    batch = next(iter(x.take(1)), None)
-    if not isinstance(batch, (tuple, list)):
-        return None
-    return unpack_batch(batch)[1]
-
-
 @keras.saving.register_keras_serializable(package="zoo")
 class Pix2Pix(Trainer):
     """A U-Net generator and a conditional PatchGAN trained on (source, target) pairs.
@@ -78,6 +66,7 @@ class Pix2Pix(Trainer):
     NETWORKS = ("generator", "discriminator")
     OPTIMIZERS = {"generator_optimizer": "generator", "discriminator_optimizer": "discriminator"}
     TRACKERS = ADVERSARIAL_TRACKERS
+    TARGETS_ARE_IMAGES = True
     TRANSLATIONS: ClassVar[dict[str, tuple[str, str]]] = {
         "translate": ("translate", "translations")
     }
@@ -172,15 +161,6 @@ class Pix2Pix(Trainer):
             + ". The paper keeps dropout on at test time as noise; the exported translate "
             "runs without dropout (deterministic) and batch norm uses its moving averages.",
         ]
-
-    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.fit``, checking the first batch's targets as well as its sources
-        (float images in [0, 1]) unless ``check_inputs=False``."""
-        if kwargs.get("check_inputs", True):
-            targets = y if y is not None else _first_targets(x)
-            if isinstance(targets, np.ndarray) or tf.is_tensor(targets):
-                self.check_inputs(np.asarray(targets[:256]), "fit(targets)")
-        return super().fit(x, y, *args, **kwargs)
 
     # -- objectives (each player's loss with the other fixed) -----------------------------
     def _generate(self, source: tf.Tensor, training: bool) -> tf.Tensor:

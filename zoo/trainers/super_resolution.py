@@ -65,6 +65,7 @@ class SuperResolution(Trainer):
     TRACKERS = ("g_loss", "content_loss", "psnr", "g_adversarial", "d_loss")
     TRANSLATIONS: ClassVar[dict[str, tuple[str, str]]] = {"upscale": ("upscale", "upscaled")}
     paired: ClassVar[bool] = True
+    TARGETS_ARE_IMAGES = True
 
     def __init__(
         self,
