@@ -184,7 +184,10 @@ def downscale(hr: Any, scale: int) -> np.ndarray:
     """``hr`` ``[N, H, W, C]`` (H, W divisible by ``scale``) resized to
     ``[N, H/scale, W/scale, C]`` by bicubic interpolation with antialiasing (the kernel
     widened by ``scale``, like MATLAB's ``imresize``), clipped to [0, 1]: how the zoo makes
-    low-resolution inputs (Ledig et al. 2017 downsample by bicubic, factor 4)."""
+    low-resolution inputs (Ledig et al. 2017 downsample by bicubic, factor 4), the same op
+    as the training pairs' (:func:`zoo.data.pairs.downscale`)."""
+    from zoo.data.pairs import downscale as downscale_tensor
+
     scale = _scale(scale)
     h, w = np.shape(hr)[1:3]
     if h % scale or w % scale:
@@ -192,7 +195,8 @@ def downscale(hr: Any, scale: int) -> np.ndarray:
             f"high-resolution images of {h}x{w} do not divide by scale {scale}; crop them to "
             f"{h - h % scale}x{w - w % scale} first"
         )
-    return _resize(hr, (h // scale, w // scale), "bicubic", antialias=True)
+    images = _images(hr, "images").astype(np.float32)
+    return np.asarray(downscale_tensor(images, (h // scale, w // scale)), dtype=np.float32)
 
 
 def _mean(values: np.ndarray) -> float:
