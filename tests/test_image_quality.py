@@ -204,12 +204,3 @@ def test_paired_report_holds_the_means_and_errors_name_the_problem():
         iq.l1(a, b[:, :8])
     with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
         iq.psnr(a[..., 0], b[..., 0])
-
-
-def test_the_sr_data_makes_its_inputs_as_downscale_does():
-    from zoo.data.pairs import downscale as data_downscale
-
-    hr = rng_images((2, 32, 32, 3), seed=7)
-    np.testing.assert_allclose(
-        np.asarray(data_downscale(hr, (8, 8, 3))), iq.downscale(hr, 4), atol=1e-6
-    )
