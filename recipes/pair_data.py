@@ -196,8 +196,9 @@ def build_pair_data(
 def held_out_pairs(
     recipe: Recipe, declaration: Any, n: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Up to ``n`` held-out (source, target) pairs of a recipe's data as arrays (the first
-    ``n``, in order), and what they are: for ``zoo sample`` and ``zoo evaluate``."""
+    """Up to ``n`` held-out (source, target) pairs of a recipe's data as arrays, evenly
+    spaced over the held-out set (test splits are often ordered by class), and what they
+    are: for ``zoo sample`` and ``zoo evaluate``."""
     source_shape, target_shape = declaration.pair_shapes
     data = build_pair_data(recipe, source_shape, target_shape, bool(declaration.model.paired))
     if data.validation is None:
@@ -205,7 +206,10 @@ def held_out_pairs(
             f"the recipe holds out no pairs ({data.description}); set data.validation_split "
             "or data.validation_fraction"
         )
-    held = data.validation if n is None else data.validation.take(int(n))
+    held = data.validation
+    if n is not None:
+        stride = max(_count(held) // int(n), 1)
+        held = held.shard(stride, 0).take(int(n))
     sources, targets = [], []
     for s, t in held.batch(256).as_numpy_iterator():
         sources.append(s)
