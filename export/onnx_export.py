@@ -8,11 +8,21 @@ TFP's distributions emit TF ops tf2onnx 1.17 does not convert: ``MulNoNan`` (in
 ``Bernoulli.log_prob``), ``BroadcastArgs`` (batch shapes in ``kl_divergence``) and
 ``Expm1`` (``ContinuousBernoulli``). :data:`CUSTOM_OP_HANDLERS` lowers them to standard
 ONNX ops, so the VAE's signatures convert from the same graphs the SavedModel serves.
+
+tf2onnx 1.17's ``ReshapeOptimizer`` can leave a graph output one dimension too many: when
+it rewrites a computed-shape ``Reshape`` that feeds a graph output directly, it prepends a
+``1`` to the shape and hangs a ``Squeeze`` on the output's consumers, of which a graph
+output has none, so the ``Squeeze`` is dropped. Whether the output ``Identity`` is gone by
+then varies from process to process (an SRResNet's ``upscale`` came out ``[1, N, H, W, 1]``
+in one CI run). :func:`convert_signature` leaves such reshapes alone and checks every
+output's rank against the TensorFlow signature.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +33,9 @@ __all__ = [
     "CUSTOM_OP_HANDLERS",
     "DEFAULT_OPSET",
     "OnnxConversionError",
+    "check_output_ranks",
     "convert_signature",
+    "graph_output_safe_reshapes",
     "name_batch_dimension",
     "random_op_types",
     "run_onnx",
@@ -99,6 +111,50 @@ CUSTOM_OP_HANDLERS: dict[str, tuple[Any, list]] = {
 }
 
 
+@contextlib.contextmanager
+def graph_output_safe_reshapes() -> Iterator[None]:
+    """Within the block, tf2onnx's ``ReshapeOptimizer`` skips any ``Reshape`` whose output
+    is a graph output (the case it mis-wires, module docstring); every other reshape is
+    optimised as before. A tf2onnx without that optimizer is left as it is."""
+    try:
+        import tf2onnx.optimizer as optimizers
+        from tf2onnx.optimizer.reshape_optimizer import ReshapeOptimizer
+    except ImportError:  # a later tf2onnx reorganised its optimizers
+        yield
+        return
+    registry = getattr(optimizers, "_optimizers", None)
+    if not isinstance(registry, dict) or registry.get("reshape_optimizer") is not ReshapeOptimizer:
+        yield
+        return
+
+    class GraphOutputSafeReshapeOptimizer(ReshapeOptimizer):
+        def _optimize_reshape(self, node: Any, graph: Any) -> bool:
+            if node.output[0] in graph.outputs:
+                return False
+            return super()._optimize_reshape(node, graph)
+
+    registry["reshape_optimizer"] = GraphOutputSafeReshapeOptimizer
+    try:
+        yield
+    finally:
+        registry["reshape_optimizer"] = ReshapeOptimizer
+
+
+def check_output_ranks(signature: Any, model_proto: Any) -> None:
+    """Raise :class:`OnnxConversionError` when an ONNX output's rank differs from the
+    rank of the TensorFlow output it was converted from."""
+    outputs = signature.function.get_concrete_function().structured_outputs
+    expected = {signature.onnx_output_name(k): t.shape.rank for k, t in outputs.items()}
+    for value in model_proto.graph.output:
+        rank = len(value.type.tensor_type.shape.dim)
+        if expected.get(value.name) is not None and rank != expected[value.name]:
+            raise OnnxConversionError(
+                f"ONNX output {value.name!r} of {signature.name!r} has rank {rank}, but "
+                f"TensorFlow's has rank {expected[value.name]}: a tf2onnx graph rewrite "
+                "went wrong; please report it with the model's config"
+            )
+
+
 def random_op_types(model_proto: Any) -> list[str]:
     """Node types in the graph (subgraphs included) that draw random numbers."""
     found: list[str] = []
@@ -151,12 +207,14 @@ def convert_signature(
     path.parent.mkdir(parents=True, exist_ok=True)
     function = signature.onnx_function()
     try:
-        model_proto, _ = tf2onnx.convert.from_function(
-            function,
-            input_signature=function.input_signature,
-            opset=opset,
-            custom_op_handlers=dict(CUSTOM_OP_HANDLERS),
-        )
+        with graph_output_safe_reshapes():
+            model_proto, _ = tf2onnx.convert.from_function(
+                function,
+                input_signature=function.input_signature,
+                opset=opset,
+                custom_op_handlers=dict(CUSTOM_OP_HANDLERS),
+            )
+        check_output_ranks(signature, model_proto)
         name_batch_dimension(model_proto)
         onnx.checker.check_model(model_proto, full_check=True)
         onnx.save(model_proto, str(path))
