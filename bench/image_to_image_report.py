@@ -30,7 +30,13 @@ def verdict(ok: bool) -> str:
 def trained_text(t: dict[str, Any]) -> str:
     clock = ", stopped by the clock" if t["stopped_by_clock"] else ""
     budget = f", `{' '.join(t['overrides'])}`" if t["overrides"] else ""
-    epochs = f"{t['epochs']} of {t['recipe_epochs']} epochs{budget}"
+    planned = [o.split("=", 1)[1] for o in t["overrides"] if o.startswith("epochs=")]
+    epochs = (
+        f"{t['epochs']} of {planned[0]} epochs planned for the budget instead of the "
+        f"recipe's {t['recipe_epochs']}{budget}"
+        if planned
+        else f"{t['epochs']} of {t['recipe_epochs']} epochs{budget}"
+    )
     minutes, budget = t["seconds"] / 60, t["budget_s"] / 60
     return f"{t['steps']:,} steps ({epochs}) in {minutes:.1f} min (budget {budget:.1f}){clock}"
 

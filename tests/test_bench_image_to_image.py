@@ -12,6 +12,7 @@ import pytest
 
 import zoo
 from bench import image_to_image as bench
+from bench import image_to_image_report as report
 from zoo.metrics import image_quality as iq
 
 PLAN = {"trace_s": 10.0, "step_s": 0.1, "epoch_end_s": 5.0, "steps_per_epoch": 100}
@@ -43,6 +44,16 @@ def training(steps: int, seconds: float = 60.0, clock: bool = False) -> dict:
         "steps": steps, "epochs": steps // 10, "recipe_epochs": 20, "stopped_by_clock": clock,
         "plan": {},
     }  # fmt: skip
+
+
+def test_a_budget_plan_is_reported_beside_the_recipes_epochs():
+    planned = {**training(1540), "epochs": 7, "recipe_epochs": 6,
+               "overrides": ["epochs=7", "training.steps_per_epoch=220"]}  # fmt: skip
+    assert report.trained_text(planned).startswith(
+        "1,540 steps (7 of 7 epochs planned for the budget instead of the recipe's 6, "
+        "`epochs=7 training.steps_per_epoch=220`) in 1.0 min (budget 1.5)"
+    )
+    assert report.trained_text(training(300)).startswith("300 steps (30 of 20 epochs) in")
 
 
 def run_info(**extra) -> dict:
